@@ -1,0 +1,116 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Arrows point down only:
+// modelgate -> Platform -> Gateway -> {Tenancy, Metering, Inference} -> {Postgres, Encryption} -> C shims
+let package = Package(
+    name: "modelgate",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "modelgate", targets: ["modelgate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+    ],
+    targets: [
+        // MARK: System libraries (module map + one-line shim, nothing else)
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+
+        // MARK: Foundations
+        .target(
+            name: "Postgres",
+            dependencies: [
+                "CLibPQ",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Encryption",
+            dependencies: ["COpenSSL"]
+        ),
+        // Plain SQL migrations, embedded into the binary so it runs from any directory.
+        .target(
+            name: "SchemaMigrations",
+            dependencies: ["Postgres"],
+            path: "sql",
+            exclude: ["README.md"],
+            resources: [.embedInCode("migrations")]
+        ),
+
+        // MARK: Product
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "Postgres",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "Platform",
+            dependencies: [
+                "Postgres",
+                "Encryption",
+                "SchemaMigrations",
+                "Gateway",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "modelgate",
+            dependencies: [
+                "Platform",
+                "Postgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // MARK: Benchmarks (bench/run; not tests)
+        .executableTarget(
+            name: "modelgate-bench",
+            dependencies: ["Postgres"],
+            path: "bench/Sources/modelgate-bench"
+        ),
+
+        // MARK: Tests
+        .target(
+            name: "TestSupport",
+            dependencies: ["Postgres", "SchemaMigrations"],
+            path: "Tests/TestSupport"
+        ),
+        .testTarget(
+            name: "PostgresTests",
+            dependencies: ["Postgres", "TestSupport"]
+        ),
+        .testTarget(
+            name: "EncryptionTests",
+            dependencies: ["Encryption"]
+        ),
+        .testTarget(
+            name: "PlatformTests",
+            dependencies: ["Platform", "SchemaMigrations", "TestSupport", "Postgres"]
+        ),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: [
+                "TestSupport",
+                "modelgate",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+    ]
+)

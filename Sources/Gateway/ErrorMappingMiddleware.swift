@@ -1,0 +1,38 @@
+import Hummingbird
+import Logging
+
+/// Maps every error to an OpenAI-shaped JSON body: Hummingbird's own errors (unknown route,
+/// body too large, undecodable JSON) keep their status; anything unexpected becomes a 500 whose
+/// details go to the log, never to the client.
+struct ErrorMappingMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as OpenAIError {
+            throw error
+        } catch let error as HTTPError {
+            throw Self.map(error)
+        } catch {
+            context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: type(of: error)))"])
+            throw OpenAIError(status: .internalServerError, message: "internal server error", type: "server_error")
+        }
+    }
+
+    static func map(_ error: HTTPError) -> OpenAIError {
+        switch error.status {
+        case .notFound:
+            return OpenAIError(status: .notFound, message: error.body ?? "unknown route", type: "invalid_request_error", code: "not_found")
+        case .contentTooLarge:
+            return OpenAIError(status: .contentTooLarge, message: "request body too large", type: "invalid_request_error", code: "request_too_large")
+        case .methodNotAllowed:
+            return OpenAIError(status: .methodNotAllowed, message: "method not allowed", type: "invalid_request_error")
+        default:
+            let type = error.status.code >= 500 ? "server_error" : "invalid_request_error"
+            return OpenAIError(status: error.status, message: error.body ?? error.status.reasonPhrase, type: type)
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import Hummingbird
+
+/// What `/readyz` checks; each named check is either fine (nil) or a one-line reason.
+public struct ReadinessReport: Sendable, Encodable {
+    public var checks: [String: String]
+    public var problems: [String: String]
+
+    public init(checks: [String: String?]) {
+        var fine: [String: String] = [:]
+        var problems: [String: String] = [:]
+        for (name, problem) in checks {
+            if let problem { problems[name] = problem } else { fine[name] = "ok" }
+        }
+        self.checks = fine
+        self.problems = problems
+    }
+
+    public var isReady: Bool { problems.isEmpty }
+}
+
+/// `GET /healthz`: the process is alive. `GET /readyz`: it can serve (database reachable,
+/// migrations current, models loaded); 503 with the reasons otherwise.
+struct HealthRoutes {
+    let readiness: @Sendable () async -> ReadinessReport
+
+    func register(on router: Router<GatewayRequestContext>) {
+        router.get("/healthz") { _, _ in
+            JSONResponse(status: .ok, body: ["status": "ok"])
+        }
+        router.get("/readyz") { _, _ in
+            let report = await readiness()
+            var checks = report.checks
+            for (name, problem) in report.problems { checks[name] = problem }
+            return JSONResponse(
+                status: report.isReady ? .ok : .serviceUnavailable,
+                body: ReadinessBody(status: report.isReady ? "ready" : "not_ready", checks: checks))
+        }
+    }
+}
+
+struct ReadinessBody: Encodable, Sendable {
+    var status: String
+    var checks: [String: String]
+}
+
+/// A JSON body with an explicit status.
+struct JSONResponse<Body: Encodable & Sendable>: ResponseGenerator {
+    var status: HTTPResponse.Status
+    var body: Body
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = try encoder.encode(body)
+        return Response(
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+
+/// Accepts the client's `x-request-id` (when it is a sane token) or mints one, and echoes it on
+/// the response. It later becomes the idempotency key of the usage event.
+struct RequestIDMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    static let header = HTTPField.Name("x-request-id")!  // safe: constant, valid token
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        var context = context
+        let supplied = request.headers[Self.header]
+        context.requestID = supplied.flatMap(Self.acceptable) ?? "req_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        context.logger[metadataKey: "request_id"] = .string(context.requestID)
+        do {
+            var response = try await next(request, context)
+            response.headers[Self.header] = context.requestID
+            return response
+        } catch let error as OpenAIError {
+            var error = error
+            error.headers[Self.header] = context.requestID
+            throw error
+        }
+    }
+
+    /// 1–128 characters of `[A-Za-z0-9._:-]`; anything else is replaced by a fresh id.
+    static func acceptable(_ value: String) -> String? {
+        guard (1...128).contains(value.utf8.count) else { return nil }
+        let allowed = value.utf8.allSatisfy { byte in
+            (48...57).contains(byte) || (65...90).contains(byte) || (97...122).contains(byte)
+                || byte == 46 || byte == 95 || byte == 58 || byte == 45
+        }
+        return allowed ? value : nil
+    }
+}

@@ -1,0 +1,68 @@
+import AsyncHTTPClient
+import Foundation
+import Testing
+import TestSupport
+
+@Suite struct ServeLifecycleTests {
+    func emptyDirectory() throws -> String {
+        let directory = "/tmp/mg-e2e-" + UUID().uuidString.prefix(8).lowercased()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
+    func get(_ url: String) async throws -> (Int, String) {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: url), timeout: .seconds(10))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        return (Int(response.status.code), String(buffer: body))
+    }
+
+    @Test func zeroConfigServeBecomesReadyAndExitsCleanlyOnSIGTERM() async throws {
+        let directory = try emptyDirectory()
+        let server = try ModelGateProcess(in: directory)
+        var ready = false
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline, server.isRunning {
+            if let (status, _) = try? await get(server.baseURL + "/readyz"), status == 200 {
+                ready = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(ready, "never ready; log:\n\(server.log)")
+        let (healthStatus, healthBody) = try await get(server.baseURL + "/healthz")
+        #expect(healthStatus == 200)
+        #expect(healthBody.contains("ok"))
+        let (readyStatus, readyBody) = try await get(server.baseURL + "/readyz")
+        #expect(readyStatus == 200)
+        #expect(readyBody.contains("\"database\":\"ok\""))
+        let (missingStatus, missingBody) = try await get(server.baseURL + "/no/such/route")
+        #expect(missingStatus == 404)
+        #expect(missingBody.contains("\"error\""))
+        #expect(server.log.contains("local PostgreSQL"))
+        #expect(FileManager.default.fileExists(atPath: directory + "/.modelgate/postgres/data/PG_VERSION")
+            || server.log.contains("/var/tmp/modelgate-"))
+
+        server.signal(SIGTERM)
+        let status = await server.waitForExit(timeout: .seconds(30))
+        #expect(status == 0, "exit status \(String(describing: status)); log:\n\(server.log)")
+
+        // The local cluster outlives serve; `db stop` stops it.
+        let (stopStatus, stopOut) = try ModelGateProcess.run(["db", "stop"], in: directory)
+        #expect(stopStatus == 0, "\(stopOut)")
+        #expect(stopOut.contains("stopped"))
+        let (statusCode, statusOut) = try ModelGateProcess.run(["db", "status"], in: directory)
+        #expect(statusCode == 0)
+        #expect(statusOut.contains("stopped"))
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    @Test func invalidConfigurationExitsWithStatusTwoAndOneLine() throws {
+        let directory = try emptyDirectory()
+        let (status, stderr) = try ModelGateProcess.run(
+            ["serve"], in: directory, environment: ["MODELGATE_SERVER_PORT": "not-a-port"])
+        #expect(status == 2)
+        #expect(stderr.contains("server.port"))
+        #expect(stderr.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1)
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}

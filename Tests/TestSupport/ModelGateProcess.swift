@@ -1,0 +1,95 @@
+import Foundation
+import Postgres
+
+/// The real `modelgate` binary, run as a child process in a directory of the test's choosing.
+public final class ModelGateProcess: Sendable {
+    public let child: ChildProcess
+    public let directory: String
+    public let port: Int
+
+    /// Path of the built binary (next to the test bundle), or `MODELGATE_BINARY`.
+    public static var binaryPath: String {
+        if let configured = ProcessInfo.processInfo.environment["MODELGATE_BINARY"] { return configured }
+        let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var directory = testBinary.deletingLastPathComponent()
+        if directory.pathExtension == "xctest" { directory = directory.deletingLastPathComponent() }
+        return directory.appendingPathComponent("modelgate").path
+    }
+
+    /// The environment for a child: this process's, minus every MODELGATE_ setting.
+    public static func cleanEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("MODELGATE_") }
+        for key in ["MODELGATE_PG_USER", "MODELGATE_PG_BIN"] {
+            if let value = ProcessInfo.processInfo.environment[key] { environment[key] = value }
+        }
+        for (key, value) in extra { environment[key] = value }
+        return environment
+    }
+
+    /// Runs a one-shot command and returns (status, stdout and stderr together).
+    public static func run(
+        _ arguments: [String], in directory: String, environment: [String: String] = [:]
+    ) throws -> (status: Int32, output: String) {
+        try ChildProcess.run(
+            binaryPath, arguments, environment: cleanEnvironment(environment), workingDirectory: directory)
+    }
+
+    /// Starts `modelgate serve` on a free port; its output is collected in `log`.
+    public init(arguments: [String] = ["serve"], in directory: String, environment: [String: String] = [:]) throws {
+        self.directory = directory
+        self.port = try FreePort.find()
+        var extra = environment
+        extra["MODELGATE_SERVER_PORT"] = String(port)
+        child = try ChildProcess(
+            executable: Self.binaryPath, arguments: arguments, environment: Self.cleanEnvironment(extra),
+            workingDirectory: directory,
+            outputPath: NSTemporaryDirectory() + "modelgate-serve-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log")
+    }
+
+    public var log: String { child.output }
+    public var baseURL: String { "http://127.0.0.1:\(port)" }
+    public var isRunning: Bool { child.isRunning }
+
+    public func signal(_ signal: Int32) { child.signal(signal) }
+
+    /// Waits for the process to exit (up to `timeout`) and returns its status, or nil.
+    public func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let status = child.poll() { return status }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return nil
+    }
+
+    deinit {
+        if child.poll() == nil {
+            child.signal(SIGKILL)
+            child.wait()
+        }
+        try? FileManager.default.removeItem(atPath: child.outputPath)
+    }
+}
+
+public enum FreePort {
+    /// A TCP port that was free a moment ago (bound to port 0, then released).
+    public static func find() throws -> Int {
+        let socketDescriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socketDescriptor >= 0 else { throw POSIXError(.EMFILE) }
+        defer { close(socketDescriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socketDescriptor, $0, length) }
+        }
+        guard bound == 0 else { throw POSIXError(.EADDRINUSE) }
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socketDescriptor, $0, &length) }
+        }
+        guard named == 0 else { throw POSIXError(.EADDRINUSE) }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}

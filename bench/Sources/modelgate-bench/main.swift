@@ -1,0 +1,23 @@
+import Foundation
+import Postgres
+
+// Benchmarks that need the project's own code (not timed tests). Run through bench/run.
+// Each prints one JSON line per measurement so bench/run can tabulate and compare.
+
+let arguments = CommandLine.arguments.dropFirst()
+guard let name = arguments.first else {
+    FileHandle.standardError.write(Data("usage: modelgate-bench pool [--seconds N]\n".utf8))
+    exit(2)
+}
+var seconds = 10.0
+if let index = arguments.firstIndex(of: "--seconds"), index + 1 < arguments.endIndex, let value = Double(arguments[index + 1]) {
+    seconds = value
+}
+
+switch name {
+case "pool":
+    try await PoolBenchmark(seconds: seconds).run()
+default:
+    FileHandle.standardError.write(Data("unknown benchmark \(name)\n".utf8))
+    exit(2)
+}

@@ -1,0 +1,17 @@
+import Postgres
+
+/// ModelGate's schema migrations, embedded in the binary.
+public enum SchemaMigrations {
+    /// Every migration in `sql/migrations`, in order.
+    public static let all: [Migration] = embedded.compactMap { fileName, bytes in
+        Migration(fileName: fileName, sql: String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// File names and contents. SwiftPM embeds each file as `PackageResources.<mangled name>`.
+    static let embedded: [(String, [UInt8])] = [
+        ("0001_init.sql", PackageResources._001_init_sql),
+    ]
+
+    /// File names of the embedded migrations (tests compare them with the folder).
+    public static var fileNames: [String] { embedded.map(\.0) }
+}
