@@ -18,6 +18,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // MARK: System libraries (module map + one-line shim, nothing else)
@@ -36,6 +37,14 @@ let package = Package(
             name: "Encryption",
             dependencies: ["COpenSSL"]
         ),
+        .target(
+            name: "Tenancy",
+            dependencies: [
+                "Postgres",
+                "Encryption",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Plain SQL migrations, embedded into the binary so it runs from any directory.
         .target(
             name: "SchemaMigrations",
@@ -50,6 +59,8 @@ let package = Package(
             name: "Gateway",
             dependencies: [
                 "Postgres",
+                "Encryption",
+                "Tenancy",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -59,6 +70,7 @@ let package = Package(
             name: "Platform",
             dependencies: [
                 "Postgres",
+                "Tenancy",
                 "Encryption",
                 "SchemaMigrations",
                 "Gateway",
@@ -74,6 +86,8 @@ let package = Package(
             dependencies: [
                 "Platform",
                 "Postgres",
+                "Tenancy",
+                "Encryption",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -89,7 +103,7 @@ let package = Package(
         // MARK: Tests
         .target(
             name: "TestSupport",
-            dependencies: ["Postgres", "SchemaMigrations"],
+            dependencies: ["Postgres", "SchemaMigrations", "Tenancy", "Encryption"],
             path: "Tests/TestSupport"
         ),
         .testTarget(
@@ -101,6 +115,10 @@ let package = Package(
             dependencies: ["Encryption"]
         ),
         .testTarget(
+            name: "TenancyTests",
+            dependencies: ["Tenancy", "Encryption", "Postgres", "TestSupport"]
+        ),
+        .testTarget(
             name: "PlatformTests",
             dependencies: ["Platform", "SchemaMigrations", "TestSupport", "Postgres"]
         ),
@@ -108,8 +126,11 @@ let package = Package(
             name: "EndToEndTests",
             dependencies: [
                 "TestSupport",
+                "Tenancy",
                 "modelgate",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
     ]

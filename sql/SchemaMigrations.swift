@@ -10,6 +10,7 @@ public enum SchemaMigrations {
     /// File names and contents. SwiftPM embeds each file as `PackageResources.<mangled name>`.
     static let embedded: [(String, [UInt8])] = [
         ("0001_init.sql", PackageResources._001_init_sql),
+        ("0002_tenancy.sql", PackageResources._002_tenancy_sql),
     ]
 
     /// File names of the embedded migrations (tests compare them with the folder).

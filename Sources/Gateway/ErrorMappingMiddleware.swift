@@ -1,5 +1,8 @@
+import Encryption
 import Hummingbird
 import Logging
+import Postgres
+import Tenancy
 
 /// Maps every error to an OpenAI-shaped JSON body: Hummingbird's own errors (unknown route,
 /// body too large, undecodable JSON) keep their status; anything unexpected becomes a 500 whose
@@ -16,9 +19,32 @@ struct ErrorMappingMiddleware: RouterMiddleware {
             throw error
         } catch let error as HTTPError {
             throw Self.map(error)
+        } catch let error as TenancyError {
+            throw Self.map(error)
+        } catch let error as AuthenticationError {
+            throw AuthenticationMiddleware.map(error)
+        } catch let error as PostgresError where error.isConnectionError || error.kind == .poolTimeout || error.kind == .poolClosed {
+            context.logger.warning("database unavailable", metadata: ["error": "\(error.kind.rawValue)"])
+            throw OpenAIError.unavailable("The service is temporarily unavailable (database unreachable); retry shortly.", retryAfterSeconds: 1)
+        } catch let error as PostgresError where error.isQueryCanceled {
+            throw OpenAIError(status: .gatewayTimeout, message: "The request took too long and was cancelled.", type: "server_error", code: "timeout")
+        } catch let error as KeyringError {
+            context.logger.error("keyring error", metadata: ["error": "\(error)"])
+            throw OpenAIError(status: .internalServerError, message: "internal server error", type: "server_error")
+        } catch is CancellationError {
+            throw OpenAIError(status: .serviceUnavailable, message: "The request was cancelled.", type: "server_error", code: "cancelled")
         } catch {
             context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: type(of: error)))"])
             throw OpenAIError(status: .internalServerError, message: "internal server error", type: "server_error")
+        }
+    }
+
+    static func map(_ error: TenancyError) -> OpenAIError {
+        switch error {
+        case .notFound(let message): OpenAIError(status: .notFound, message: message, type: "invalid_request_error", code: "not_found")
+        case .conflict(let message): OpenAIError(status: .conflict, message: message, type: "invalid_request_error", code: "conflict")
+        case .invalid(let field, let message): .invalidRequest("\(field): \(message)", param: field)
+        case .forbidden(let message): OpenAIError(status: .forbidden, message: message, type: "permission_error", code: "forbidden")
         }
     }
 

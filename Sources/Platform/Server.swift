@@ -4,25 +4,20 @@ import Hummingbird
 import Logging
 import Postgres
 import ServiceLifecycle
+import Tenancy
 
 /// `modelgate serve`: opens the database, applies migrations, and runs the gateway until
 /// SIGTERM/SIGINT, then drains in-flight requests (up to `server.shutdownGraceSeconds`) and
 /// closes the pool.
 public enum ModelGateServer {
     public static func run(_ configuration: ModelGateConfiguration, logger: Logger) async throws {
-        let pool = try await DatabaseBootstrap.openPool(configuration, logger: logger)
-        let migrator = DatabaseBootstrap.migrator(pool, logger: logger)
-        do {
-            try await migrator.migrate()
-        } catch {
-            await pool.shutdown()
-            throw error
-        }
-
-        let dependencies = GatewayDependencies(readiness: {
-            await Readiness.check(pool: pool, migrator: migrator)
-        })
-        let router = Gateway.makeRouter(dependencies)
+        let services = try await ModelGateServices.open(configuration, logger: logger)
+        try await bootstrapOperatorKey(services)
+        let router = Gateway.makeRouter(GatewayDependencies(
+            readiness: { await Readiness.check(pool: services.pool, migrator: services.migrator) },
+            authenticator: services.authenticator, tenants: services.tenants, apiKeys: services.apiKeys,
+            auditLog: { tenant, since, limit in try await AuditLog.list(services.pool, tenant: tenant, since: since, limit: limit) },
+            maxBodyBytes: configuration.server.maxBodyBytes))
         let app = Application(
             router: router,
             configuration: .init(
@@ -37,7 +32,9 @@ public enum ModelGateServer {
         let group = ServiceGroup(
             configuration: .init(
                 services: [
-                    .init(service: PoolService(pool: pool)),
+                    .init(service: PoolService(pool: services.pool)),
+                    .init(service: BackgroundTask { await services.authenticator.runInvalidationListener() }),
+                    .init(service: BackgroundTask { await services.authenticator.runLastUsedFlusher() }),
                     .init(service: app),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -46,6 +43,27 @@ public enum ModelGateServer {
                 .withGracePeriod(seconds: configuration.server.shutdownGraceSeconds))
         try await group.run()
         logger.info("modelgate stopped")
+    }
+
+    /// Zero-config convenience: the first start prints an operator key on stdout (never in the
+    /// log) so the operator can create tenants over HTTP at once.
+    static func bootstrapOperatorKey(_ services: ModelGateServices) async throws {
+        guard services.configuration.database.url.isEmpty else { return }
+        let existing = try await services.apiKeys.list(tenant: nil)
+        guard existing.isEmpty else { return }
+        let created = try await services.apiKeys.create(
+            tenant: nil, NewAPIKey(name: "bootstrap operator key", scopes: [.admin]), actor: AuditActor("system:bootstrap"))
+        FileHandle.standardOutput.write(Data("""
+            ──────────────────────────────────────────────────────────────────────
+            ModelGate created an operator key (scope: admin). It is shown only once:
+
+                \(created.secret)
+
+            Create a tenant:  curl -H "Authorization: Bearer $KEY" ...  (see README)
+            ──────────────────────────────────────────────────────────────────────
+
+            """.utf8))
+        services.logger.notice("printed a bootstrap operator key on stdout", metadata: ["key_prefix": "\(created.key.prefix)"])
     }
 }
 
@@ -65,6 +83,17 @@ struct PoolService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         await pool.shutdown()
+    }
+}
+
+/// A loop that runs until graceful shutdown cancels it.
+struct BackgroundTask: Service {
+    let body: @Sendable () async -> Void
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await body()
+        }
     }
 }
 

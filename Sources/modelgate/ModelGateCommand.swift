@@ -8,7 +8,10 @@ struct ModelGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "modelgate",
         abstract: "ModelGate: a self-hosted, multi-tenant, OpenAI-compatible model gateway.",
-        subcommands: [ServeCommand.self, MigrateCommand.self, DatabaseCommand.self])
+        subcommands: [
+            ServeCommand.self, MigrateCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self,
+            AdminKeyCommand.self, AuditCommand.self, KeyringCommand.self,
+        ])
 }
 
 /// Options every command shares.

@@ -42,9 +42,28 @@ import TestSupport
         #expect(FileManager.default.fileExists(atPath: directory + "/.modelgate/postgres/data/PG_VERSION")
             || server.log.contains("/var/tmp/modelgate-"))
 
+        // First start in zero-config mode prints an operator key (on stdout, not in the log).
+        let printed = server.log.split(whereSeparator: { $0.isWhitespace }).map(String.init).first { $0.hasPrefix("mgk_") }
+        let operatorKey = try #require(printed, "no bootstrap key printed:\n\(server.log)")
+        let tenants = try await HTTP.send(.GET, server.baseURL + "/admin/v1/tenants", key: operatorKey)
+        #expect(tenants.status == 200)
+        #expect(FileManager.default.fileExists(atPath: directory + "/.modelgate/keyring.json"))
+
         server.signal(SIGTERM)
         let status = await server.waitForExit(timeout: .seconds(30))
         #expect(status == 0, "exit status \(String(describing: status)); log:\n\(server.log)")
+
+        // A second start reuses the cluster and the key file and prints no new key.
+        let again = try ModelGateProcess(in: directory)
+        var readyAgain = false
+        while ContinuousClock.now < deadline + .seconds(60), again.isRunning {
+            if let (code, _) = try? await get(again.baseURL + "/readyz"), code == 200 { readyAgain = true; break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(readyAgain, "second start never ready:\n\(again.log)")
+        #expect(!again.log.contains("mgk_"))
+        #expect(try await HTTP.send(.GET, again.baseURL + "/admin/v1/tenants", key: operatorKey).status == 200)
+        await again.stopGracefully()
 
         // The local cluster outlives serve; `db stop` stops it.
         let (stopStatus, stopOut) = try ModelGateProcess.run(["db", "stop"], in: directory)

@@ -1,0 +1,141 @@
+import Foundation
+import Hummingbird
+import Tenancy
+
+/// Operator routes (`admin` scope): tenants, their keys, the audit log.
+struct AdminRoutes {
+    let tenants: TenantService
+    let apiKeys: APIKeyService
+    let auditLog: @Sendable (UUID?, Date?, Int) async throws -> [AuditEntry]
+    let maxBodyBytes: Int
+
+    struct CreateTenantRequest: Decodable {
+        var slug: String
+        var displayName: String
+        var contactEmail: String?
+        var billingDetails: String?
+        var plan: String?
+
+        enum CodingKeys: String, CodingKey {
+            case slug, plan
+            case displayName = "display_name"
+            case contactEmail = "contact_email"
+            case billingDetails = "billing_details"
+        }
+    }
+
+    struct UpdateTenantRequest: Decodable {
+        var displayName: String?
+        var contactEmail: String?
+        var billingDetails: String?
+        var plan: String?
+        var payloadLogging: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case plan
+            case displayName = "display_name"
+            case contactEmail = "contact_email"
+            case billingDetails = "billing_details"
+            case payloadLogging = "payload_logging"
+        }
+    }
+
+    struct DeletionBody: Encodable, Sendable {
+        var id: UUID
+        var deleted = true
+        var revokedKeys: Int
+        var shreddedDataKeys: Int
+
+        enum CodingKeys: String, CodingKey {
+            case id, deleted
+            case revokedKeys = "revoked_keys"
+            case shreddedDataKeys = "shredded_data_keys"
+        }
+    }
+
+    func register(on group: RouterGroup<GatewayRequestContext>) {
+        group.get("tenants") { request, context in
+            _ = try context.require(.admin)
+            let includeDeleted = request.uri.queryParameters.get("include_deleted") == "true"
+            return JSONResponse(status: .ok, body: ListBody(data: try await tenants.list(includeDeleted: includeDeleted)))
+        }
+        group.post("tenants") { request, context in
+            let principal = try context.require(.admin)
+            let body = try await JSONBody.decode(CreateTenantRequest.self, from: request, context: context, limit: maxBodyBytes)
+            let tenant = try await tenants.create(
+                slug: body.slug, displayName: body.displayName, contactEmail: body.contactEmail,
+                billingDetails: body.billingDetails, plan: body.plan, actor: .key(principal))
+            return JSONResponse(status: .created, body: tenant)
+        }
+        group.get("tenants/:id") { _, context in
+            _ = try context.require(.admin)
+            return JSONResponse(status: .ok, body: try await tenants.get(try TenantKeyRoutes.id(context)))
+        }
+        group.patch("tenants/:id") { request, context in
+            let principal = try context.require(.admin)
+            let id = try TenantKeyRoutes.id(context)
+            let body = try await JSONBody.decode(UpdateTenantRequest.self, from: request, context: context, limit: maxBodyBytes)
+            let changes = TenantChanges(
+                displayName: body.displayName, contactEmail: body.contactEmail, billingDetails: body.billingDetails,
+                plan: body.plan, payloadLogging: body.payloadLogging)
+            return JSONResponse(status: .ok, body: try await tenants.update(id, changes, actor: .key(principal)))
+        }
+        group.delete("tenants/:id") { _, context in
+            let principal = try context.require(.admin)
+            let id = try TenantKeyRoutes.id(context)
+            let report = try await tenants.delete(id, actor: .key(principal))
+            return JSONResponse(status: .ok, body: DeletionBody(id: id, revokedKeys: report.revokedKeys, shreddedDataKeys: report.shreddedDataKeys))
+        }
+        group.post("tenants/:id/suspend") { _, context in
+            let principal = try context.require(.admin)
+            return JSONResponse(status: .ok, body: try await tenants.suspend(try TenantKeyRoutes.id(context), actor: .key(principal)))
+        }
+        group.post("tenants/:id/resume") { _, context in
+            let principal = try context.require(.admin)
+            return JSONResponse(status: .ok, body: try await tenants.resume(try TenantKeyRoutes.id(context), actor: .key(principal)))
+        }
+        group.get("tenants/:id/keys") { _, context in
+            _ = try context.require(.admin)
+            let tenant = try await existingTenant(context)
+            return JSONResponse(status: .ok, body: ListBody(data: try await apiKeys.list(tenant: tenant)))
+        }
+        group.post("tenants/:id/keys") { request, context in
+            let principal = try context.require(.admin)
+            let tenant = try await existingTenant(context)
+            let body = try await JSONBody.decode(TenantKeyRoutes.CreateKeyRequest.self, from: request, context: context, limit: maxBodyBytes)
+            let scopes = try Scope.parseList((body.scopes ?? ["inference"]).joined(separator: ","))
+            let created = try await apiKeys.create(
+                tenant: tenant,
+                NewAPIKey(name: body.name, scopes: scopes, allowedModels: body.allowedModels ?? [], expiresAt: body.expiresAt, limits: body.limits ?? [:]),
+                actor: .key(principal))
+            return JSONResponse(status: .created, body: CreatedKeyBody(created))
+        }
+        group.delete("tenants/:id/keys/:key") { _, context in
+            let principal = try context.require(.admin)
+            let tenant = try await existingTenant(context)
+            return JSONResponse(status: .ok, body: try await apiKeys.revoke(try TenantKeyRoutes.id(context, "key"), tenant: tenant, actor: .key(principal)))
+        }
+        group.get("audit") { request, context in
+            _ = try context.require(.admin)
+            let query = request.uri.queryParameters
+            let tenant = try query.get("tenant").map { text -> UUID in
+                guard let id = UUID(uuidString: text) else { throw OpenAIError.invalidRequest("tenant must be a tenant id", param: "tenant") }
+                return id
+            }
+            let since = try query.get("since").map { text -> Date in
+                guard let date = ISO8601DateFormatter().date(from: text) else {
+                    throw OpenAIError.invalidRequest("since must be an ISO 8601 time", param: "since")
+                }
+                return date
+            }
+            let limit = min(max(Int(query.get("limit") ?? "") ?? 1000, 1), 10_000)
+            return JSONResponse(status: .ok, body: ListBody(data: try await auditLog(tenant, since, limit)))
+        }
+    }
+
+    private func existingTenant(_ context: GatewayRequestContext) async throws -> UUID {
+        let id = try TenantKeyRoutes.id(context)
+        _ = try await tenants.get(id)
+        return id
+    }
+}

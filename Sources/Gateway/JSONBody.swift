@@ -1,0 +1,50 @@
+import Foundation
+import Hummingbird
+
+/// Request bodies: decoded strictly, with errors that name the offending field.
+enum JSONBody {
+    static func decode<Value: Decodable>(_ type: Value.Type, from request: Request, context: GatewayRequestContext, limit: Int) async throws -> Value {
+        var request = request
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.collectBody(upTo: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw OpenAIError(status: .contentTooLarge, message: "request body exceeds \(limit) bytes", type: "invalid_request_error", code: "request_too_large")
+        }
+        let data = Data(buffer: buffer)
+        if data.isEmpty { throw OpenAIError.invalidRequest("request body must be a JSON object") }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        do {
+            return try decoder.decode(Value.self, from: data)
+        } catch let error as DecodingError {
+            throw describe(error)
+        } catch let error as OpenAIError {
+            throw error
+        } catch {
+            throw OpenAIError.invalidRequest("request body is not valid JSON")
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> OpenAIError {
+        func path(_ codingPath: [any CodingKey]) -> String? {
+            let text = codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+                .replacingOccurrences(of: ".[", with: "[")
+            return text.isEmpty ? nil : text
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            let field = path(context.codingPath + [key]) ?? key.stringValue
+            return .invalidRequest("missing required parameter '\(field)'", param: field)
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            let field = path(context.codingPath)
+            return .invalidRequest("invalid type for '\(field ?? "body")': \(context.debugDescription)", param: field)
+        case .dataCorrupted(let context):
+            let field = path(context.codingPath)
+            if field == nil { return .invalidRequest("request body is not valid JSON") }
+            return .invalidRequest("invalid value for '\(field ?? "body")': \(context.debugDescription)", param: field)
+        @unknown default:
+            return .invalidRequest("request body could not be decoded")
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import Encryption
+import Foundation
+import Logging
+import Postgres
+import Tenancy
+
+/// The composition root: every service the commands and the gateway use, built once from the
+/// configuration.
+public struct ModelGateServices: Sendable {
+    public let configuration: ModelGateConfiguration
+    public let logger: Logger
+    public let pool: PostgresPool
+    public let migrator: Migrator
+    public let keyRing: KeyRing
+    public let keyFile: String?
+    public let tenants: TenantService
+    public let apiKeys: APIKeyService
+    public let authenticator: Authenticator
+    public let keyringAdministration: KeyringAdministration
+
+    /// Opens the database (starting the local cluster in zero-config mode), applies pending
+    /// migrations, and loads the master keys.
+    public static func open(_ configuration: ModelGateConfiguration, logger: Logger) async throws -> ModelGateServices {
+        let pool = try await DatabaseBootstrap.openPool(configuration, logger: logger)
+        do {
+            let migrator = DatabaseBootstrap.migrator(pool, logger: logger)
+            try await migrator.migrate()
+            let loaded = try KeyringBootstrap.load(configuration, logger: logger)
+            try await KeyringBootstrap.checkFingerprint(loaded.keys, pool: pool)
+            let keyFile = loaded.file
+            let keyRing = KeyRing(masterKeys: loaded.keys, store: PostgresDataKeyStore(pool: pool)) {
+                if let keyFile { return try MasterKeys.load(file: keyFile) }
+                return try KeyringBootstrap.load(configuration, logger: logger).keys
+            }
+            let authenticator = Authenticator(pool: pool, pepper: loaded.keys.pepper, logger: logger) { tenant in
+                keyRing.dropCache(tenant: tenant)
+            }
+            return ModelGateServices(
+                configuration: configuration, logger: logger, pool: pool, migrator: migrator, keyRing: keyRing,
+                keyFile: keyFile,
+                tenants: TenantService(pool: pool, keyRing: keyRing, defaultPlan: configuration.limits.defaultPlan),
+                apiKeys: APIKeyService(pool: pool, pepper: loaded.keys.pepper), authenticator: authenticator,
+                keyringAdministration: KeyringAdministration(pool: pool, keyRing: keyRing, keyFile: keyFile))
+        } catch {
+            await pool.shutdown()
+            throw error
+        }
+    }
+
+    public func close() async {
+        await pool.shutdown()
+    }
+}

@@ -1,0 +1,30 @@
+import Foundation
+
+/// Who is calling: the verified API key and what it may do.
+public struct Principal: Sendable, Equatable {
+    public var keyID: UUID
+    /// Non-secret display prefix (`mgk_AbCdEfGh`), safe for logs and audit entries.
+    public var keyPrefix: String
+    /// Nil for operator keys.
+    public var tenantID: UUID?
+    public var tenantSlug: String?
+    public var tenantStatus: TenantStatus?
+    public var tenantPlan: String?
+    public var scopes: Set<Scope>
+    /// Models this key may use; empty means every model the tenant may use.
+    public var allowedModels: [String]
+    /// Per-key limit overrides (metering reads them).
+    public var limits: [String: Int]
+    public var expiresAt: Date?
+
+    public var isOperator: Bool { tenantID == nil }
+
+    public func has(_ scope: Scope) -> Bool { scopes.contains(scope) }
+
+    /// Whether this key's allow-list admits `model` (tenant visibility is checked separately).
+    public func mayUse(model: String) -> Bool { allowedModels.isEmpty || allowedModels.contains(model) }
+}
+
+public enum TenantStatus: String, Sendable, Codable, Equatable {
+    case active, suspended, deleted
+}

@@ -1,0 +1,53 @@
+import Encryption
+import Foundation
+import Postgres
+import Tenancy
+
+/// The tenancy services over a fresh test database, with generated master keys in a key file.
+public struct TestTenancy: Sendable {
+    public let database: TestDatabase
+    public let keyFile: String
+    public let keyRing: KeyRing
+    public let tenants: TenantService
+    public let apiKeys: APIKeyService
+    public let authenticator: Authenticator
+    public let keyring: KeyringAdministration
+
+    public static func create(poolSize: Int = 4) async throws -> TestTenancy {
+        let database = try await TestDatabase.create(poolSize: poolSize)
+        let keyFile = NSTemporaryDirectory() + "mg-keyring-\(UUID().uuidString)/keyring.json"
+        let keys = try MasterKeys.generate()
+        try keys.save(file: keyFile)
+        let keyRing = KeyRing(masterKeys: keys, store: PostgresDataKeyStore(pool: database.pool)) {
+            try MasterKeys.load(file: keyFile)
+        }
+        return TestTenancy(
+            database: database, keyFile: keyFile, keyRing: keyRing,
+            tenants: TenantService(pool: database.pool, keyRing: keyRing),
+            apiKeys: APIKeyService(pool: database.pool, pepper: keys.pepper),
+            authenticator: Authenticator(pool: database.pool, pepper: keys.pepper) { keyRing.dropCache(tenant: $0) },
+            keyring: KeyringAdministration(pool: database.pool, keyRing: keyRing, keyFile: keyFile))
+    }
+
+    /// The key file's JSON, for `MODELGATE_KEYRING` of a `modelgate` child process.
+    public var keyringJSON: String {
+        (try? String(contentsOfFile: keyFile, encoding: .utf8)) ?? ""
+    }
+
+    public var pool: PostgresPool { database.pool }
+
+    public func drop() async {
+        await database.drop()
+        try? FileManager.default.removeItem(atPath: (keyFile as NSString).deletingLastPathComponent)
+    }
+
+    /// A plain-text dump of the whole database (`pg_dump`), for scanning for plaintext.
+    public func dump() async throws -> String {
+        let cluster = try await TestDatabase.cluster()
+        let bin = try LocalPostgresCluster.findBinDirectory()
+        let (status, output) = try ChildProcess.run(
+            bin + "/pg_dump", ["-h", cluster.socketDirectory, "-p", String(cluster.options.port), "-U", "postgres", database.name])
+        guard status == 0 else { throw PostgresError(.localCluster, "pg_dump failed: \(output)") }
+        return output
+    }
+}
