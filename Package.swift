@@ -96,7 +96,7 @@ let package = Package(
         // MARK: Benchmarks (bench/run; not tests)
         .executableTarget(
             name: "modelgate-bench",
-            dependencies: ["Postgres"],
+            dependencies: ["Postgres", "Encryption"],
             path: "bench/Sources/modelgate-bench"
         ),
 

@@ -16,16 +16,23 @@ public enum AES256GCM {
         try seal(plaintext, key: key, nonce: try SecureRandom.bytes(nonceByteCount), associatedData: associatedData)
     }
 
+    /// Seals with `header` placed before the nonce in the output (one allocation, no copy).
+    static func seal(_ plaintext: [UInt8], key: [UInt8], associatedData: [UInt8], header: [UInt8]) throws -> [UInt8] {
+        try seal(plaintext, key: key, nonce: try SecureRandom.bytes(nonceByteCount), associatedData: associatedData, header: header)
+    }
+
     /// Sealing with a caller-chosen nonce exists for known-answer tests only: a repeated nonce
     /// under one key destroys GCM's security.
-    static func seal(_ plaintext: [UInt8], key: [UInt8], nonce: [UInt8], associatedData: [UInt8]) throws -> [UInt8] {
+    static func seal(_ plaintext: [UInt8], key: [UInt8], nonce: [UInt8], associatedData: [UInt8], header: [UInt8] = []) throws -> [UInt8] {
         guard key.count == keyByteCount else { throw CryptoError.invalidKey("AES-256 needs a 32-byte key") }
         guard nonce.count == nonceByteCount else { throw CryptoError.invalidKey("GCM nonce must be 12 bytes") }
         guard let context = EVP_CIPHER_CTX_new() else { throw CryptoError.libraryFailure("EVP_CIPHER_CTX_new") }
         defer { EVP_CIPHER_CTX_free(context) }
 
-        var output = [UInt8](repeating: 0, count: nonceByteCount + plaintext.count + tagByteCount)
-        output.replaceSubrange(0..<nonceByteCount, with: nonce)
+        let start = header.count
+        var output = [UInt8](repeating: 0, count: start + nonceByteCount + plaintext.count + tagByteCount)
+        output.replaceSubrange(0..<start, with: header)
+        output.replaceSubrange(start..<start + nonceByteCount, with: nonce)
         var length: Int32 = 0
         try check(EVP_EncryptInit_ex(context, EVP_aes_256_gcm(), nil, nil, nil), "EncryptInit")
         try check(EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_SET_IVLEN, Int32(nonceByteCount), nil), "SET_IVLEN")
@@ -40,7 +47,7 @@ public enum AES256GCM {
             }
         }
         try output.withUnsafeMutableBufferPointer { out in
-            guard let base = out.baseAddress else { return }
+            guard let base = out.baseAddress.map({ $0 + start }) else { return }
             if !plaintext.isEmpty {
                 try plaintext.withUnsafeBufferPointer { input in
                     try check(EVP_EncryptUpdate(context, base + nonceByteCount, &length, input.baseAddress, Int32(input.count)), "EncryptUpdate")
@@ -53,18 +60,23 @@ public enum AES256GCM {
     }
 
     public static func open(_ sealed: [UInt8], key: [UInt8], associatedData: [UInt8] = []) throws -> [UInt8] {
+        try open(sealed, from: 0, key: key, associatedData: associatedData)
+    }
+
+    /// Opens the sealed bytes that start at `offset` (after a caller's header).
+    static func open(_ sealed: [UInt8], from offset: Int, key: [UInt8], associatedData: [UInt8]) throws -> [UInt8] {
         guard key.count == keyByteCount else { throw CryptoError.invalidKey("AES-256 needs a 32-byte key") }
-        guard sealed.count >= overhead else { throw CryptoError.malformedCiphertext("shorter than nonce and tag") }
+        guard offset >= 0, sealed.count - offset >= overhead else { throw CryptoError.malformedCiphertext("shorter than nonce and tag") }
         guard let context = EVP_CIPHER_CTX_new() else { throw CryptoError.libraryFailure("EVP_CIPHER_CTX_new") }
         defer { EVP_CIPHER_CTX_free(context) }
 
-        let ciphertextCount = sealed.count - overhead
+        let ciphertextCount = sealed.count - offset - overhead
         var plaintext = [UInt8](repeating: 0, count: ciphertextCount)
         var length: Int32 = 0
         try check(EVP_DecryptInit_ex(context, EVP_aes_256_gcm(), nil, nil, nil), "DecryptInit")
         try check(EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_SET_IVLEN, Int32(nonceByteCount), nil), "SET_IVLEN")
         let authentic: Bool = try sealed.withUnsafeBufferPointer { input in
-            guard let base = input.baseAddress else { return false }
+            guard let base = input.baseAddress.map({ $0 + offset }) else { return false }
             try key.withUnsafeBufferPointer { keyBuffer in
                 try check(EVP_DecryptInit_ex(context, nil, nil, keyBuffer.baseAddress, base), "DecryptInit key")
             }

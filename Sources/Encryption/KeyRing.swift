@@ -68,12 +68,15 @@ public struct TenantCipher: Sendable {
     public let tenantID: UUID
     public let primaryVersion: Int
     private let keys: [Int: [UInt8]]
+    /// `modelgate.seal.v1|tenant:<id>|`, computed once: the start of every associated data.
+    private let aadPrefix: [UInt8]
 
     init(tenantID: UUID, keys: [Int: [UInt8]]) throws {
         guard let newest = keys.keys.max() else { throw KeyringError.noDataKey(tenant: tenantID, version: nil) }
         self.tenantID = tenantID
         self.keys = keys
         self.primaryVersion = newest
+        self.aadPrefix = Array("modelgate.seal.v1|tenant:\(tenantID.uuidString.lowercased())|".utf8)
     }
 
     public var versions: [Int] { keys.keys.sorted() }
@@ -85,8 +88,8 @@ public struct TenantCipher: Sendable {
             SealedValue.formatVersion, UInt8(version >> 24), UInt8(version >> 16 & 0xff), UInt8(version >> 8 & 0xff),
             UInt8(version & 0xff),
         ]
-        let body = try AES256GCM.seal(plaintext, key: key, associatedData: aad(context, version: primaryVersion))
-        return SealedValue(sealing: header + body)
+        return SealedValue(sealing: try AES256GCM.seal(
+            plaintext, key: key, associatedData: aad(context, version: primaryVersion), header: header))
     }
 
     public func seal(_ plaintext: String, _ context: SealContext) throws -> SealedValue {
@@ -98,8 +101,7 @@ public struct TenantCipher: Sendable {
         guard let key = keys[version] else { throw KeyringError.noDataKey(tenant: tenantID, version: version) }
         do {
             return try AES256GCM.open(
-                Array(sealed.bytes.dropFirst(SealedValue.headerCount)), key: key,
-                associatedData: aad(context, version: version))
+                sealed.bytes, from: SealedValue.headerCount, key: key, associatedData: aad(context, version: version))
         } catch CryptoError.authenticationFailed {
             throw KeyringError.tampered("\(context.table).\(context.column) of row \(context.rowID)")
         }
@@ -114,7 +116,16 @@ public struct TenantCipher: Sendable {
     }
 
     private func aad(_ context: SealContext, version: Int) -> [UInt8] {
-        Array("modelgate.seal.v1|tenant:\(tenantID.uuidString.lowercased())|\(context.table).\(context.column)|row:\(context.rowID)|dek:\(version)".utf8)
+        var aad = aadPrefix
+        aad.reserveCapacity(aadPrefix.count + context.table.utf8.count + context.column.utf8.count + context.rowID.utf8.count + 16)
+        aad += context.table.utf8
+        aad.append(UInt8(ascii: "."))
+        aad += context.column.utf8
+        aad += "|row:".utf8
+        aad += context.rowID.utf8
+        aad += "|dek:".utf8
+        aad += String(version).utf8
+        return aad
     }
 }
 

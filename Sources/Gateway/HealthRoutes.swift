@@ -23,10 +23,11 @@ public struct ReadinessReport: Sendable, Encodable {
 /// migrations current, models loaded); 503 with the reasons otherwise.
 struct HealthRoutes {
     let readiness: @Sendable () async -> ReadinessReport
+    static let healthy = ByteBuffer(string: #"{"status":"ok"}"#)
 
     func register(on router: Router<GatewayRequestContext>) {
         router.get("/healthz") { _, _ in
-            JSONResponse(status: .ok, body: ["status": "ok"])
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: Self.healthy))
         }
         router.get("/readyz") { _, _ in
             let report = await readiness()

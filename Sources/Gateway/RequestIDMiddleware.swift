@@ -13,7 +13,7 @@ struct RequestIDMiddleware: RouterMiddleware {
     ) async throws -> Response {
         var context = context
         let supplied = request.headers[Self.header]
-        context.requestID = supplied.flatMap(Self.acceptable) ?? "req_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        context.requestID = supplied.flatMap(Self.acceptable) ?? Self.mint()
         context.logger[metadataKey: "request_id"] = .string(context.requestID)
         do {
             var response = try await next(request, context)
@@ -24,6 +24,22 @@ struct RequestIDMiddleware: RouterMiddleware {
             error.headers[Self.header] = context.requestID
             throw error
         }
+    }
+
+    /// `req_` + 32 random hex digits (128 bits).
+    static func mint() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let digits = Array("0123456789abcdef".utf8)
+        var bytes = Array("req_".utf8)
+        bytes.reserveCapacity(36)
+        for _ in 0..<2 {
+            var value = generator.next() as UInt64
+            for _ in 0..<16 {
+                bytes.append(digits[Int(value & 0xf)])
+                value >>= 4
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// 1–128 characters of `[A-Za-z0-9._:-]`; anything else is replaced by a fresh id.

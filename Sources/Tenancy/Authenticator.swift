@@ -87,15 +87,25 @@ public final class Authenticator: Sendable {
     }
 
     /// Extracts the key from `Authorization: Bearer` or `x-api-key` header values.
+    /// (Byte-level: this runs on every request.)
     public static func key(authorization: String?, apiKeyHeader: String?) -> String? {
         if let authorization {
-            let trimmed = authorization.trimmingCharacters(in: .whitespaces)
-            if trimmed.count > 7, trimmed.prefix(7).lowercased() == "bearer " {
-                return String(trimmed.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-            }
-            return nil
+            var bytes = Substring(authorization).utf8[...]
+            while bytes.first == 32 { bytes = bytes.dropFirst() }
+            while bytes.last == 32 { bytes = bytes.dropLast() }
+            let scheme = Array("bearer".utf8)
+            guard bytes.count > 7, zip(bytes.prefix(6), scheme).allSatisfy({ $0 | 0x20 == $1 }),
+                bytes[bytes.index(bytes.startIndex, offsetBy: 6)] == 32
+            else { return nil }
+            var token = bytes.dropFirst(7)
+            while token.first == 32 { token = token.dropFirst() }
+            return String(Substring(token))
         }
-        return apiKeyHeader?.trimmingCharacters(in: .whitespaces)
+        guard let apiKeyHeader else { return nil }
+        var bytes = Substring(apiKeyHeader).utf8[...]
+        while bytes.first == 32 { bytes = bytes.dropFirst() }
+        while bytes.last == 32 { bytes = bytes.dropLast() }
+        return String(Substring(bytes))
     }
 
     /// Authenticates `key` for a client at `clientAddress`.

@@ -6,7 +6,7 @@ import Postgres
 
 let arguments = CommandLine.arguments.dropFirst()
 guard let name = arguments.first else {
-    FileHandle.standardError.write(Data("usage: modelgate-bench pool [--seconds N]\n".utf8))
+    FileHandle.standardError.write(Data("usage: modelgate-bench pool|seal [--seconds N]\n".utf8))
     exit(2)
 }
 var seconds = 10.0
@@ -17,6 +17,8 @@ if let index = arguments.firstIndex(of: "--seconds"), index + 1 < arguments.endI
 switch name {
 case "pool":
     try await PoolBenchmark(seconds: seconds).run()
+case "seal":
+    try SealBenchmark(seconds: seconds).run()
 default:
     FileHandle.standardError.write(Data("unknown benchmark \(name)\n".utf8))
     exit(2)
