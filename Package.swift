@@ -1,6 +1,17 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+#if arch(x86_64)
+let inferenceSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Xcc", "-march=haswell", "-target-cpu", "haswell"]),
+    .unsafeFlags(["-O", "-enforce-exclusivity=unchecked"], .when(configuration: .debug)),
+]
+#else
+let inferenceSettings: [SwiftSetting] = [
+    .unsafeFlags(["-O", "-enforce-exclusivity=unchecked"], .when(configuration: .debug)),
+]
+#endif
+
 // Arrows point down only:
 // modelgate -> Platform -> Gateway -> {Tenancy, Metering, Inference} -> {Postgres, Encryption} -> C shims
 let package = Package(
@@ -24,6 +35,7 @@ let package = Package(
         // MARK: System libraries (module map + one-line shim, nothing else)
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
 
         // MARK: Foundations
         .target(
@@ -44,6 +56,13 @@ let package = Package(
                 "Encryption",
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+        // Inference knows nothing of tenants or HTTP. Its kernels are compiled optimised even in
+        // debug builds (tests run real models), for a CPU with AVX2 and FMA.
+        .target(
+            name: "Inference",
+            dependencies: ["CBLAS"],
+            swiftSettings: inferenceSettings
         ),
         // Plain SQL migrations, embedded into the binary so it runs from any directory.
         .target(
@@ -96,8 +115,9 @@ let package = Package(
         // MARK: Benchmarks (bench/run; not tests)
         .executableTarget(
             name: "modelgate-bench",
-            dependencies: ["Postgres", "Encryption"],
-            path: "bench/Sources/modelgate-bench"
+            dependencies: ["Postgres", "Encryption", "Inference"],
+            path: "bench/Sources/modelgate-bench",
+            swiftSettings: inferenceSettings
         ),
 
         // MARK: Tests
@@ -113,6 +133,11 @@ let package = Package(
         .testTarget(
             name: "EncryptionTests",
             dependencies: ["Encryption"]
+        ),
+        .testTarget(
+            name: "InferenceTests",
+            dependencies: ["Inference"],
+            resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "TenancyTests",

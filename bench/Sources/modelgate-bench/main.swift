@@ -6,7 +6,7 @@ import Postgres
 
 let arguments = CommandLine.arguments.dropFirst()
 guard let name = arguments.first else {
-    FileHandle.standardError.write(Data("usage: modelgate-bench pool|seal [--seconds N]\n".utf8))
+    FileHandle.standardError.write(Data("usage: modelgate-bench pool|seal|gpt2 [--seconds N]\n".utf8))
     exit(2)
 }
 var seconds = 10.0
@@ -19,6 +19,20 @@ case "pool":
     try await PoolBenchmark(seconds: seconds).run()
 case "seal":
     try SealBenchmark(seconds: seconds).run()
+case "bandwidth":
+    for threads in [1, 2] { print("threads \(threads): \(GPT2Benchmark.measureReadBandwidth(threads: threads) / 1e9) GB/s") }
+case "gemv":
+    GemvProbe.run()
+case "decode":
+    try DecodeProbe.run(seconds: seconds)
+case "gemm":
+    GemmProbe.run()
+case "batch":
+    try BatchProbe.run(seconds: seconds)
+case "packed":
+    PackedProbe.run()
+case "gpt2":
+    try await GPT2Benchmark(seconds: seconds).run()
 default:
     FileHandle.standardError.write(Data("unknown benchmark \(name)\n".utf8))
     exit(2)

@@ -1,0 +1,234 @@
+import Foundation
+
+/// GPT-2 (Radford et al. 2019) as in Hugging Face's `GPT2LMHeadModel`: token and position
+/// embeddings, pre-LN blocks (attention, MLP with tanh-GELU), a final layer norm and an output
+/// head tied to the token embeddings. Parameter names match the checkpoint (`wte`, `h.0.ln_1`,
+/// `attn.c_attn`, `mlp.c_fc`...), so loading is a name-for-name copy.
+public final class GPT2Model: Sendable {
+    public struct Config: Sendable, Equatable {
+        public var layers: Int
+        public var heads: Int
+        public var width: Int
+        public var contextLength: Int
+        public var vocabularySize: Int
+        public var layerNormEpsilon: Float
+
+        public var headSize: Int { width / heads }
+
+        public init(layers: Int, heads: Int, width: Int, contextLength: Int, vocabularySize: Int, layerNormEpsilon: Float = 1e-5) {
+            self.layers = layers
+            self.heads = heads
+            self.width = width
+            self.contextLength = contextLength
+            self.vocabularySize = vocabularySize
+            self.layerNormEpsilon = layerNormEpsilon
+        }
+    }
+
+    /// One transformer block's weights. Conv1D weights are `[in, out]` in the checkpoint and
+    /// packed for the matrix products at load.
+    struct Block: Sendable {
+        let ln1Weight, ln1Bias: FloatBuffer  // [C]
+        let attentionWeight: PackedMatrix  // c_attn: [C, 3C]
+        let attentionBias: FloatBuffer  // [3C]
+        let projectionWeight: PackedMatrix  // attn.c_proj: [C, C]
+        let projectionBias: FloatBuffer
+        let ln2Weight, ln2Bias: FloatBuffer  // [C]
+        let fcWeight: PackedMatrix  // mlp.c_fc: [C, 4C]
+        let fcBias: FloatBuffer
+        let fcProjectionWeight: PackedMatrix  // mlp.c_proj: [4C, C]
+        let fcProjectionBias: FloatBuffer
+    }
+
+    public let config: Config
+    /// wte `[V, C]`, kept as the output head `Wᵀ [C, V]` (tied); embedding lookups read its columns.
+    let tokenEmbedding: PackedMatrix
+    let positionEmbedding: FloatBuffer  // wpe: [T, C]
+    let blocks: [Block]
+    let finalNormWeight, finalNormBias: FloatBuffer  // ln_f: [C]
+
+    /// Loads `config.json` and `model.safetensors` from a Hugging Face GPT-2 folder.
+    public convenience init(directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32) throws {
+        let hf = try HFConfig(path: directory + "/config.json")
+        let config = Config(
+            layers: try hf.int("n_layer", "num_hidden_layers"), heads: try hf.int("n_head", "num_attention_heads"),
+            width: try hf.int("n_embd", "hidden_size"), contextLength: try hf.int("n_positions", "n_ctx"),
+            vocabularySize: try hf.int("vocab_size"), layerNormEpsilon: Float(hf.double("layer_norm_epsilon", default: 1e-5)))
+        try self.init(config: config, weights: SafetensorsFile(path: directory + "/" + weightsFile), format: format)
+    }
+
+    public init(config: Config, weights file: SafetensorsFile, format: PackedMatrix.Format = .f32) throws {
+        guard config.width % config.heads == 0 else {
+            throw ModelLoadError(file: file.path, reason: "n_embd \(config.width) is not a multiple of n_head \(config.heads)")
+        }
+        self.config = config
+        let c = config.width
+        // GPT2LMHeadModel saves "transformer.h.0..."; GPT2Model saves "h.0...".
+        let prefix = file.contains("transformer.wte.weight") ? "transformer." : ""
+        func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer { try file.floats(prefix + name, shape: shape) }
+        func packed(_ name: String, _ shape: [Int]) throws -> PackedMatrix {
+            PackedMatrix(try tensor(name, shape), rows: shape[0], columns: shape[1], format: format)
+        }
+        tokenEmbedding = PackedMatrix(
+            try tensor("wte.weight", [config.vocabularySize, c]), rows: c, columns: config.vocabularySize, transposed: true,
+            format: format)
+        positionEmbedding = try tensor("wpe.weight", [config.contextLength, c])
+        blocks = try (0..<config.layers).map { layer in
+            let p = "h.\(layer)."
+            return Block(
+                ln1Weight: try tensor(p + "ln_1.weight", [c]), ln1Bias: try tensor(p + "ln_1.bias", [c]),
+                attentionWeight: try packed(p + "attn.c_attn.weight", [c, 3 * c]), attentionBias: try tensor(p + "attn.c_attn.bias", [3 * c]),
+                projectionWeight: try packed(p + "attn.c_proj.weight", [c, c]), projectionBias: try tensor(p + "attn.c_proj.bias", [c]),
+                ln2Weight: try tensor(p + "ln_2.weight", [c]), ln2Bias: try tensor(p + "ln_2.bias", [c]),
+                fcWeight: try packed(p + "mlp.c_fc.weight", [c, 4 * c]), fcBias: try tensor(p + "mlp.c_fc.bias", [4 * c]),
+                fcProjectionWeight: try packed(p + "mlp.c_proj.weight", [4 * c, c]), fcProjectionBias: try tensor(p + "mlp.c_proj.bias", [c]))
+        }
+        finalNormWeight = try tensor("ln_f.weight", [c])
+        finalNormBias = try tensor("ln_f.bias", [c])
+        if file.contains("lm_head.weight"), file.shape("lm_head.weight") != [config.vocabularySize, c] {
+            throw ModelLoadError(file: file.path, tensor: "lm_head.weight", reason: "shape \(file.shape("lm_head.weight") ?? []), expected \([config.vocabularySize, c])")
+        }
+    }
+
+    /// Bytes of weights read per decoded token (the memory-bandwidth bound of batch-1 decoding).
+    public var weightBytesPerToken: Int {
+        let c = config.width
+        let matrices = blocks.reduce(0) {
+            $0 + $1.attentionWeight.byteCount + $1.projectionWeight.byteCount + $1.fcWeight.byteCount + $1.fcProjectionWeight.byteCount
+        }
+        let vectors = 4 * (config.layers * (4 * c + 3 * c + c + 4 * c + c) + 2 * c)
+        return matrices + tokenEmbedding.byteCount + vectors
+    }
+
+    // MARK: Forward
+
+    /// The keys and values of one sequence's past positions, per layer: `[capacity, C]` each.
+    public final class KVCache: @unchecked Sendable {
+        public let capacity: Int
+        public private(set) var length = 0
+        let keys: [FloatBuffer]
+        let values: [FloatBuffer]
+        let width: Int
+
+        init(layers: Int, width: Int, capacity: Int) {
+            self.capacity = capacity
+            self.width = width
+            keys = (0..<layers).map { _ in FloatBuffer(count: capacity * width, zeroed: false) }
+            values = (0..<layers).map { _ in FloatBuffer(count: capacity * width, zeroed: false) }
+        }
+
+        func advance(by count: Int) { length += count }
+
+        /// A copy (for `n` > 1 choices sharing one prompt).
+        public func copy() -> KVCache {
+            let clone = KVCache(layers: keys.count, width: width, capacity: capacity)
+            for layer in keys.indices {
+                clone.keys[layer].pointer.update(from: keys[layer].pointer, count: length * width)
+                clone.values[layer].pointer.update(from: values[layer].pointer, count: length * width)
+            }
+            clone.length = length
+            return clone
+        }
+    }
+
+    public func makeCache(capacity: Int) -> KVCache {
+        KVCache(layers: config.layers, width: config.width, capacity: min(capacity, config.contextLength))
+    }
+
+    /// One sequence's part of a batched step: new tokens appended after what its cache holds.
+    public struct Step {
+        public var tokens: [Int]
+        public var cache: KVCache
+        /// Logits for every new token (prompt log-probabilities), or only the last.
+        public var allLogits: Bool
+
+        public init(tokens: [Int], cache: KVCache, allLogits: Bool = false) {
+            self.tokens = tokens
+            self.cache = cache
+            self.allLogits = allLogits
+        }
+    }
+
+    /// Runs one batched step for several sequences at once: every matrix product covers all
+    /// their new tokens (weights are read once per step), attention runs per sequence against
+    /// its own cache. Returns, per sequence, logits `[rows, V]` flattened.
+    public func forward(_ steps: [Step]) -> [[Float]] {
+        let c = config.width
+        let total = steps.reduce(0) { $0 + $1.tokens.count }
+        guard total > 0 else { return steps.map { _ in [] } }
+        let x = FloatBuffer(count: total * c, zeroed: false)  // residual stream [T, C]
+        let h = FloatBuffer(count: total * c, zeroed: false)  // normalised
+        let qkv = FloatBuffer(count: total * 3 * c, zeroed: false)
+        let attended = FloatBuffer(count: total * c, zeroed: false)
+        let hidden = FloatBuffer(count: total * 4 * c, zeroed: false)
+        let maxVisible = steps.map { $0.cache.length + $0.tokens.count }.max() ?? 1
+        let scores = FloatBuffer(count: maxVisible, zeroed: false)
+
+        // Embeddings.
+        var row = 0
+        for step in steps {
+            for (offset, token) in step.tokens.enumerated() {
+                let position = step.cache.length + offset
+                let destination = x.pointer + row * c
+                tokenEmbedding.column(max(0, min(token, config.vocabularySize - 1)), into: destination)
+                let positionRow = positionEmbedding.pointer + position * c
+                for i in 0..<c { destination[i] += positionRow[i] }
+                row += 1
+            }
+        }
+
+        for (layer, block) in blocks.enumerated() {
+            // Attention: h = ln_1(x); q, k, v = h · c_attn; x += c_proj(attention(q, k, v)).
+            Kernels.layerNorm(x.pointer, h.pointer, rows: total, width: c, weight: block.ln1Weight.pointer, bias: block.ln1Bias.pointer, epsilon: config.layerNormEpsilon)
+            block.attentionWeight.multiply(h.pointer, m: total, into: qkv.pointer, bias: block.attentionBias.pointer)
+            var first = 0
+            for step in steps {
+                let count = step.tokens.count
+                let start = step.cache.length
+                let keys = step.cache.keys[layer].pointer
+                let values = step.cache.values[layer].pointer
+                for t in 0..<count {
+                    let source = qkv.pointer + (first + t) * 3 * c
+                    (keys + (start + t) * c).update(from: source + c, count: c)
+                    (values + (start + t) * c).update(from: source + 2 * c, count: c)
+                }
+                Attention.causal(
+                    query: qkv.pointer + first * 3 * c, queryStride: 3 * c, keys: keys, values: values,
+                    output: attended.pointer + first * c, tokens: count, start: start, heads: config.heads,
+                    headSize: config.headSize, scores: scores.pointer)
+                first += count
+            }
+            block.projectionWeight.multiply(attended.pointer, m: total, into: x.pointer, bias: block.projectionBias.pointer, accumulate: true)
+
+            // MLP: x += c_proj(gelu(c_fc(ln_2(x)))).
+            Kernels.layerNorm(x.pointer, h.pointer, rows: total, width: c, weight: block.ln2Weight.pointer, bias: block.ln2Bias.pointer, epsilon: config.layerNormEpsilon)
+            block.fcWeight.multiply(h.pointer, m: total, into: hidden.pointer, bias: block.fcBias.pointer)
+            Kernels.geluTanh(hidden.pointer, count: total * 4 * c)
+            block.fcProjectionWeight.multiply(hidden.pointer, m: total, into: x.pointer, bias: block.fcProjectionBias.pointer, accumulate: true)
+        }
+        for step in steps { step.cache.advance(by: step.tokens.count) }
+
+        // Final norm and the tied output head, only for the rows whose logits are wanted.
+        var selected: [Int] = []
+        var spans: [(Int, Int)] = []
+        row = 0
+        for step in steps {
+            let rows = step.allLogits ? Array(row..<(row + step.tokens.count)) : [row + step.tokens.count - 1]
+            spans.append((selected.count, rows.count))
+            selected += rows
+            row += step.tokens.count
+        }
+        let gathered = FloatBuffer(count: selected.count * c, zeroed: false)
+        for (index, source) in selected.enumerated() {
+            Kernels.layerNorm(
+                x.pointer + source * c, gathered.pointer + index * c, rows: 1, width: c, weight: finalNormWeight.pointer,
+                bias: finalNormBias.pointer, epsilon: config.layerNormEpsilon)
+        }
+        let vocabulary = config.vocabularySize
+        let logits = FloatBuffer(count: selected.count * vocabulary, zeroed: false)
+        tokenEmbedding.multiply(gathered.pointer, m: selected.count, into: logits.pointer)
+        return spans.map { start, count in
+            Array(UnsafeBufferPointer(start: logits.pointer + start * vocabulary, count: count * vocabulary))
+        }
+    }
+}

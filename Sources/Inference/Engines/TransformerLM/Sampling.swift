@@ -1,0 +1,180 @@
+import Foundation
+
+/// Generation options with OpenAI's meaning.
+public struct SamplingParameters: Sendable, Equatable {
+    /// Tokens to generate at most (nil: the model's default, capped by the context).
+    public var maxTokens: Int?
+    /// 0 picks the most likely token (greedy); higher flattens the distribution. 0...2.
+    public var temperature: Double = 1
+    /// Nucleus: sample among the most likely tokens whose probabilities sum to `topP`. (0, 1].
+    public var topP: Double = 1
+    /// Sample among the `topK` most likely tokens; 0 = no limit.
+    public var topK: Int = 0
+    /// Subtracted per earlier occurrence of a token in the completion. -2...2.
+    public var frequencyPenalty: Double = 0
+    /// Subtracted once if a token already occurred in the completion. -2...2.
+    public var presencePenalty: Double = 0
+    /// Up to 4 strings; generation stops before any of them (matched across token boundaries).
+    public var stop: [String] = []
+    /// Same seed and same input give the same output.
+    public var seed: UInt64?
+    /// Number of completions for the prompt.
+    public var n: Int = 1
+    /// Return this many most likely alternatives per token (0...20), with log-probabilities.
+    public var logprobs: Int?
+    /// Also return the prompt (and, with `logprobs`, its tokens' log-probabilities).
+    public var echo = false
+
+    public init() {}
+
+    /// Checks ranges, naming the first bad parameter as OpenAI's API does.
+    public func validate() throws {
+        func check(_ condition: Bool, _ parameter: String, _ message: String) throws {
+            if !condition { throw GenerationError.invalidParameter(parameter, message) }
+        }
+        if let maxTokens { try check(maxTokens >= 1, "max_tokens", "must be at least 1") }
+        try check(temperature.isFinite && (0...2).contains(temperature), "temperature", "must be between 0 and 2")
+        try check(topP.isFinite && topP > 0 && topP <= 1, "top_p", "must be greater than 0 and at most 1")
+        try check(topK >= 0, "top_k", "must not be negative")
+        try check(frequencyPenalty.isFinite && (-2...2).contains(frequencyPenalty), "frequency_penalty", "must be between -2 and 2")
+        try check(presencePenalty.isFinite && (-2...2).contains(presencePenalty), "presence_penalty", "must be between -2 and 2")
+        try check(stop.count <= 4, "stop", "at most 4 stop sequences")
+        try check(stop.allSatisfy { !$0.isEmpty }, "stop", "stop sequences must not be empty")
+        try check((1...128).contains(n), "n", "must be between 1 and 128")
+        if let logprobs { try check((0...20).contains(logprobs), "logprobs", "must be between 0 and 20") }
+    }
+}
+
+public enum GenerationError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalidParameter(String, String)
+    case contextExceeded(promptTokens: Int, requested: Int, contextLength: Int)
+    case emptyPrompt
+    case overloaded(String)
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .invalidParameter(let name, let message): "\(name): \(message)"
+        case .contextExceeded(let prompt, let requested, let context):
+            requested > 0
+                ? "This model's maximum context length is \(context) tokens, however you requested \(prompt + requested) tokens (\(prompt) in your prompt; \(requested) for the completion). Please reduce your prompt or completion length."
+                : "This model's maximum context length is \(context) tokens, however your prompt has \(prompt) tokens. Please reduce the length of the prompt."
+        case .emptyPrompt: "prompt: must contain at least one token"
+        case .overloaded(let message): message
+        case .cancelled: "generation was cancelled"
+        }
+    }
+}
+
+/// A small, fast, seedable generator (xoshiro256**), seeded through SplitMix64.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    private var state: (UInt64, UInt64, UInt64, UInt64)
+
+    public init(seed: UInt64) {
+        var mix = seed
+        func next() -> UInt64 {
+            mix &+= 0x9E37_79B9_7F4A_7C15
+            var z = mix
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        state = (next(), next(), next(), next())
+    }
+
+    public mutating func next() -> UInt64 {
+        let result = ((state.1 &* 5) << 7 | (state.1 &* 5) >> 57) &* 9
+        let t = state.1 << 17
+        state.2 ^= state.0
+        state.3 ^= state.1
+        state.1 ^= state.2
+        state.0 ^= state.3
+        state.2 ^= t
+        state.3 = state.3 << 45 | state.3 >> 19
+        return result
+    }
+
+    /// Uniform in [0, 1).
+    public mutating func unit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+}
+
+/// Turns logits into the next token, OpenAI style: penalties, then temperature, top-k, top-p.
+public enum Sampler {
+    /// Applies frequency and presence penalties for tokens already generated (OpenAI's formula:
+    /// `logit[j] -= count[j] * frequency + (count[j] > 0) * presence`).
+    public static func applyPenalties(_ logits: inout [Float], counts: [Int: Int], frequency: Double, presence: Double) {
+        guard frequency != 0 || presence != 0 else { return }
+        for (token, count) in counts where token < logits.count && count > 0 {
+            logits[token] -= Float(Double(count) * frequency + presence)
+        }
+    }
+
+    /// Picks the next token from (penalised) logits.
+    public static func sample(_ logits: [Float], parameters: SamplingParameters, using random: inout SeededGenerator) -> Int {
+        if parameters.temperature == 0 || parameters.topK == 1 {
+            return argmax(logits)
+        }
+        let inverseTemperature = Float(1 / parameters.temperature)
+        // Candidates: everything, or the top k.
+        var candidates: [Int]
+        if parameters.topK > 0 && parameters.topK < logits.count {
+            candidates = topIndices(logits, count: parameters.topK)
+        } else {
+            candidates = Array(logits.indices)
+        }
+        let maximum = candidates.reduce(-Float.infinity) { max($0, logits[$1]) }
+        var weights = candidates.map { Double(expf((logits[$0] - maximum) * inverseTemperature)) }
+        var total = weights.reduce(0, +)
+        if parameters.topP < 1 {
+            // Smallest set of the most likely candidates whose probability reaches top_p. A
+            // candidate below (1 - top_p) / count of the mass can never be in that set (the tail
+            // from it on would weigh less than 1 - top_p), so only the rest is sorted.
+            let floor = (1 - parameters.topP) / Double(candidates.count) * total
+            var order = candidates.indices.filter { weights[$0] >= floor }
+            order.sort { weights[$0] > weights[$1] }
+            var kept: [Int] = []
+            var cumulative = 0.0
+            for index in order {
+                kept.append(index)
+                cumulative += weights[index] / total
+                if cumulative >= parameters.topP { break }
+            }
+            candidates = kept.map { candidates[$0] }
+            weights = kept.map { weights[$0] }
+            total = weights.reduce(0, +)
+        }
+        var target = random.unit() * total
+        for (index, weight) in weights.enumerated() {
+            target -= weight
+            if target < 0 { return candidates[index] }
+        }
+        return candidates[candidates.count - 1]
+    }
+
+    public static func argmax(_ values: [Float]) -> Int {
+        var best = 0
+        var bestValue = -Float.infinity
+        for (index, value) in values.enumerated() where value > bestValue {
+            best = index
+            bestValue = value
+        }
+        return best
+    }
+
+    /// Indices of the `count` largest values, largest first.
+    public static func topIndices(_ values: [Float], count: Int) -> [Int] {
+        guard count < values.count else { return values.indices.sorted { values[$0] > values[$1] } }
+        // A bounded min-heap would be asymptotically better; partial selection by threshold is
+        // simple and fast for the small k used here.
+        var selected: [Int] = []
+        selected.reserveCapacity(count + 1)
+        var floor = -Float.infinity
+        for (index, value) in values.enumerated() where selected.count < count || value > floor {
+            let position = selected.firstIndex { values[$0] < value } ?? selected.count
+            selected.insert(index, at: position)
+            if selected.count > count { selected.removeLast() }
+            floor = values[selected[selected.count - 1]]
+        }
+        return selected
+    }
+}

@@ -1,0 +1,425 @@
+import Foundation
+import Synchronization
+
+public enum FinishReason: String, Sendable, Equatable {
+    case stop, length
+}
+
+/// One alternative token with its log-probability.
+public struct TopLogprob: Sendable, Equatable {
+    public var token: Int
+    public var bytes: [UInt8]
+    public var logprob: Float
+}
+
+/// A generated (or, with echo, a prompt) token.
+public struct GeneratedToken: Sendable, Equatable {
+    public var token: Int
+    public var bytes: [UInt8]
+    /// Log-probability under the model (nil for the first prompt token, or when not requested).
+    public var logprob: Float?
+    public var top: [TopLogprob]
+}
+
+public enum GenerationEvent: Sendable, Equatable {
+    /// With `echo` and `logprobs`: the prompt's tokens and their log-probabilities.
+    case promptTokens([GeneratedToken])
+    /// New text for one choice (never half a character, never part of a stop sequence), and
+    /// the tokens generated since the last delta.
+    case delta(choice: Int, text: String, tokens: [GeneratedToken])
+    case finished(choice: Int, reason: FinishReason, completionTokens: Int)
+}
+
+public struct GenerationRequest: Sendable {
+    public var prompt: [Int]
+    public var parameters: SamplingParameters
+    /// Requests are served round-robin across keys (tenants).
+    public var fairnessKey: String
+
+    public init(prompt: [Int], parameters: SamplingParameters, fairnessKey: String = "") {
+        self.prompt = prompt
+        self.parameters = parameters
+        self.fairnessKey = fairnessKey
+    }
+}
+
+/// Runs generation for one GPT-2 model with continuous batching: a dedicated thread steps all
+/// running sequences together (one batched forward pass per step, weights read once for the
+/// whole batch); new requests join at any step and finished or cancelled ones leave.
+public final class TextGenerator: Sendable {
+    public let model: GPT2Model
+    public let tokenizer: GPT2Tokenizer
+    public let defaultMaxTokens: Int
+    let maxBatch: Int
+    let queueCapacity: Int
+    private let state: SchedulerState
+
+    public struct Statistics: Sendable {
+        public var waiting: Int
+        public var running: Int
+        public var steps: Int
+        public var generatedTokens: Int
+    }
+
+    public init(model: GPT2Model, tokenizer: GPT2Tokenizer, defaultMaxTokens: Int = 16, maxBatch: Int = 32, queueCapacity: Int = 256) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.defaultMaxTokens = defaultMaxTokens
+        self.maxBatch = maxBatch
+        self.queueCapacity = queueCapacity
+        self.state = SchedulerState()
+        let thread = Thread { [state, model, tokenizer, maxBatch] in
+            Scheduler(state: state, model: model, tokenizer: tokenizer, maxBatch: maxBatch).run()
+        }
+        thread.name = "textgen"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    deinit { state.stop() }
+
+    public var statistics: Statistics { state.statistics }
+
+    /// Stops the scheduler thread; waiting and running requests end with `.cancelled`.
+    public func shutdown() { state.stop() }
+
+    /// Validates and enqueues a request. Events arrive as they are produced; ending the
+    /// iteration (or cancelling the consuming task) stops generation within one token.
+    public func generate(_ request: GenerationRequest) throws -> GenerationStream {
+        try request.parameters.validate()
+        guard !request.prompt.isEmpty else { throw GenerationError.emptyPrompt }
+        for token in request.prompt where token < 0 || token >= model.config.vocabularySize {
+            throw GenerationError.invalidParameter("prompt", "token id \(token) is outside the vocabulary (0..<\(model.config.vocabularySize))")
+        }
+        let context = model.config.contextLength
+        if request.prompt.count >= context {
+            throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: 0, contextLength: context)
+        }
+        let maxTokens: Int
+        if let requested = request.parameters.maxTokens {
+            if request.prompt.count + requested > context {
+                throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: requested, contextLength: context)
+            }
+            maxTokens = requested
+        } else {
+            maxTokens = min(defaultMaxTokens, context - request.prompt.count)
+        }
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: GenerationEvent.self)
+        let job = GenerationJob(request: request, maxTokens: maxTokens, continuation: continuation)
+        let handle = CancellationHandle(job: job, state: state)
+        continuation.onTermination = { _ in handle.cancel() }
+        guard state.enqueue(job, capacity: queueCapacity) else {
+            throw GenerationError.overloaded("the model's queue is full; retry shortly")
+        }
+        return GenerationStream(stream: stream, handle: handle)
+    }
+}
+
+/// The events of one generation. Generation is cancelled when the consuming task is cancelled,
+/// when the consumer drops the stream, or on `cancel()`.
+public struct GenerationStream: AsyncSequence, Sendable {
+    public typealias Element = GenerationEvent
+    let stream: AsyncThrowingStream<GenerationEvent, any Error>
+    let handle: CancellationHandle
+
+    public func cancel() { handle.cancel() }
+
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(base: stream.makeAsyncIterator(), handle: handle)
+    }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        var base: AsyncThrowingStream<GenerationEvent, any Error>.AsyncIterator
+        let handle: CancellationHandle
+
+        public mutating func next() async throws -> GenerationEvent? {
+            let handle = self.handle
+            return try await withTaskCancellationHandler {
+                try await base.next()
+            } onCancel: {
+                handle.cancel()
+            }
+        }
+    }
+}
+
+/// Cancels its job when asked or when the last reference (stream or iterator) goes away.
+final class CancellationHandle: Sendable {
+    let job: GenerationJob
+    let state: SchedulerState
+
+    init(job: GenerationJob, state: SchedulerState) {
+        self.job = job
+        self.state = state
+    }
+
+    func cancel() {
+        job.cancel()
+        state.wake()
+    }
+
+    deinit { cancel() }
+}
+
+/// A request in flight: shared by its choices' sequences.
+final class GenerationJob: @unchecked Sendable {
+    let request: GenerationRequest
+    let maxTokens: Int
+    let continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation
+    private let cancelled = Atomic<Bool>(false)
+    var unfinishedChoices: Int
+
+    init(request: GenerationRequest, maxTokens: Int, continuation: AsyncThrowingStream<GenerationEvent, any Error>.Continuation) {
+        self.request = request
+        self.maxTokens = maxTokens
+        self.continuation = continuation
+        self.unfinishedChoices = request.parameters.n
+    }
+
+    func cancel() { cancelled.store(true, ordering: .relaxed) }
+    var isCancelled: Bool { cancelled.load(ordering: .relaxed) }
+}
+
+/// Queue and counters shared between callers and the scheduler thread.
+final class SchedulerState: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var queue = FairQueue<GenerationJob>()
+    private var stopped = false
+    private var running = 0
+    private var steps = 0
+    private var generated = 0
+
+    func enqueue(_ job: GenerationJob, capacity: Int) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopped, queue.count < capacity else { return false }
+        queue.append(job, key: job.request.fairnessKey)
+        condition.signal()
+        return true
+    }
+
+    func wake() {
+        condition.lock()
+        condition.signal()
+        condition.unlock()
+    }
+
+    func stop() {
+        condition.lock()
+        stopped = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits for work; returns newly admitted jobs (at most `room` choices), or nil when stopped.
+    func next(room: Int, idle: Bool) -> [GenerationJob]? {
+        condition.lock()
+        defer { condition.unlock() }
+        queue.removeAll { job in
+            if job.isCancelled { job.continuation.finish() }
+            return job.isCancelled
+        }
+        while idle && queue.isEmpty && !stopped {
+            condition.wait()
+            queue.removeAll { job in
+                if job.isCancelled { job.continuation.finish() }
+                return job.isCancelled
+            }
+        }
+        if stopped {
+            while let job = queue.popFirst() { job.continuation.finish(throwing: GenerationError.cancelled) }
+            return nil
+        }
+        var admitted: [GenerationJob] = []
+        var space = room
+        while let job = queue.peek(), job.request.parameters.n <= space || (admitted.isEmpty && idle) {
+            _ = queue.popFirst()
+            admitted.append(job)
+            space -= job.request.parameters.n
+        }
+        return admitted
+    }
+
+    func record(running: Int, generated: Int, stepped: Bool = true) {
+        condition.lock()
+        self.running = running
+        if stepped { steps += 1 }
+        self.generated += generated
+        condition.unlock()
+    }
+
+    var isStopped: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopped
+    }
+
+    var statistics: TextGenerator.Statistics {
+        condition.lock()
+        defer { condition.unlock() }
+        return .init(waiting: queue.count, running: running, steps: steps, generatedTokens: generated)
+    }
+}
+
+/// The scheduler loop, on its own thread.
+struct Scheduler {
+    let state: SchedulerState
+    let model: GPT2Model
+    let tokenizer: GPT2Tokenizer
+    let maxBatch: Int
+
+    /// One choice being generated.
+    final class Sequence {
+        let job: GenerationJob
+        let choice: Int
+        var cache: GPT2Model.KVCache
+        var input: [Int]
+        var prefilled = false
+        var generated = 0
+        var counts: [Int: Int] = [:]
+        var random: SeededGenerator
+        var assembler: TextAssembler
+
+        init(job: GenerationJob, choice: Int, cache: GPT2Model.KVCache) {
+            self.job = job
+            self.choice = choice
+            self.cache = cache
+            self.input = job.request.prompt
+            let seed = job.request.parameters.seed.map { $0 &+ UInt64(choice) &* 0x9E37_79B9_7F4A_7C15 }
+                ?? UInt64.random(in: 0...UInt64.max)
+            self.random = SeededGenerator(seed: seed)
+            self.assembler = TextAssembler(stops: job.request.parameters.stop)
+        }
+    }
+
+    func run() {
+        var active: [Sequence] = []
+        while true {
+            guard let admitted = state.next(room: maxBatch - active.count, idle: active.isEmpty) else {
+                for sequence in active { sequence.job.continuation.finish(throwing: GenerationError.cancelled) }
+                return
+            }
+            for job in admitted {
+                let capacity = job.request.prompt.count + job.maxTokens
+                active.append(Sequence(job: job, choice: 0, cache: model.makeCache(capacity: capacity)))
+            }
+            // Cancelled requests leave before the step: generation stops within one token.
+            active.removeAll { sequence in
+                if sequence.job.isCancelled {
+                    sequence.job.continuation.finish()
+                    return true
+                }
+                return false
+            }
+            guard !active.isEmpty else {
+                state.record(running: 0, generated: 0, stepped: false)
+                continue
+            }
+
+            let steps = active.map { sequence in
+                GPT2Model.Step(
+                    tokens: sequence.input, cache: sequence.cache,
+                    allLogits: !sequence.prefilled && sequence.job.request.parameters.echo && sequence.job.request.parameters.logprobs != nil)
+            }
+            let logits = model.forward(steps)
+            var next: [Sequence] = []
+            var produced = 0
+            for (index, sequence) in active.enumerated() {
+                let vocabulary = model.config.vocabularySize
+                var rows = logits[index]
+                if !sequence.prefilled {
+                    sequence.prefilled = true
+                    if steps[index].allLogits {
+                        sequence.job.continuation.yield(.promptTokens(promptTokens(sequence.job, rows)))
+                        rows = Array(rows.suffix(vocabulary))
+                    }
+                    // Further choices of the same prompt share the prefill: copy its cache.
+                    var siblings = [sequence]
+                    for choice in 1..<max(1, sequence.job.request.parameters.n) {
+                        let sibling = Sequence(job: sequence.job, choice: choice, cache: sequence.cache.copy())
+                        sibling.prefilled = true
+                        siblings.append(sibling)
+                    }
+                    for member in siblings {
+                        if let continuing = advance(member, logits: rows) { next.append(continuing) }
+                        produced += 1
+                    }
+                } else {
+                    if let continuing = advance(sequence, logits: rows) { next.append(continuing) }
+                    produced += 1
+                }
+            }
+            active = next
+            state.record(running: active.count, generated: produced)
+        }
+    }
+
+    /// Samples one token for `sequence`, emits its text, and returns the sequence if it goes on.
+    private func advance(_ sequence: Sequence, logits raw: [Float]) -> Sequence? {
+        let job = sequence.job
+        let parameters = job.request.parameters
+        var logits = raw
+        Sampler.applyPenalties(&logits, counts: sequence.counts, frequency: parameters.frequencyPenalty, presence: parameters.presencePenalty)
+        let token = Sampler.sample(logits, parameters: parameters, using: &sequence.random)
+        sequence.generated += 1
+        sequence.counts[token, default: 0] += 1
+
+        var info = GeneratedToken(token: token, bytes: tokenizer.tokenBytes(token), logprob: nil, top: [])
+        if let alternatives = parameters.logprobs {
+            let (logprob, top) = logprobs(raw, token: token, alternatives: alternatives)
+            info.logprob = logprob
+            info.top = top
+        }
+
+        let isEndOfText = token == tokenizer.endOfText
+        var finish: FinishReason?
+        var text = ""
+        if isEndOfText {
+            finish = .stop
+            info.bytes = []
+            text = sequence.assembler.flush()
+        } else {
+            let (shown, stopped) = sequence.assembler.append(info.bytes)
+            text = shown
+            if stopped {
+                finish = .stop
+            } else if sequence.generated >= job.maxTokens || sequence.cache.length + 1 >= model.config.contextLength {
+                finish = .length
+                text += sequence.assembler.flush()
+            }
+        }
+        job.continuation.yield(.delta(choice: sequence.choice, text: text, tokens: isEndOfText ? [] : [info]))
+        if let finish {
+            job.continuation.yield(.finished(choice: sequence.choice, reason: finish, completionTokens: sequence.generated))
+            job.unfinishedChoices -= 1
+            if job.unfinishedChoices == 0 { job.continuation.finish() }
+            return nil
+        }
+        sequence.input = [token]
+        return sequence
+    }
+
+    private func logprobs(_ logits: [Float], token: Int, alternatives: Int) -> (Float, [TopLogprob]) {
+        var logSoftmax = [Float](repeating: 0, count: logits.count)
+        logits.withUnsafeBufferPointer { input in
+            logSoftmax.withUnsafeMutableBufferPointer { output in
+                if let source = input.baseAddress, let destination = output.baseAddress {
+                    Kernels.logSoftmax(source, destination, count: logits.count)
+                }
+            }
+        }
+        let top = alternatives > 0 ? Sampler.topIndices(logSoftmax, count: alternatives) : []
+        return (logSoftmax[token], top.map { TopLogprob(token: $0, bytes: tokenizer.tokenBytes($0), logprob: logSoftmax[$0]) })
+    }
+
+    private func promptTokens(_ job: GenerationJob, _ rows: [Float]) -> [GeneratedToken] {
+        let vocabulary = model.config.vocabularySize
+        let alternatives = job.request.parameters.logprobs ?? 0
+        return job.request.prompt.enumerated().map { position, token in
+            guard position > 0 else { return GeneratedToken(token: token, bytes: tokenizer.tokenBytes(token), logprob: nil, top: []) }
+            let row = Array(rows[((position - 1) * vocabulary)..<(position * vocabulary)])
+            let (logprob, top) = logprobs(row, token: token, alternatives: alternatives)
+            return GeneratedToken(token: token, bytes: tokenizer.tokenBytes(token), logprob: logprob, top: top)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+
+/// `model.json`: our manifest next to a model's original files (a Hugging Face folder, a
+/// torchvision state dict...), saying which engine runs it and how.
+///
+/// ```json
+/// {"engine": "transformer-lm", "task": "text-generation", "display_name": "GPT-2 small",
+///  "version": "1", "context_length": 1024,
+///  "files": {"weights": "model.safetensors", "config": "config.json"},
+///  "defaults": {"max_tokens": 16, "temperature": 1.0}}
+/// ```
+public struct ModelManifest: Codable, Sendable, Equatable {
+    public var engine: String
+    public var task: String
+    public var displayName: String?
+    public var version: String?
+    public var contextLength: Int?
+    public var files: [String: String]?
+    public var defaults: [String: Double]?
+    /// Engine-specific settings (pooling, normalisation, preprocessing, chat template...).
+    public var options: [String: JSONValue]?
+    /// "public" (default) or the tenant slugs allowed to see the model.
+    public var visibility: Visibility?
+
+    public enum Visibility: Codable, Sendable, Equatable {
+        case `public`
+        case tenants([String])
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let text = try? container.decode(String.self), text == "public" {
+                self = .public
+            } else {
+                self = .tenants(try container.decode([String].self))
+            }
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            switch self {
+            case .public: try container.encode("public")
+            case .tenants(let list): try container.encode(list)
+            }
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case engine, task, version, files, defaults, options, visibility
+        case displayName = "display_name"
+        case contextLength = "context_length"
+    }
+
+    public static func load(directory: String) throws -> ModelManifest {
+        let path = directory + "/model.json"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ModelLoadError(file: path, reason: "missing model manifest")
+        }
+        do {
+            return try JSONDecoder().decode(ModelManifest.self, from: data)
+        } catch {
+            throw ModelLoadError(file: path, reason: "invalid manifest: \(error)")
+        }
+    }
+
+    /// The file for `role` (e.g. "weights"), or `fallback`, as a path in `directory`.
+    public func file(_ role: String, default fallback: String, in directory: String) -> String {
+        directory + "/" + (files?[role] ?? fallback)
+    }
+}
+
+/// A JSON value for free-form manifest options and configs.
+public enum JSONValue: Codable, Sendable, Equatable {
+    case string(String), number(Double), bool(Bool), array([JSONValue]), object([String: JSONValue]), null
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: JSONValue].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .string(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .bool(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        case .null: try container.encodeNil()
+        }
+    }
+
+    public var string: String? { if case .string(let value) = self { value } else { nil } }
+    public var number: Double? { if case .number(let value) = self { value } else { nil } }
+    public var int: Int? { number.map { Int($0) } }
+    public var bool: Bool? { if case .bool(let value) = self { value } else { nil } }
+    public var array: [JSONValue]? { if case .array(let value) = self { value } else { nil } }
+    public var object: [String: JSONValue]? { if case .object(let value) = self { value } else { nil } }
+}
+
+/// A Hugging Face `config.json`, read loosely (each architecture names its fields).
+public struct HFConfig: Sendable {
+    public let values: [String: JSONValue]
+    public let path: String
+
+    public init(path: String) throws {
+        self.path = path
+        guard let data = FileManager.default.contents(atPath: path) else { throw ModelLoadError(file: path, reason: "missing") }
+        guard let values = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
+            throw ModelLoadError(file: path, reason: "not a JSON object")
+        }
+        self.values = values
+    }
+
+    public func int(_ keys: String...) throws -> Int {
+        for key in keys { if let value = values[key]?.int { return value } }
+        throw ModelLoadError(file: path, reason: "missing integer \(keys.joined(separator: " or "))")
+    }
+
+    public func double(_ key: String, default fallback: Double) -> Double { values[key]?.number ?? fallback }
+    public func string(_ key: String) -> String? { values[key]?.string }
+}

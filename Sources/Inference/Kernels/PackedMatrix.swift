@@ -1,0 +1,336 @@
+import Foundation
+import Synchronization
+
+/// A weight matrix `W[K, N]` stored in panels of 16 columns (`panel[p][k][0..<16]`), so that a
+/// product `Y = X · W` streams each panel once, contiguously, while 4 rows of `X` accumulate in
+/// registers. This is the layout that makes small batches (decoding: 1 to 32 rows) run at memory
+/// bandwidth and large ones at the FMA units' rate; OpenBLAS's sgemm packs its operands on every
+/// call instead, which costs more than the product itself for skinny matrices.
+public final class PackedMatrix: @unchecked Sendable {
+    /// How weights are stored. Products always accumulate in float32; `bf16` halves the bytes
+    /// read per product (decoding is bound by memory bandwidth) at bfloat16's 8-bit precision.
+    public enum Format: String, Sendable {
+        case f32, bf16
+    }
+
+    public static let panelWidth = 16
+    public let rows: Int  // K
+    public let columns: Int  // N
+    public let format: Format
+    let panels: Int
+    let storage: UnsafeMutableRawPointer
+    let storageBytes: Int
+
+    /// Packs `source`, which is `[K, N]` row-major, or `[N, K]` row-major when `transposed`
+    /// (PyTorch `nn.Linear` weights, or an embedding table used as an output head).
+    public init(_ source: UnsafePointer<Float>, rows: Int, columns: Int, transposed: Bool = false, format: Format = .f32) {
+        self.rows = rows
+        self.columns = columns
+        self.format = format
+        panels = (columns + Self.panelWidth - 1) / Self.panelWidth
+        let elementBytes = format == .f32 ? 4 : 2
+        storageBytes = panels * rows * Self.panelWidth * elementBytes
+        let buffer = FloatBuffer.allocateRaw(bytes: storageBytes)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0, count: storageBytes)
+        storage = buffer
+        let width = Self.panelWidth
+        for panel in 0..<panels {
+            let firstColumn = panel * width
+            let count = min(width, columns - firstColumn)
+            for k in 0..<rows {
+                let offset = (panel * rows + k) * width
+                for j in 0..<count {
+                    let value = transposed ? source[(firstColumn + j) * rows + k] : source[k * columns + firstColumn + j]
+                    switch format {
+                    case .f32: storage.storeBytes(of: value, toByteOffset: (offset + j) * 4, as: Float.self)
+                    case .bf16:
+                        // Word i of a row holds column i (low half) and column i + 8 (high half), so
+                        // both halves become floats with one shift or one mask.
+                        let slot = j < 8 ? (offset + 2 * j) * 2 : (offset + 2 * (j - 8) + 1) * 2
+                        storage.storeBytes(of: Self.bfloat16(value), toByteOffset: slot, as: UInt16.self)
+                    }
+                }
+            }
+        }
+    }
+
+    public convenience init(_ buffer: FloatBuffer, rows: Int, columns: Int, transposed: Bool = false, format: Format = .f32) {
+        self.init(buffer.pointer, rows: rows, columns: columns, transposed: transposed, format: format)
+    }
+
+    deinit { free(storage) }
+
+    /// float32 -> bfloat16, rounding to nearest even.
+    static func bfloat16(_ value: Float) -> UInt16 {
+        let bits = value.bitPattern
+        if value.isNaN { return 0x7FC0 }
+        let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+        return UInt16(truncatingIfNeeded: rounded >> 16)
+    }
+
+    /// `W[k, n]` (for embedding lookups through an output head).
+    @inline(__always)
+    public func element(row k: Int, column n: Int) -> Float {
+        let index = (n / Self.panelWidth) * rows * Self.panelWidth + k * Self.panelWidth + n % Self.panelWidth
+        switch format {
+        case .f32: return storage.load(fromByteOffset: index * 4, as: Float.self)
+        case .bf16:
+            let rowStart = index - n % Self.panelWidth
+            let j = n % Self.panelWidth
+            let slot = j < 8 ? rowStart + 2 * j : rowStart + 2 * (j - 8) + 1
+            return Float(bitPattern: UInt32(storage.load(fromByteOffset: slot * 2, as: UInt16.self)) << 16)
+        }
+    }
+
+    /// Copies column `n` (length K) into `destination`.
+    public func column(_ n: Int, into destination: UnsafeMutablePointer<Float>) {
+        for k in 0..<rows { destination[k] = element(row: k, column: n) }
+    }
+
+    /// Bytes of weights a product reads.
+    public var byteCount: Int { storageBytes }
+
+    /// `Y[m, N] = X[m, K] · W (+ bias) (+ Y when accumulate)`. Panels are shared among the
+    /// compute threads.
+    public func multiply(
+        _ x: UnsafePointer<Float>, m: Int, into y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil,
+        accumulate: Bool = false
+    ) {
+        let threads = ComputeThreads.count(forWork: m * rows * columns)
+        // Many small chunks handed out in order: whichever thread is free takes the next, so a
+        // thread that starts late (woken from sleep) does not hold the others back.
+        let chunk = threads == 1 ? panels : max(1, panels / (threads * 8))
+        let chunks = (panels + chunk - 1) / chunk
+        // The threads write disjoint column ranges of y and only read x, bias and the panels.
+        nonisolated(unsafe) let x = x
+        nonisolated(unsafe) let y = y
+        nonisolated(unsafe) let bias = bias
+        ComputeThreads.run(threads: threads, chunks: chunks) { index in
+            let first = index * chunk
+            self.multiplyPanels(first..<min(self.panels, first + chunk), x, m, y, bias, accumulate)
+        }
+    }
+
+    private func multiplyPanels(
+        _ range: Range<Int>, _ x: UnsafePointer<Float>, _ m: Int, _ y: UnsafeMutablePointer<Float>,
+        _ bias: UnsafePointer<Float>?, _ accumulate: Bool
+    ) {
+        switch format {
+        case .f32: multiplyPanels(range, x, m, y, bias, accumulate, F32Panel.self)
+        case .bf16: multiplyPanels(range, x, m, y, bias, accumulate, BF16Panel.self)
+        }
+    }
+
+    @inline(__always)
+    private func multiplyPanels<Element: PanelElement>(
+        _ range: Range<Int>, _ x: UnsafePointer<Float>, _ m: Int, _ y: UnsafeMutablePointer<Float>,
+        _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type
+    ) {
+        let k = rows
+        let n = columns
+        // Several row blocks reuse each panel: walk it in slices that stay in L1 while every
+        // block takes its turn (partial sums go through y, which is tiny). One block streams
+        // the panel straight through.
+        let slice = m > 6 && k > 2 * Self.kSlice ? Self.kSlice : k
+        for panel in range {
+            let column = panel * Self.panelWidth
+            let count = min(Self.panelWidth, n - column)
+            let panelBase = UnsafeRawPointer(storage + panel * k * Self.panelWidth * Element.bytes)
+            var kStart = 0
+            while kStart < k {
+                let kCount = min(slice, k - kStart)
+                let w = panelBase + kStart * Self.panelWidth * Element.bytes
+                let first = kStart == 0
+                let sliceBias = first ? bias.map { $0 + column } : nil
+                let sliceAccumulate = first ? accumulate : true
+                var r = 0
+                while r + 6 <= m {
+                    Self.block6(w, kCount, x + r * k + kStart, k, y + r * n + column, n, count, sliceBias, sliceAccumulate, element)
+                    r += 6
+                }
+                while r + 4 <= m {
+                    Self.block4(w, kCount, x + r * k + kStart, k, y + r * n + column, n, count, sliceBias, sliceAccumulate, element)
+                    r += 4
+                }
+                while r < m {
+                    Self.block1(w, kCount, x + r * k + kStart, y + r * n + column, count, sliceBias, sliceAccumulate, element)
+                    r += 1
+                }
+                kStart += kCount
+            }
+        }
+    }
+
+    static let kSlice = 1024
+
+    /// Six rows of X against one panel: 12 accumulators, 2 weight vectors and a broadcast fill
+    /// the 16 vector registers of AVX2.
+    @inline(__always)
+    static func block6<Element: PanelElement>(
+        _ w: UnsafeRawPointer, _ k: Int, _ x: UnsafePointer<Float>, _ ldx: Int, _ y: UnsafeMutablePointer<Float>, _ ldy: Int,
+        _ count: Int, _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type
+    ) {
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
+        var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), d0 = SIMD8<Float>(), d1 = SIMD8<Float>()
+        var e0 = SIMD8<Float>(), e1 = SIMD8<Float>(), f0 = SIMD8<Float>(), f1 = SIMD8<Float>()
+        let x0 = x, x1 = x + ldx, x2 = x + 2 * ldx, x3 = x + 3 * ldx, x4 = x + 4 * ldx, x5 = x + 5 * ldx
+        for kk in 0..<k {
+            let (w0, w1) = Element.row(w, kk)
+            var s = SIMD8<Float>(repeating: x0[kk])
+            a0 = a0.addingProduct(s, w0)
+            a1 = a1.addingProduct(s, w1)
+            s = SIMD8<Float>(repeating: x1[kk])
+            b0 = b0.addingProduct(s, w0)
+            b1 = b1.addingProduct(s, w1)
+            s = SIMD8<Float>(repeating: x2[kk])
+            c0 = c0.addingProduct(s, w0)
+            c1 = c1.addingProduct(s, w1)
+            s = SIMD8<Float>(repeating: x3[kk])
+            d0 = d0.addingProduct(s, w0)
+            d1 = d1.addingProduct(s, w1)
+            s = SIMD8<Float>(repeating: x4[kk])
+            e0 = e0.addingProduct(s, w0)
+            e1 = e1.addingProduct(s, w1)
+            s = SIMD8<Float>(repeating: x5[kk])
+            f0 = f0.addingProduct(s, w0)
+            f1 = f1.addingProduct(s, w1)
+        }
+        store(a0, a1, y, count, bias, accumulate)
+        store(b0, b1, y + ldy, count, bias, accumulate)
+        store(c0, c1, y + 2 * ldy, count, bias, accumulate)
+        store(d0, d1, y + 3 * ldy, count, bias, accumulate)
+        store(e0, e1, y + 4 * ldy, count, bias, accumulate)
+        store(f0, f1, y + 5 * ldy, count, bias, accumulate)
+    }
+
+    /// Four rows of X against one panel: 8 accumulators in registers.
+    @inline(__always)
+    static func block4<Element: PanelElement>(
+        _ w: UnsafeRawPointer, _ k: Int, _ x: UnsafePointer<Float>, _ ldx: Int, _ y: UnsafeMutablePointer<Float>, _ ldy: Int,
+        _ count: Int, _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type
+    ) {
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
+        var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), d0 = SIMD8<Float>(), d1 = SIMD8<Float>()
+        let x0 = x, x1 = x + ldx, x2 = x + 2 * ldx, x3 = x + 3 * ldx
+        for kk in 0..<k {
+            let (w0, w1) = Element.row(w, kk)
+            let s0 = SIMD8<Float>(repeating: x0[kk])
+            a0 = a0.addingProduct(s0, w0)
+            a1 = a1.addingProduct(s0, w1)
+            let s1 = SIMD8<Float>(repeating: x1[kk])
+            b0 = b0.addingProduct(s1, w0)
+            b1 = b1.addingProduct(s1, w1)
+            let s2 = SIMD8<Float>(repeating: x2[kk])
+            c0 = c0.addingProduct(s2, w0)
+            c1 = c1.addingProduct(s2, w1)
+            let s3 = SIMD8<Float>(repeating: x3[kk])
+            d0 = d0.addingProduct(s3, w0)
+            d1 = d1.addingProduct(s3, w1)
+        }
+        store(a0, a1, y, count, bias, accumulate)
+        store(b0, b1, y + ldy, count, bias, accumulate)
+        store(c0, c1, y + 2 * ldy, count, bias, accumulate)
+        store(d0, d1, y + 3 * ldy, count, bias, accumulate)
+    }
+
+    /// One row of X against one panel (decoding); two interleaved chains hide FMA latency.
+    @inline(__always)
+    static func block1<Element: PanelElement>(
+        _ w: UnsafeRawPointer, _ k: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int,
+        _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type
+    ) {
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
+        var kk = 0
+        while kk + 2 <= k {
+            let s0 = SIMD8<Float>(repeating: x[kk])
+            let (w0, w1) = Element.row(w, kk)
+            a0 = a0.addingProduct(s0, w0)
+            a1 = a1.addingProduct(s0, w1)
+            let s1 = SIMD8<Float>(repeating: x[kk + 1])
+            let (v0, v1) = Element.row(w, kk + 1)
+            b0 = b0.addingProduct(s1, v0)
+            b1 = b1.addingProduct(s1, v1)
+            kk += 2
+        }
+        if kk < k {
+            let s0 = SIMD8<Float>(repeating: x[kk])
+            let (w0, w1) = Element.row(w, kk)
+            a0 = a0.addingProduct(s0, w0)
+            a1 = a1.addingProduct(s0, w1)
+        }
+        store(a0 + b0, a1 + b1, y, count, bias, accumulate)
+    }
+
+    @inline(__always)
+    static func store(
+        _ low: SIMD8<Float>, _ high: SIMD8<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int,
+        _ bias: UnsafePointer<Float>?, _ accumulate: Bool
+    ) {
+        if count == 16 {
+            var lo = low, hi = high
+            if let bias {
+                lo += UnsafeRawPointer(bias).loadUnaligned(as: SIMD8<Float>.self)
+                hi += UnsafeRawPointer(bias + 8).loadUnaligned(as: SIMD8<Float>.self)
+            }
+            let raw = UnsafeMutableRawPointer(y)
+            if accumulate {
+                lo += raw.loadUnaligned(as: SIMD8<Float>.self)
+                hi += raw.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+            }
+            raw.storeBytes(of: lo, as: SIMD8<Float>.self)
+            raw.storeBytes(of: hi, toByteOffset: 32, as: SIMD8<Float>.self)
+            return
+        }
+        for j in 0..<count {
+            var value = j < 8 ? low[j] : high[j - 8]
+            if let bias { value += bias[j] }
+            if accumulate { value += y[j] }
+            y[j] = value
+        }
+    }
+}
+
+/// How one panel row (16 weights) is loaded as two float32 vectors.
+protocol PanelElement {
+    static var bytes: Int { get }
+    static func row(_ panel: UnsafeRawPointer, _ k: Int) -> (SIMD8<Float>, SIMD8<Float>)
+}
+
+enum F32Panel: PanelElement {
+    static var bytes: Int { 4 }
+    @inline(__always)
+    static func row(_ panel: UnsafeRawPointer, _ k: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        (panel.loadUnaligned(fromByteOffset: k * 64, as: SIMD8<Float>.self),
+         panel.loadUnaligned(fromByteOffset: k * 64 + 32, as: SIMD8<Float>.self))
+    }
+}
+
+enum BF16Panel: PanelElement {
+    static var bytes: Int { 2 }
+    @inline(__always)
+    static func row(_ panel: UnsafeRawPointer, _ k: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        let words = panel.loadUnaligned(fromByteOffset: k * 32, as: SIMD8<UInt32>.self)
+        return (unsafeBitCast(words &<< 16, to: SIMD8<Float>.self),
+                unsafeBitCast(words & SIMD8(repeating: 0xFFFF_0000), to: SIMD8<Float>.self))
+    }
+}
+
+/// The threads that share a product's panels: the caller plus the other cores, through
+/// Dispatch's pool. Small products run on the caller alone (threading would cost more).
+public enum ComputeThreads {
+    public static let cores = max(1, Int(ProcessInfo.processInfo.environment["MODELGATE_COMPUTE_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount)
+
+    static func count(forWork work: Int) -> Int {
+        work < 200_000 ? 1 : cores
+    }
+
+    /// Runs `body` for every chunk index, on the compute team (or inline for one thread).
+    static func run(threads: Int, chunks: Int, _ body: @escaping @Sendable (Int) -> Void) {
+        if threads <= 1 || chunks <= 1 {
+            for index in 0..<chunks { body(index) }
+            return
+        }
+        ComputeTeam.shared.run(chunks: chunks, body)
+    }
+}
+

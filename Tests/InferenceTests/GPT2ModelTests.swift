@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+@testable import Inference
+
+struct GPT2Reference: Decodable {
+    struct Case: Decodable {
+        var prompt: [Int]
+        var logits: [[Float]]
+        var greedy: [Int]
+    }
+    var cases: [Case]
+
+    static func load() throws -> GPT2Reference {
+        let data = try Data(contentsOf: URL(fileURLWithPath: SharedData.fixtures + "/tiny-gpt2/reference.json"))
+        return try JSONDecoder().decode(GPT2Reference.self, from: data)
+    }
+}
+
+@Suite struct GPT2ModelTests {
+    let model: GPT2Model
+    let reference: GPT2Reference
+
+    init() throws {
+        model = try GPT2Model(directory: SharedData.fixtures + "/tiny-gpt2")
+        reference = try GPT2Reference.load()
+    }
+
+    @Test func logitsMatchTransformersWithin1e4() throws {
+        #expect(model.config == .init(layers: 2, heads: 4, width: 64, contextLength: 64, vocabularySize: 512))
+        for testCase in reference.cases {
+            let cache = model.makeCache(capacity: 64)
+            let logits = model.forward([.init(tokens: testCase.prompt, cache: cache, allLogits: true)])[0]
+            let expected = testCase.logits.flatMap { $0 }
+            #expect(logits.count == expected.count)
+            let worst = zip(logits, expected).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(worst < 1e-4, "max |Δ| = \(worst) for prompt \(testCase.prompt)")
+        }
+    }
+
+    @Test func greedyDecodingWithTheKVCacheMatchesTokenForToken() throws {
+        for testCase in reference.cases {
+            let cache = model.makeCache(capacity: 64)
+            var logits = model.forward([.init(tokens: testCase.prompt, cache: cache)])[0]
+            var generated: [Int] = []
+            for _ in 0..<testCase.greedy.count {
+                let next = logits.indices.max { logits[$0] < logits[$1] } ?? 0
+                generated.append(next)
+                logits = model.forward([.init(tokens: [next], cache: cache)])[0]
+            }
+            #expect(generated == testCase.greedy)
+        }
+    }
+
+    @Test func aBatchedStepEqualsSeparateSteps() throws {
+        let prompts = reference.cases.map(\.prompt)
+        let caches = prompts.map { _ in model.makeCache(capacity: 64) }
+        let batched = model.forward(zip(prompts, caches).map { .init(tokens: $0, cache: $1) })
+        for (index, prompt) in prompts.enumerated() {
+            let alone = model.forward([.init(tokens: prompt, cache: model.makeCache(capacity: 64))])[0]
+            #expect(zip(batched[index], alone).allSatisfy { abs($0 - $1) < 1e-5 })
+        }
+        // One decode step for all of them together, with caches of different lengths.
+        let next = model.forward(caches.map { .init(tokens: [3], cache: $0) })
+        for (index, prompt) in prompts.enumerated() {
+            let cache = model.makeCache(capacity: 64)
+            _ = model.forward([.init(tokens: prompt, cache: cache)])
+            let alone = model.forward([.init(tokens: [3], cache: cache)])[0]
+            #expect(zip(next[index], alone).allSatisfy { abs($0 - $1) < 1e-5 })
+        }
+    }
+}

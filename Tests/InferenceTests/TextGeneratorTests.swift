@@ -1,0 +1,200 @@
+import Foundation
+import Testing
+@testable import Inference
+
+/// The tiny fixture model with a byte-level vocabulary of its 512 ids: 0...255 are bytes,
+/// 256...510 are merges of printable pairs, 511 is `<|endoftext|>`.
+func tinyGenerator(maxBatch: Int = 8, queueCapacity: Int = 64) throws -> TextGenerator {
+    let model = try GPT2Model(directory: SharedData.fixtures + "/tiny-gpt2")
+    let table = GPT2Tokenizer.byteTable()
+    var vocabulary: [String: Int] = [:]
+    for byte in 0..<256 { vocabulary[String(table[byte])] = byte }
+    var merges: [(String, String)] = []
+    let letters = Array("etaoinshrdlucmfw")
+    var id = 256
+    outer: for a in letters {
+        for b in letters {
+            if id == 511 { break outer }
+            let pair = (String(a), String(b))
+            guard vocabulary[pair.0 + pair.1] == nil else { continue }
+            merges.append(pair)
+            vocabulary[pair.0 + pair.1] = id
+            id += 1
+        }
+    }
+    vocabulary["<|endoftext|>"] = 511
+    let tokenizer = GPT2Tokenizer(vocabulary: vocabulary, merges: merges)
+    return TextGenerator(model: model, tokenizer: tokenizer, defaultMaxTokens: 8, maxBatch: maxBatch, queueCapacity: queueCapacity)
+}
+
+struct Completion: Equatable {
+    var text: [Int: String] = [:]
+    var tokens: [Int: [Int]] = [:]
+    var finish: [Int: FinishReason] = [:]
+    var prompt: [GeneratedToken] = []
+}
+
+func collect(_ stream: GenerationStream) async throws -> Completion {
+    var completion = Completion()
+    for try await event in stream {
+        switch event {
+        case .promptTokens(let tokens): completion.prompt = tokens
+        case .delta(let choice, let text, let tokens):
+            completion.text[choice, default: ""] += text
+            completion.tokens[choice, default: []] += tokens.map(\.token)
+        case .finished(let choice, let reason, let count):
+            completion.finish[choice] = reason
+            #expect(count == completion.tokens[choice]?.count)
+        }
+    }
+    return completion
+}
+
+@Suite struct TextGeneratorTests {
+    let reference: GPT2Reference
+
+    init() throws { reference = try GPT2Reference.load() }
+
+    func greedy(_ prompt: [Int], maxTokens: Int) -> GenerationRequest {
+        var parameters = SamplingParameters()
+        parameters.temperature = 0
+        parameters.maxTokens = maxTokens
+        return GenerationRequest(prompt: prompt, parameters: parameters)
+    }
+
+    @Test func greedyGenerationThroughTheSchedulerMatchesTheReference() async throws {
+        let generator = try tinyGenerator()
+        for testCase in reference.cases {
+            let completion = try await collect(try generator.generate(greedy(testCase.prompt, maxTokens: 20)))
+            let expected = Array(testCase.greedy.prefix { $0 != 511 })
+            #expect(completion.tokens[0] == expected)
+            #expect(completion.finish[0] == (expected.count < 20 ? .stop : .length))
+        }
+        generator.shutdown()
+    }
+
+    @Test func concurrentRequestsAreBatchedAndGiveTheSameResults() async throws {
+        let generator = try tinyGenerator(maxBatch: 16)
+        let results = try await withThrowingTaskGroup(of: (Int, [Int]?).self) { group in
+            for (index, testCase) in reference.cases.enumerated() {
+                for copy in 0..<3 {
+                    group.addTask { (index, try await collect(try generator.generate(greedy(testCase.prompt, maxTokens: 20))).tokens[0]) }
+                    _ = copy
+                }
+            }
+            return try await group.reduce(into: [(Int, [Int]?)]()) { $0.append($1) }
+        }
+        for (index, tokens) in results {
+            #expect(tokens == Array(reference.cases[index].greedy.prefix { $0 != 511 }))
+        }
+        #expect(generator.statistics.steps < 12 * 20, "requests were not batched together")
+        generator.shutdown()
+    }
+
+    @Test func seededSamplingRepeatsAndNChoicesDiffer() async throws {
+        let generator = try tinyGenerator()
+        var parameters = SamplingParameters()
+        parameters.maxTokens = 12
+        parameters.seed = 99
+        parameters.n = 3
+        let request = GenerationRequest(prompt: [1, 2, 3], parameters: parameters)
+        let first = try await collect(try generator.generate(request))
+        let second = try await collect(try generator.generate(request))
+        #expect(first.tokens == second.tokens)
+        #expect(first.tokens.count == 3)
+        #expect(Set(first.tokens.values.map { $0 }).count > 1)
+        parameters.seed = 100
+        let other = try await collect(try generator.generate(GenerationRequest(prompt: [1, 2, 3], parameters: parameters)))
+        #expect(other.tokens != first.tokens)
+        generator.shutdown()
+    }
+
+    @Test func stopSequencesEndGenerationAcrossTokenBoundaries() async throws {
+        let generator = try tinyGenerator()
+        let full = try await collect(try generator.generate(greedy([1, 2, 3, 4, 5], maxTokens: 20)))
+        let text = try #require(full.text[0])
+        let bytes = Array(text.utf8)
+        #expect(bytes.count > 6)
+        // A stop string made of the 3rd to 5th generated bytes: it spans several tokens.
+        let stop = String(decoding: bytes[2..<5], as: UTF8.self)
+        var parameters = SamplingParameters()
+        parameters.temperature = 0
+        parameters.maxTokens = 20
+        parameters.stop = [stop]
+        let stopped = try await collect(try generator.generate(GenerationRequest(prompt: [1, 2, 3, 4, 5], parameters: parameters)))
+        #expect(stopped.finish[0] == .stop)
+        let shown = try #require(stopped.text[0])
+        #expect(!shown.contains(stop))
+        #expect(text.hasPrefix(shown))
+        #expect(Array(text.utf8).count >= Array(shown.utf8).count + 3)
+        generator.shutdown()
+    }
+
+    @Test func echoWithLogprobsReturnsThePromptsLogprobs() async throws {
+        let generator = try tinyGenerator()
+        var parameters = SamplingParameters()
+        parameters.temperature = 0
+        parameters.maxTokens = 2
+        parameters.echo = true
+        parameters.logprobs = 3
+        let prompt = reference.cases[0].prompt
+        let result = try await collect(try generator.generate(GenerationRequest(prompt: prompt, parameters: parameters)))
+        #expect(result.prompt.map(\.token) == prompt)
+        #expect(result.prompt[0].logprob == nil)
+        // Log-probability of prompt[1] under the reference logits of position 0.
+        let row = reference.cases[0].logits[0]
+        let maximum = row.max() ?? 0
+        let logSum = log(row.map { exp(Double($0 - maximum)) }.reduce(0, +)) + Double(maximum)
+        let expected = Double(row[prompt[1]]) - logSum
+        #expect(abs(Double(result.prompt[1].logprob ?? 0) - expected) < 1e-3)
+        #expect(result.prompt[1].top.count == 3)
+        generator.shutdown()
+    }
+
+    @Test func badRequestsAreRefusedBeforeQueueing() throws {
+        let generator = try tinyGenerator()
+        #expect(throws: GenerationError.contextExceeded(promptTokens: 64, requested: 0, contextLength: 64)) {
+            try generator.generate(greedy([Int](repeating: 1, count: 64), maxTokens: 1))
+        }
+        #expect(throws: GenerationError.contextExceeded(promptTokens: 60, requested: 10, contextLength: 64)) {
+            try generator.generate(greedy([Int](repeating: 1, count: 60), maxTokens: 10))
+        }
+        #expect(throws: GenerationError.emptyPrompt) { try generator.generate(greedy([], maxTokens: 1)) }
+        #expect(throws: GenerationError.self) { try generator.generate(greedy([600], maxTokens: 1)) }
+        let message = GenerationError.contextExceeded(promptTokens: 60, requested: 10, contextLength: 64).description
+        #expect(message.contains("64") && message.contains("60") && message.contains("70"))
+        generator.shutdown()
+    }
+
+    @Test func cancellingTheConsumerStopsGenerationWithinOneToken() async throws {
+        // A model big enough that a step takes a while, so the consumer is never far behind.
+        let directory = NSTemporaryDirectory() + "mg-slow-gpt2-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = GPT2Model.Config(layers: 6, heads: 8, width: 512, contextLength: 512, vocabularySize: 512)
+        try RandomGPT2.write(config, seed: 3, to: directory)
+        let tiny = try tinyGenerator()
+        let generator = TextGenerator(model: try GPT2Model(directory: directory), tokenizer: tiny.tokenizer)
+        tiny.shutdown()
+        var parameters = SamplingParameters()
+        parameters.maxTokens = 400
+        parameters.seed = 1
+        // The consumer reads three tokens, then its task is cancelled (a client that went away).
+        let request = GenerationRequest(prompt: [9], parameters: parameters)
+        let consumer = Task {
+            var received = 0
+            for try await event in try generator.generate(request) {
+                if case .delta = event { received += 1 }
+                if received == 3 { try await Task.sleep(for: .seconds(60)) }
+            }
+        }
+        while generator.statistics.generatedTokens < 3 { try await Task.sleep(for: .milliseconds(1)) }
+        consumer.cancel()
+        let cancelledAt = generator.statistics.generatedTokens
+        let deadline = ContinuousClock.now + .seconds(5)
+        while generator.statistics.running > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(2)) }
+        #expect(generator.statistics.running == 0)
+        // At most one more step ran after the cancellation before the scheduler noticed.
+        #expect(generator.statistics.generatedTokens <= cancelledAt + 1, "generated \(generator.statistics.generatedTokens) tokens, cancelled at \(cancelledAt)")
+        generator.shutdown()
+    }
+}

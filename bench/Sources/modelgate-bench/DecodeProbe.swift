@@ -1,0 +1,43 @@
+import Foundation
+import Inference
+
+/// Batch-1 decoding only, for profiling (`perf record --delay`).
+enum DecodeProbe {
+    static func run(seconds: Double) throws {
+        BLAS.configureThreads()
+        let directory = NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
+        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
+        let model = try GPT2Model(directory: directory, format: format)
+        let cache = model.makeCache(capacity: 1024)
+        var logits = model.forward([.init(tokens: [1, 2, 3, 4], cache: cache)])[0]
+        print("loaded; decoding")
+        let start = Date()
+        var count = 0
+        while Date().timeIntervalSince(start) < seconds && cache.length < 1000 {
+            logits = model.forward([.init(tokens: [Sampler.argmax(logits)], cache: cache)])[0]
+            count += 1
+        }
+        print("decode \(Double(count) / Date().timeIntervalSince(start)) tok/s")
+    }
+}
+
+/// Decoding 16 sequences together, for profiling.
+enum BatchProbe {
+    static func run(seconds: Double, sequences: Int = 16) throws {
+        let directory = NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
+        let model = try GPT2Model(directory: directory)
+        print("loaded; decoding \(sequences) sequences")
+        let start = Date()
+        var steps = 0
+        while Date().timeIntervalSince(start) < seconds {
+            // Short contexts, as in serving: restart every 80 tokens.
+            let caches = (0..<sequences).map { _ in model.makeCache(capacity: 128) }
+            var logits = model.forward(caches.enumerated().map { .init(tokens: [1, 2, 3, $0.offset], cache: $0.element) })
+            while caches[0].length < 84 {
+                logits = model.forward(zip(caches, logits).map { .init(tokens: [Sampler.argmax($0.1)], cache: $0.0) })
+                steps += 1
+            }
+        }
+        print("batch \(sequences): \(Double(steps * sequences) / Date().timeIntervalSince(start)) tok/s")
+    }
+}

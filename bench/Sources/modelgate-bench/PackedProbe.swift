@@ -1,0 +1,23 @@
+import Foundation
+import Inference
+
+/// GFLOP/s and weight bandwidth of `PackedMatrix` products for skinny batches, with weights
+/// cycled through a working set larger than the caches.
+enum PackedProbe {
+    static func run() {
+        let k = 768, n = 3072
+        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
+        let source = FloatBuffer(count: k * n)
+        for i in 0..<(k * n) { source[i] = Float(i % 17) * 0.01 }
+        let weights = (0..<24).map { _ in PackedMatrix(source, rows: k, columns: n, format: format) }
+        for m in [1, 4, 8, 16, 32, 128] {
+            let x = FloatBuffer(count: m * k)
+            let y = FloatBuffer(count: m * n)
+            let iterations = 96
+            let start = Date()
+            for i in 0..<iterations { weights[i % 24].multiply(x.pointer, m: m, into: y.pointer) }
+            let elapsed = Date().timeIntervalSince(start) / Double(iterations)
+            print("\(format) m \(m): \(String(format: "%.3f", elapsed * 1000)) ms, \(String(format: "%.1f", 2.0 * Double(m * k * n) / elapsed / 1e9)) GFLOP/s, \(String(format: "%.1f", Double(weights[0].byteCount) / elapsed / 1e9)) GB/s")
+        }
+    }
+}
