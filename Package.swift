@@ -36,6 +36,8 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
 
         // MARK: Foundations
         .target(
@@ -61,7 +63,7 @@ let package = Package(
         // debug builds (tests run real models), for a CPU with AVX2 and FMA.
         .target(
             name: "Inference",
-            dependencies: ["CBLAS"],
+            dependencies: ["CBLAS", "CTurboJPEG", "CPNG"],
             swiftSettings: inferenceSettings
         ),
         // Plain SQL migrations, embedded into the binary so it runs from any directory.
