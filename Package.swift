@@ -59,6 +59,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "Metering",
+            dependencies: [
+                "Postgres",
+                "Encryption",
+                "Tenancy",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Inference knows nothing of tenants or HTTP. Its kernels are compiled optimised even in
         // debug builds (tests run real models), for a CPU with AVX2 and FMA.
         .target(
@@ -140,6 +149,10 @@ let package = Package(
             name: "InferenceTests",
             dependencies: ["Inference"],
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "MeteringTests",
+            dependencies: ["Metering", "Tenancy", "Postgres", "Encryption", "SchemaMigrations", "TestSupport"]
         ),
         .testTarget(
             name: "TenancyTests",

@@ -45,17 +45,3 @@ public enum APIKeyFormat {
     }
 }
 
-/// CRC-32 (IEEE 802.3, as zlib), table-driven.
-enum CRC32 {
-    static let table: [UInt32] = (0..<256).map { index -> UInt32 in
-        var value = UInt32(index)
-        for _ in 0..<8 { value = value & 1 == 1 ? 0xEDB8_8320 ^ (value >> 1) : value >> 1 }
-        return value
-    }
-
-    static func checksum(_ bytes: [UInt8]) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        for byte in bytes { crc = table[Int((crc ^ UInt32(byte)) & 0xff)] ^ (crc >> 8) }
-        return crc ^ 0xFFFF_FFFF
-    }
-}

@@ -106,6 +106,8 @@ public struct TenantService: Sendable {
             }
         } catch let error as PostgresError where error.isUniqueViolation {
             throw TenancyError.conflict("a tenant with slug '\(slug)' already exists")
+        } catch let error as PostgresError where error.isForeignKeyViolation {
+            throw TenancyError.invalid(field: "plan", message: "unknown plan '\(plan)' (see 'modelgate plan list')")
         }
         return try await get(id)
     }
@@ -174,6 +176,7 @@ public struct TenantService: Sendable {
         if changes.payloadLogging != nil { changed.append("payload_logging") }
         let fields = changed.joined(separator: ",")
         let notifier = self.notifier
+        do {
         try await pool.transaction { connection in
             try connection.execute(
                 """
@@ -191,6 +194,9 @@ public struct TenantService: Sendable {
             if let plan = changes.plan { details["plan"] = plan }
             try AuditLog.append(connection, actor: actor, tenant: id, action: "tenant.update", target: "tenant:\(rowID)", details: details)
             if changes.plan != nil { try notifier.tenantChanged(id, connection) }
+        }
+        } catch let error as PostgresError where error.isForeignKeyViolation {
+            throw TenancyError.invalid(field: "plan", message: "unknown plan '\(changes.plan ?? "")' (see 'modelgate plan list')")
         }
         return try await get(id)
     }

@@ -95,7 +95,18 @@ public struct Convolution: Sendable {
 
 extension Kernels {
     public static func relu(_ values: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count where values[i] < 0 { values[i] = 0 }
+        let raw = UnsafeMutableRawPointer(values)
+        let zero = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= count {
+            let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            raw.storeBytes(of: v.replacing(with: zero, where: v .< zero), toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            if values[i] < 0 { values[i] = 0 }
+            i += 1
+        }
     }
 
     /// 3x3 max pooling, stride 2, padding 1 (torchvision's stem), NHWC.

@@ -16,6 +16,7 @@ public final class FloatBuffer: @unchecked Sendable {
     /// pages: streaming reads are not cut at every 4 KiB page (hardware prefetchers stop there)
     /// and the TLB covers the whole model.
     static func allocateRaw(bytes: Int) -> UnsafeMutableRawPointer {
+        if let recycled = BufferRecycler.shared.take(bytes: bytes) { return recycled }
         var raw: UnsafeMutableRawPointer?
         if bytes >= hugePageThreshold, posix_memalign(&raw, hugePage, bytes) == 0, let raw {
             madvise(raw, (bytes + hugePage - 1) / hugePage * hugePage, MADV_HUGEPAGE)
@@ -35,7 +36,7 @@ public final class FloatBuffer: @unchecked Sendable {
         }
     }
 
-    deinit { free(UnsafeMutableRawPointer(pointer)) }
+    deinit { Self.release(UnsafeMutableRawPointer(pointer), bytes: max(count, 1) * 4) }
 
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 
@@ -49,5 +50,42 @@ public final class FloatBuffer: @unchecked Sendable {
         let fresh = FloatBuffer(count: newCount, zeroed: false)
         fresh.pointer.update(from: pointer, count: min(keeping, count, newCount))
         return fresh
+    }
+}
+
+extension FloatBuffer {
+    /// Returns memory to the recycler (large blocks) or to the system.
+    static func release(_ raw: UnsafeMutableRawPointer, bytes: Int) {
+        if !BufferRecycler.shared.keep(raw, bytes: bytes) { free(raw) }
+    }
+}
+
+/// Keeps recently freed large blocks (activations of the previous forward pass) for the next
+/// pass: without it every pass maps fresh pages and the kernel zeroes them, which cost more
+/// than the arithmetic for small images.
+final class BufferRecycler: @unchecked Sendable {
+    static let shared = BufferRecycler()
+    private let lock = NSLock()
+    private var free: [Int: [UnsafeMutableRawPointer]] = [:]
+    private var held = 0
+    static let limit = 768 << 20
+
+    func take(bytes: Int) -> UnsafeMutableRawPointer? {
+        guard bytes >= FloatBuffer.hugePageThreshold else { return nil }
+        lock.lock()
+        defer { lock.unlock() }
+        guard let block = free[bytes]?.popLast() else { return nil }
+        held -= bytes
+        return block
+    }
+
+    func keep(_ block: UnsafeMutableRawPointer, bytes: Int) -> Bool {
+        guard bytes >= FloatBuffer.hugePageThreshold else { return false }
+        lock.lock()
+        defer { lock.unlock() }
+        guard held + bytes <= Self.limit, (free[bytes]?.count ?? 0) < 8 else { return false }
+        free[bytes, default: []].append(block)
+        held += bytes
+        return true
     }
 }

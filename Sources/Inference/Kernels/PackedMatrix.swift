@@ -97,19 +97,28 @@ public final class PackedMatrix: @unchecked Sendable {
         accumulate: Bool = false
     ) {
         let threads = ComputeThreads.count(forWork: m * rows * columns)
-        // Many small chunks handed out in order: whichever thread is free takes the next, so a
-        // thread that starts late (woken from sleep) does not hold the others back.
+        // Work is cut into (panel range x row tile) chunks handed out in order: whichever thread
+        // is free takes the next, so a thread that starts late does not hold the others back,
+        // and a matrix with few columns (a convolution with few channels) still spreads over rows.
+        let rowTile = m <= Self.rowTile ? m : Self.rowTile
+        let rowTiles = (m + rowTile - 1) / rowTile
         let chunk = threads == 1 ? panels : max(1, panels / (threads * 8))
-        let chunks = (panels + chunk - 1) / chunk
-        // The threads write disjoint column ranges of y and only read x, bias and the panels.
+        let panelChunks = (panels + chunk - 1) / chunk
+        // The threads write disjoint parts of y and only read x, bias and the panels.
         nonisolated(unsafe) let x = x
         nonisolated(unsafe) let y = y
         nonisolated(unsafe) let bias = bias
-        ComputeThreads.run(threads: threads, chunks: chunks) { index in
-            let first = index * chunk
-            self.multiplyPanels(first..<min(self.panels, first + chunk), x, m, y, bias, accumulate)
+        let k = rows, n = columns
+        ComputeThreads.run(threads: threads, chunks: panelChunks * rowTiles) { index in
+            let first = (index / rowTiles) * chunk
+            let row = (index % rowTiles) * rowTile
+            self.multiplyPanels(
+                first..<min(self.panels, first + chunk), x + row * k, min(rowTile, m - row), y + row * n, bias, accumulate)
         }
     }
+
+    /// Rows per chunk when a product has many (a multiple of the 6-row micro-kernel).
+    static let rowTile = 192
 
     private func multiplyPanels(
         _ range: Range<Int>, _ x: UnsafePointer<Float>, _ m: Int, _ y: UnsafeMutablePointer<Float>,

@@ -31,6 +31,15 @@ case "batch":
     try BatchProbe.run(seconds: seconds)
 case "packed":
     PackedProbe.run()
+case "resnet":
+    func option(_ name: String) -> String? {
+        guard let index = arguments.firstIndex(of: name), index + 1 < arguments.endIndex else { return nil }
+        return arguments[index + 1]
+    }
+    try ResNetBenchmark(
+        weights: option("--weights") ?? "", batch: Int(option("--batch") ?? "1") ?? 1, size: Int(option("--size") ?? "224") ?? 224,
+        seconds: seconds
+    ).run()
 case "gpt2":
     try await GPT2Benchmark(seconds: seconds).run()
 default:

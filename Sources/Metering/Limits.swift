@@ -1,0 +1,263 @@
+import Foundation
+import Postgres
+import Tenancy
+
+/// The limits a plan, a tenant override or a key override sets; nil means "not limited here".
+public struct LimitSettings: Sendable, Equatable, Codable {
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+    public var maxConcurrent: Int?
+    public var monthlyTokens: Int?
+    public var monthlyImages: Int?
+    public var monthlyBudgetMicros: Int?
+
+    public init(
+        requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil, maxConcurrent: Int? = nil, monthlyTokens: Int? = nil,
+        monthlyImages: Int? = nil, monthlyBudgetMicros: Int? = nil
+    ) {
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
+        self.maxConcurrent = maxConcurrent
+        self.monthlyTokens = monthlyTokens
+        self.monthlyImages = monthlyImages
+        self.monthlyBudgetMicros = monthlyBudgetMicros
+    }
+
+    public enum CodingKeys: String, CodingKey, CaseIterable {
+        case requestsPerMinute = "requests_per_minute"
+        case tokensPerMinute = "tokens_per_minute"
+        case maxConcurrent = "max_concurrent"
+        case monthlyTokens = "monthly_tokens"
+        case monthlyImages = "monthly_images"
+        case monthlyBudgetMicros = "monthly_budget_micros"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(requestsPerMinute, forKey: .requestsPerMinute)
+        try container.encode(tokensPerMinute, forKey: .tokensPerMinute)
+        try container.encode(maxConcurrent, forKey: .maxConcurrent)
+        try container.encode(monthlyTokens, forKey: .monthlyTokens)
+        try container.encode(monthlyImages, forKey: .monthlyImages)
+        try container.encode(monthlyBudgetMicros, forKey: .monthlyBudgetMicros)
+    }
+
+    /// The tighter of two settings, metric by metric.
+    public func tightened(by other: LimitSettings) -> LimitSettings {
+        func tighter(_ a: Int?, _ b: Int?) -> Int? {
+            switch (a, b) {
+            case let (a?, b?): min(a, b)
+            case let (a?, nil): a
+            case let (nil, b): b
+            }
+        }
+        return LimitSettings(
+            requestsPerMinute: tighter(requestsPerMinute, other.requestsPerMinute),
+            tokensPerMinute: tighter(tokensPerMinute, other.tokensPerMinute),
+            maxConcurrent: tighter(maxConcurrent, other.maxConcurrent),
+            monthlyTokens: tighter(monthlyTokens, other.monthlyTokens),
+            monthlyImages: tighter(monthlyImages, other.monthlyImages),
+            monthlyBudgetMicros: tighter(monthlyBudgetMicros, other.monthlyBudgetMicros))
+    }
+
+    /// From a key's `limits` JSON (names as in `CodingKeys`).
+    public init(keyLimits: [String: Int]) {
+        self.init(
+            requestsPerMinute: keyLimits["requests_per_minute"], tokensPerMinute: keyLimits["tokens_per_minute"],
+            maxConcurrent: keyLimits["max_concurrent"], monthlyTokens: keyLimits["monthly_tokens"],
+            monthlyImages: keyLimits["monthly_images"], monthlyBudgetMicros: keyLimits["monthly_budget_micros"])
+    }
+
+    /// Parses `name=value` pairs (`requests_per_minute=60`, `monthly_tokens=none`) onto self.
+    public func updating(_ assignments: [String]) throws -> LimitSettings {
+        var copy = self
+        for assignment in assignments {
+            let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw MeteringError.invalid("limits", "expected name=value, got '\(assignment)'") }
+            let value: Int?
+            if parts[1] == "none" || parts[1] == "null" {
+                value = nil
+            } else if let number = Int(parts[1].replacingOccurrences(of: "_", with: "")), number >= 0 {
+                value = number
+            } else {
+                throw MeteringError.invalid(parts[0], "'\(parts[1])' is not a non-negative integer or 'none'")
+            }
+            switch parts[0] {
+            case "requests_per_minute": copy.requestsPerMinute = value
+            case "tokens_per_minute": copy.tokensPerMinute = value
+            case "max_concurrent": copy.maxConcurrent = value
+            case "monthly_tokens": copy.monthlyTokens = value
+            case "monthly_images": copy.monthlyImages = value
+            case "monthly_budget_micros": copy.monthlyBudgetMicros = value
+            default:
+                throw MeteringError.invalid(
+                    parts[0], "unknown limit (known: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+        }
+        return copy
+    }
+
+    static let columns = "requests_per_minute, tokens_per_minute, max_concurrent, monthly_tokens, monthly_images, monthly_budget_micros"
+
+    init(row: PostgresRow) throws {
+        self.init(
+            requestsPerMinute: try row.decode("requests_per_minute"), tokensPerMinute: try row.decode("tokens_per_minute"),
+            maxConcurrent: try row.decode("max_concurrent"), monthlyTokens: try row.decode("monthly_tokens"),
+            monthlyImages: try row.decode("monthly_images"), monthlyBudgetMicros: try row.decode("monthly_budget_micros"))
+    }
+
+    var parameters: [any PostgresEncodable] {
+        [requestsPerMinute, tokensPerMinute, maxConcurrent, monthlyTokens, monthlyImages, monthlyBudgetMicros]
+    }
+
+    var summary: String {
+        CodingKeys.allCases.map { key -> String in
+            let value: Int? = switch key {
+            case .requestsPerMinute: requestsPerMinute
+            case .tokensPerMinute: tokensPerMinute
+            case .maxConcurrent: maxConcurrent
+            case .monthlyTokens: monthlyTokens
+            case .monthlyImages: monthlyImages
+            case .monthlyBudgetMicros: monthlyBudgetMicros
+            }
+            return "\(key.rawValue)=\(value.map(String.init) ?? "none")"
+        }.joined(separator: ",")
+    }
+}
+
+public struct Plan: Sendable, Equatable, Encodable {
+    public var name: String
+    public var displayName: String
+    public var limits: LimitSettings
+
+    enum CodingKeys: String, CodingKey {
+        case name, limits
+        case displayName = "display_name"
+    }
+}
+
+public enum MeteringError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalid(String, String)
+    case notFound(String)
+    /// A rate limit (requests or tokens per minute) or the concurrency cap: retry later.
+    case rateLimited(message: String, retryAfterSeconds: Int)
+    /// A hard monthly quota or the budget would be exceeded.
+    case quotaExceeded(String)
+    /// The database cannot be reached: the request cannot be admitted.
+    case unavailable(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let field, let message): "\(field): \(message)"
+        case .notFound(let message), .quotaExceeded(let message), .unavailable(let message): message
+        case .rateLimited(let message, _): message
+        }
+    }
+}
+
+/// Plans (`free` and `pro` are seeded) and per-tenant overrides; every change is audited.
+public struct LimitService: Sendable {
+    let pool: PostgresPool
+
+    public init(pool: PostgresPool) { self.pool = pool }
+
+    public func plans() async throws -> [Plan] {
+        try await pool.query("SELECT name, display_name, \(LimitSettings.columns) FROM plans ORDER BY name").map(Self.plan)
+    }
+
+    public func plan(_ name: String) async throws -> Plan {
+        let rows = try await pool.query("SELECT name, display_name, \(LimitSettings.columns) FROM plans WHERE name = $1", [name])
+        guard let row = rows.first else { throw MeteringError.notFound("no plan '\(name)'") }
+        return try Self.plan(row)
+    }
+
+    /// Creates a plan, or changes an existing one's limits.
+    public func setPlan(_ name: String, displayName: String?, limits: LimitSettings, actor: AuditActor) async throws -> Plan {
+        guard name.range(of: "^[a-z0-9][a-z0-9_-]{0,62}$", options: .regularExpression) != nil else {
+            throw MeteringError.invalid("name", "a plan name is lower-case letters, digits, '-' and '_'")
+        }
+        try await pool.transaction { connection in
+            try connection.execute(
+                """
+                INSERT INTO plans (name, display_name, \(LimitSettings.columns)) VALUES ($1, coalesce($2, $1), $3, $4, $5, $6, $7, $8)
+                ON CONFLICT (name) DO UPDATE SET display_name = coalesce($2, plans.display_name),
+                    requests_per_minute = $3, tokens_per_minute = $4, max_concurrent = $5, monthly_tokens = $6,
+                    monthly_images = $7, monthly_budget_micros = $8, updated_at = now()
+                """, [name, displayName] + limits.parameters)
+            try AuditLog.append(connection, actor: actor, tenant: nil, action: "plan.set", target: "plan:\(name)", details: ["limits": limits.summary])
+        }
+        return try await plan(name)
+    }
+
+    /// The tenant's own overrides (all nil when none).
+    public func tenantOverrides(_ tenant: UUID) async throws -> LimitSettings {
+        let rows = try await pool.query("SELECT \(LimitSettings.columns) FROM tenant_limits WHERE tenant_id = $1", [tenant])
+        return try rows.first.map(LimitSettings.init(row:)) ?? LimitSettings()
+    }
+
+    public func setTenantOverrides(_ tenant: UUID, _ limits: LimitSettings, actor: AuditActor) async throws {
+        try await pool.transaction { connection in
+            try connection.execute(
+                """
+                INSERT INTO tenant_limits (tenant_id, \(LimitSettings.columns)) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                ON CONFLICT (tenant_id) DO UPDATE SET requests_per_minute = $2, tokens_per_minute = $3, max_concurrent = $4,
+                    monthly_tokens = $5, monthly_images = $6, monthly_budget_micros = $7, updated_at = now()
+                """, [tenant] + limits.parameters)
+            try AuditLog.append(
+                connection, actor: actor, tenant: tenant, action: "limits.set", target: "tenant:\(tenant.uuidString.lowercased())",
+                details: ["limits": limits.summary])
+            try connection.execute("SELECT pg_notify('modelgate_auth', $1)", ["tenant:" + tenant.uuidString.lowercased()])
+        }
+    }
+
+    /// Sets a key's overrides (stored with the key).
+    public func setKeyOverrides(_ key: UUID, tenant: UUID, _ limits: LimitSettings, actor: AuditActor) async throws {
+        var values: [String: Int] = [:]
+        let mirror: [(String, Int?)] = [
+            ("requests_per_minute", limits.requestsPerMinute), ("tokens_per_minute", limits.tokensPerMinute),
+            ("max_concurrent", limits.maxConcurrent), ("monthly_tokens", limits.monthlyTokens),
+            ("monthly_images", limits.monthlyImages), ("monthly_budget_micros", limits.monthlyBudgetMicros),
+        ]
+        for (name, value) in mirror { if let value { values[name] = value } }
+        let json = try PostgresJSON(values)
+        let updated = try await pool.transaction { connection -> Bool in
+            let count = try connection.execute("UPDATE api_keys SET limits = $3 WHERE id = $1 AND tenant_id = $2", [key, tenant, json])
+            guard count == 1 else { return false }
+            try AuditLog.append(
+                connection, actor: actor, tenant: tenant, action: "limits.set", target: "key_id:\(key.uuidString.lowercased())",
+                details: ["limits": limits.summary])
+            try connection.execute("SELECT pg_notify('modelgate_auth', $1)", ["key:" + key.uuidString.lowercased()])
+            return true
+        }
+        guard updated else { throw MeteringError.notFound("no API key \(key.uuidString.lowercased()) for this tenant") }
+    }
+
+    /// Plan, tenant and key limits combined: the tighter wins, metric by metric.
+    public func effective(tenant: UUID, plan: String, keyLimits: [String: Int]) async throws -> (tenant: LimitSettings, key: LimitSettings) {
+        let rows = try await pool.query(
+            """
+            SELECT \(LimitSettings.columns.split(separator: ",").map { "p.\($0.trimmingCharacters(in: .whitespaces))" }.joined(separator: ", ")),
+                   \(LimitSettings.columns.split(separator: ",").map { "t.\($0.trimmingCharacters(in: .whitespaces)) AS t_\($0.trimmingCharacters(in: .whitespaces))" }.joined(separator: ", "))
+            FROM plans p LEFT JOIN tenant_limits t ON t.tenant_id = $1 WHERE p.name = $2
+            """, [tenant, plan])
+        guard let row = rows.first else { return (LimitSettings(), LimitSettings(keyLimits: keyLimits)) }
+        let planLimits = try LimitSettings(row: row)
+        let overrides = LimitSettings(
+            requestsPerMinute: try row.decode("t_requests_per_minute"), tokensPerMinute: try row.decode("t_tokens_per_minute"),
+            maxConcurrent: try row.decode("t_max_concurrent"), monthlyTokens: try row.decode("t_monthly_tokens"),
+            monthlyImages: try row.decode("t_monthly_images"), monthlyBudgetMicros: try row.decode("t_monthly_budget_micros"))
+        // A tenant override replaces the plan's value where set (it may loosen as well as tighten).
+        let tenantLimits = LimitSettings(
+            requestsPerMinute: overrides.requestsPerMinute ?? planLimits.requestsPerMinute,
+            tokensPerMinute: overrides.tokensPerMinute ?? planLimits.tokensPerMinute,
+            maxConcurrent: overrides.maxConcurrent ?? planLimits.maxConcurrent,
+            monthlyTokens: overrides.monthlyTokens ?? planLimits.monthlyTokens,
+            monthlyImages: overrides.monthlyImages ?? planLimits.monthlyImages,
+            monthlyBudgetMicros: overrides.monthlyBudgetMicros ?? planLimits.monthlyBudgetMicros)
+        return (tenantLimits, LimitSettings(keyLimits: keyLimits))
+    }
+
+    static func plan(_ row: PostgresRow) throws -> Plan {
+        Plan(name: try row.decode("name"), displayName: try row.decode("display_name"), limits: try LimitSettings(row: row))
+    }
+}

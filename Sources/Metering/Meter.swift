@@ -1,0 +1,388 @@
+import Foundation
+import Logging
+import Postgres
+import Synchronization
+import Tenancy
+
+/// What a request may use at most, known before it runs.
+public struct UsageEstimate: Sendable {
+    public var requestID: String
+    public var model: String
+    /// Prompt tokens plus `max_tokens` (the worst case), for token quotas and tokens per minute.
+    public var promptTokens: Int
+    public var maxCompletionTokens: Int
+    public var images: Int
+
+    public init(requestID: String, model: String, promptTokens: Int = 0, maxCompletionTokens: Int = 0, images: Int = 0) {
+        self.requestID = requestID
+        self.model = model
+        self.promptTokens = promptTokens
+        self.maxCompletionTokens = maxCompletionTokens
+        self.images = images
+    }
+
+    var tokens: Int { promptTokens + maxCompletionTokens }
+}
+
+/// The state of one rate limit after admission, for OpenAI's `x-ratelimit-*` headers.
+public struct RateLimitStatus: Sendable, Equatable {
+    public var limit: Int
+    public var remaining: Int
+    /// Seconds until the limit is fully available again.
+    public var resetSeconds: Double
+}
+
+/// An admitted request: its reservation is held until `settle`.
+public struct Admission: Sendable {
+    public var requestID: String
+    public var tenantID: UUID
+    public var keyID: UUID
+    public var requests: RateLimitStatus?
+    public var tokens: RateLimitStatus?
+}
+
+/// Admission (rate limits, concurrency, quota reservation) and settlement (usage event, rollup,
+/// counters), exact across any number of instances because every decision is a row-locked
+/// update in PostgreSQL inside one transaction. Settlement goes through the write-ahead spool:
+/// a request that ran is billed exactly once, whatever dies in between.
+public final class Meter: Sendable {
+    let pool: PostgresPool
+    let limits: LimitService
+    let prices: PriceBook
+    let spool: UsageSpool?
+    let logger: Logger
+    /// How long a reservation outlives a crashed instance before the sweeper returns it.
+    let reservationTTL: Int
+    let counters = MeterCounters()
+    private let faultBeforeSettlement: Bool
+
+    public init(pool: PostgresPool, spool: UsageSpool?, logger: Logger = Logger(label: "modelgate.metering"), reservationTTLSeconds: Int = 600) {
+        self.pool = pool
+        self.limits = LimitService(pool: pool)
+        self.prices = PriceBook(pool: pool)
+        self.spool = spool
+        self.logger = logger
+        self.reservationTTL = reservationTTLSeconds
+        // Fault injection for the crash tests: die after spooling, before the database settlement.
+        self.faultBeforeSettlement = ProcessInfo.processInfo.environment["MODELGATE_FAULT_CRASH_BEFORE_SETTLEMENT"] == "1"
+    }
+
+    // MARK: Admission
+
+    /// Checks rate limits and concurrency and reserves the worst case against every hard quota
+    /// and the budget, atomically. Throws `rateLimited`, `quotaExceeded` or `unavailable`.
+    public func admit(_ estimate: UsageEstimate, principal: Principal) async throws -> Admission {
+        guard let tenant = principal.tenantID, let plan = principal.tenantPlan else {
+            throw MeteringError.invalid("key", "operator keys cannot run models")
+        }
+        let ttl = reservationTTL
+        let key = principal.keyID
+        do {
+            let (tenantLimits, keyLimits) = try await limits.effective(tenant: tenant, plan: plan, keyLimits: principal.limits)
+            let budget = try await prices.worstCase(estimate, tenant: tenant)
+            let admission = try await pool.transaction { connection -> Admission in
+                let now = try connection.query("SELECT now() AS now")[0].decode("now", as: Date.self)
+                var requests: RateLimitStatus?
+                var tokens: RateLimitStatus?
+                // Rate limits: tenant first, then key (fixed order, no deadlocks).
+                for (subject, settings) in [("tenant:" + tenant.uuidString.lowercased(), tenantLimits), ("key:" + key.uuidString.lowercased(), keyLimits)] {
+                    if let limit = settings.requestsPerMinute {
+                        let status = try RateLimiter.take(connection, subject: subject + ":rpm", limit: limit, cost: 1, now: now, what: "requests")
+                        if requests == nil || status.remaining < requests?.remaining ?? .max { requests = status }
+                    }
+                    if let limit = settings.tokensPerMinute {
+                        let status = try RateLimiter.take(connection, subject: subject + ":tpm", limit: limit, cost: estimate.tokens, now: now, what: "tokens")
+                        if tokens == nil || status.remaining < tokens?.remaining ?? .max { tokens = status }
+                    }
+                }
+                // Concurrency and monthly quotas, as reservations on counters.
+                let period = Self.monthStart(now)
+                var subjects: [String] = []
+                var concurrent = 0
+                for (subject, settings) in [("tenant:" + tenant.uuidString.lowercased(), tenantLimits), ("key:" + key.uuidString.lowercased(), keyLimits)] {
+                    var touched = false
+                    if let limit = settings.maxConcurrent {
+                        try Self.reserve(connection, subject: subject, metric: "concurrent", period: "1970-01-01", amount: 1, limit: limit) {
+                            MeteringError.rateLimited(message: "Too many concurrent requests (limit \(limit)); retry when one finishes.", retryAfterSeconds: 1)
+                        }
+                        concurrent = 1
+                        touched = true
+                    }
+                    let quotas: [(String, Int?, Int, String)] = [
+                        ("tokens", settings.monthlyTokens, estimate.tokens, "tokens"),
+                        ("images", settings.monthlyImages, estimate.images, "images"),
+                        ("budget", settings.monthlyBudgetMicros, budget, "budget (micro-units)"),
+                    ]
+                    for (metric, limit, amount, noun) in quotas {
+                        guard let limit else { continue }
+                        try Self.reserve(connection, subject: subject, metric: metric, period: period, amount: amount, limit: limit) {
+                            MeteringError.quotaExceeded(
+                                "You exceeded your monthly quota of \(limit) \(noun)\(subject.hasPrefix("key:") ? " for this key" : ""); this request needs up to \(amount).")
+                        }
+                        touched = true
+                    }
+                    if touched { subjects.append(subject) }
+                }
+                try connection.execute(
+                    """
+                    INSERT INTO quota_reservations (request_id, tenant_id, key_id, period_start, tokens, images, budget, concurrent, subjects, expires_at)
+                    VALUES ($1, $2, $3, $4::date, $5, $6, $7, $8, $9, now() + make_interval(secs => $10::float8))
+                    """,
+                    [estimate.requestID, tenant, key, period, estimate.tokens, estimate.images, budget, concurrent, subjects, Double(ttl)])
+                return Admission(requestID: estimate.requestID, tenantID: tenant, keyID: key, requests: requests, tokens: tokens)
+            }
+            counters.admitted.add(1, ordering: .relaxed)
+            return admission
+        } catch let error as MeteringError {
+            counters.rejected.add(1, ordering: .relaxed)
+            throw error
+        } catch let error as PostgresError where error.isUniqueViolation {
+            throw MeteringError.invalid("request_id", "request \(estimate.requestID) is already in flight or was settled")
+        } catch let error as PostgresError where error.isConnectionError || error.kind == .poolTimeout {
+            throw MeteringError.unavailable("The request cannot be admitted: the database is unreachable. Retry shortly.")
+        }
+    }
+
+    /// Adds `amount` to a counter's reservations if used + reserved stays within `limit`.
+    static func reserve(
+        _ connection: PostgresConnection, subject: String, metric: String, period: String, amount: Int, limit: Int,
+        refusal: () -> MeteringError
+    ) throws {
+        guard amount > 0 else { return }
+        try connection.execute(
+            "INSERT INTO quota_counters (subject, metric, period_start) VALUES ($1, $2, $3::date) ON CONFLICT DO NOTHING",
+            [subject, metric, period])
+        let updated = try connection.execute(
+            """
+            UPDATE quota_counters SET reserved = reserved + $4
+            WHERE subject = $1 AND metric = $2 AND period_start = $3::date AND used + reserved + $4 <= $5
+            """, [subject, metric, period, amount, limit])
+        if updated == 0 { throw refusal() }
+    }
+
+    static func monthStart(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC") ?? .current
+        let parts = calendar.dateComponents([.year, .month], from: date)
+        return String(format: "%04d-%02d-01", parts.year ?? 1970, parts.month ?? 1)
+    }
+
+    // MARK: Settlement
+
+    /// Records the actual usage of an admitted (or failed, or cancelled) request: spooled first,
+    /// then settled in the database. Never throws: if the database is away, the spool keeps it.
+    public func settle(_ record: SettlementRecord) async {
+        if let spool {
+            do {
+                try spool.append(record)
+            } catch {
+                logger.error("usage spool write failed; settling directly", metadata: ["error": "\(error)"])
+            }
+            counters.spooled.add(1, ordering: .relaxed)
+        }
+        if faultBeforeSettlement { _exit(137) }
+        do {
+            try await settleInDatabase(record)
+            spool?.settled(record.requestID)
+        } catch {
+            counters.settlementFailures.add(1, ordering: .relaxed)
+            logger.warning("settlement deferred to the spool", metadata: ["request_id": "\(record.requestID)"])
+        }
+    }
+
+    /// Settles one record idempotently: a request id already settled changes nothing.
+    /// Returns false for a duplicate.
+    @discardableResult
+    public func settleInDatabase(_ record: SettlementRecord) async throws -> Bool {
+        let price = try await prices.price(model: record.model, tenant: record.tenantID, at: record.occurredAt)
+        return try await pool.transaction { connection -> Bool in
+            let fresh = try connection.query(
+                "INSERT INTO settled_requests (request_id, tenant_id, occurred_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                [record.requestID, record.tenantID, record.occurredAt])
+            guard !fresh.isEmpty else { return false }
+            let cost = price.cost(prompt: record.promptTokens, completion: record.completionTokens, images: record.images)
+            let actualTokens = record.promptTokens + record.completionTokens
+            let reservation = try connection.query(
+                "DELETE FROM quota_reservations WHERE request_id = $1 RETURNING period_start::text AS period, tokens, images, budget, concurrent, subjects",
+                [record.requestID])
+            if let held = reservation.first {
+                let period: String = try held.decode("period")
+                let subjects: [String] = try held.decode("subjects")
+                let concurrent: Int = try held.decode("concurrent")
+                for subject in subjects.sorted() {
+                    for (metric, reserved, used) in [
+                        ("budget", try held.decode("budget", as: Int.self), cost), ("images", try held.decode("images", as: Int.self), record.images),
+                        ("tokens", try held.decode("tokens", as: Int.self), actualTokens),
+                    ] {
+                        try connection.execute(
+                            """
+                            UPDATE quota_counters SET reserved = greatest(reserved - $4, 0), used = used + $5
+                            WHERE subject = $1 AND metric = $2 AND period_start = $3::date
+                            """, [subject, metric, period, reserved, used])
+                    }
+                    if concurrent > 0 {
+                        try connection.execute(
+                            "UPDATE quota_counters SET reserved = greatest(reserved - $2, 0) WHERE subject = $1 AND metric = 'concurrent'",
+                            [subject, concurrent])
+                    }
+                }
+            } else {
+                // The reservation expired (a crash long ago) or never existed: count the usage.
+                let period = Self.monthStart(record.occurredAt)
+                for (metric, used) in [("budget", cost), ("images", record.images), ("tokens", actualTokens)] {
+                    try connection.execute(
+                        "INSERT INTO quota_counters (subject, metric, period_start) VALUES ($1, $2, $3::date) ON CONFLICT DO NOTHING",
+                        ["tenant:" + record.tenantID.uuidString.lowercased(), metric, period])
+                    try connection.execute(
+                        """
+                        UPDATE quota_counters SET used = used + $4
+                        WHERE subject IN ($1, $5) AND metric = $2 AND period_start = $3::date
+                        """,
+                        [
+                            "tenant:" + record.tenantID.uuidString.lowercased(), metric, period, used,
+                            "key:" + (record.keyID?.uuidString.lowercased() ?? "-"),
+                        ])
+                }
+            }
+            try connection.execute(
+                """
+                INSERT INTO usage_events (request_id, tenant_id, key_id, model, route, prompt_tokens, completion_tokens, images,
+                    status, latency_ms, prompt_price, completion_price, image_price, cost_micros, occurred_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                """,
+                [
+                    record.requestID, record.tenantID, record.keyID, record.model, record.route, record.promptTokens,
+                    record.completionTokens, record.images, record.status, record.latencyMs, price.prompt, price.completion,
+                    price.image, cost, record.occurredAt,
+                ])
+            try connection.execute(
+                """
+                INSERT INTO usage_rollups (tenant_id, key_id, model, hour, requests, prompt_tokens, completion_tokens, images, cost_micros)
+                VALUES ($1, $2, $3, date_trunc('hour', $4::timestamptz), 1, $5, $6, $7, $8)
+                ON CONFLICT (tenant_id, key_id, model, hour) DO UPDATE SET
+                    requests = usage_rollups.requests + 1,
+                    prompt_tokens = usage_rollups.prompt_tokens + EXCLUDED.prompt_tokens,
+                    completion_tokens = usage_rollups.completion_tokens + EXCLUDED.completion_tokens,
+                    images = usage_rollups.images + EXCLUDED.images,
+                    cost_micros = usage_rollups.cost_micros + EXCLUDED.cost_micros
+                """,
+                [record.tenantID, record.keyID, record.model, record.occurredAt, record.promptTokens, record.completionTokens, record.images, cost])
+            return true
+        }
+    }
+
+    // MARK: Background work
+
+    /// Settles what the spool holds (after a crash, or records deferred while the database was
+    /// away). Returns how many were settled.
+    @discardableResult
+    public func replaySpool() async -> Int {
+        guard let spool else { return 0 }
+        var settled = 0
+        for record in spool.unsettled() {
+            do {
+                try await settleInDatabase(record)
+                spool.settled(record.requestID)
+                settled += 1
+                counters.replayed.add(1, ordering: .relaxed)
+            } catch {
+                break  // still unreachable; try again later
+            }
+        }
+        return settled
+    }
+
+    /// Returns expired reservations (instances that crashed mid-request) to their counters.
+    @discardableResult
+    public func sweepExpiredReservations() async throws -> Int {
+        try await pool.transaction { connection -> Int in
+            let expired = try connection.query(
+                """
+                DELETE FROM quota_reservations WHERE request_id IN (
+                    SELECT request_id FROM quota_reservations WHERE expires_at < now() ORDER BY expires_at LIMIT 200 FOR UPDATE SKIP LOCKED)
+                RETURNING period_start::text AS period, tokens, images, budget, concurrent, subjects
+                """)
+            for held in expired {
+                let period: String = try held.decode("period")
+                let subjects: [String] = try held.decode("subjects")
+                for subject in subjects.sorted() {
+                    for metric in ["budget", "images", "tokens"] {
+                        try connection.execute(
+                            "UPDATE quota_counters SET reserved = greatest(reserved - $4, 0) WHERE subject = $1 AND metric = $2 AND period_start = $3::date",
+                            [subject, metric, period, try held.decode(metric, as: Int.self)])
+                    }
+                    try connection.execute(
+                        "UPDATE quota_counters SET reserved = greatest(reserved - $2, 0) WHERE subject = $1 AND metric = 'concurrent'",
+                        [subject, try held.decode("concurrent", as: Int.self)])
+                }
+            }
+            return expired.count
+        }
+    }
+
+    /// Spool replay every second, the sweeper every 10 s, partitions daily; until cancelled.
+    public func runMaintenance() async {
+        var tick = 0
+        await replaySpool()
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(1))
+            if spool?.pendingCount ?? 0 > 0 || tick % 10 == 0 { await replaySpool() }
+            if tick % 10 == 0 { _ = try? await sweepExpiredReservations() }
+            if tick % 3600 == 0 { _ = try? await pool.execute("SELECT ensure_usage_partitions((now() AT TIME ZONE 'UTC')::date, 3)") }
+            tick += 1
+        }
+    }
+
+    public var statistics: (admitted: Int, rejected: Int, spooled: Int, replayed: Int, settlementFailures: Int) {
+        (counters.admitted.load(ordering: .relaxed), counters.rejected.load(ordering: .relaxed), counters.spooled.load(ordering: .relaxed),
+         counters.replayed.load(ordering: .relaxed), counters.settlementFailures.load(ordering: .relaxed))
+    }
+}
+
+final class MeterCounters: Sendable {
+    let admitted = Atomic<Int>(0)
+    let rejected = Atomic<Int>(0)
+    let spooled = Atomic<Int>(0)
+    let replayed = Atomic<Int>(0)
+    let settlementFailures = Atomic<Int>(0)
+}
+
+/// Rate limits with the generic cell rate algorithm: one row per subject holds the theoretical
+/// arrival time; a request is allowed when it would not push that time more than one window
+/// (60 s) past now. One statement, row-locked: exact across instances, bursts up to the limit.
+enum RateLimiter {
+    static let window: Double = 60
+
+    static func take(_ connection: PostgresConnection, subject: String, limit: Int, cost: Int, now: Date, what: String) throws -> RateLimitStatus {
+        guard limit > 0 else {
+            throw MeteringError.rateLimited(message: "Rate limit of 0 \(what) per minute: this key may not make requests.", retryAfterSeconds: 60)
+        }
+        if cost > limit {
+            throw MeteringError.rateLimited(
+                message: "This request needs \(cost) \(what) but the limit is \(limit) \(what) per minute; reduce it.", retryAfterSeconds: 60)
+        }
+        let interval = window / Double(limit)  // seconds per unit
+        let increment = interval * Double(cost)
+        let rows = try connection.query(
+            """
+            INSERT INTO rate_limit_state (subject, tat) VALUES ($1, $2::timestamptz + make_interval(secs => $3::float8))
+            ON CONFLICT (subject) DO UPDATE
+                SET tat = greatest(rate_limit_state.tat, $2::timestamptz) + make_interval(secs => $3::float8)
+                WHERE greatest(rate_limit_state.tat, $2::timestamptz) + make_interval(secs => $3::float8)
+                      <= $2::timestamptz + make_interval(secs => $4::float8)
+            RETURNING tat
+            """, [subject, now, increment, window])
+        if let row = rows.first {
+            let tat: Date = try row.decode("tat")
+            let ahead = tat.timeIntervalSince(now)
+            let remaining = max(0, Int(((window - ahead) / interval).rounded(.down)))
+            return RateLimitStatus(limit: limit, remaining: remaining, resetSeconds: max(0, ahead))
+        }
+        let current = try connection.query("SELECT tat FROM rate_limit_state WHERE subject = $1", [subject])
+        let tat: Date = try current.first?.decode("tat") ?? now
+        let wait = tat.timeIntervalSince(now) + increment - window
+        throw MeteringError.rateLimited(
+            message: "Rate limit reached: \(limit) \(what) per minute. Retry after \(Int(wait.rounded(.up))) s.",
+            retryAfterSeconds: max(1, Int(wait.rounded(.up))))
+    }
+}

@@ -1,0 +1,131 @@
+import Encryption
+import Foundation
+import Synchronization
+
+/// What is billed for one request: written to the spool before settlement, replayed until the
+/// database has it.
+public struct SettlementRecord: Codable, Sendable, Equatable {
+    public var requestID: String
+    public var tenantID: UUID
+    public var keyID: UUID?
+    public var model: String
+    public var route: String
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var images: Int
+    public var status: Int
+    public var latencyMs: Int
+    /// Microseconds since 1970 (exact through JSON).
+    public var occurredAtMicros: Int64
+
+    public init(
+        requestID: String, tenantID: UUID, keyID: UUID?, model: String, route: String, promptTokens: Int, completionTokens: Int,
+        images: Int, status: Int, latencyMs: Int, occurredAt: Date = Date()
+    ) {
+        self.requestID = requestID
+        self.tenantID = tenantID
+        self.keyID = keyID
+        self.model = model
+        self.route = route
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.images = images
+        self.status = status
+        self.latencyMs = latencyMs
+        self.occurredAtMicros = Int64((occurredAt.timeIntervalSince1970 * 1_000_000).rounded())
+    }
+
+    public var occurredAt: Date { Date(timeIntervalSince1970: Double(occurredAtMicros) / 1_000_000) }
+}
+
+/// An append-only, fsync'd log of settlement records (length, CRC-32, JSON), so that no usage is
+/// lost when the process dies or PostgreSQL is away: a record is written before the database
+/// settlement, and every record still in the file is replayed (idempotently) until settled.
+/// A torn last record (a crash mid-write) is ignored.
+public final class UsageSpool: Sendable {
+    public let path: String
+    private let state: Mutex<State>
+
+    struct State {
+        var descriptor: Int32
+        var pending: Set<String> = []
+        var bytes = 0
+    }
+
+    public init(directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        path = directory + "/usage.spool"
+        let descriptor = open(path, O_CREAT | O_RDWR | O_APPEND | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw MeteringError.unavailable("cannot open usage spool \(path): \(String(cString: strerror(errno)))")
+        }
+        var info = stat()
+        fstat(descriptor, &info)
+        state = Mutex(State(descriptor: descriptor, bytes: Int(info.st_size)))
+    }
+
+    deinit {
+        _ = state.withLock { close($0.descriptor) }
+    }
+
+    /// Appends a record durably (write + fdatasync) before returning.
+    public func append(_ record: SettlementRecord) throws {
+        let json = try JSONEncoder().encode(record)
+        var frame = [UInt8]()
+        frame.reserveCapacity(json.count + 8)
+        let length = UInt32(json.count)
+        let checksum = CRC32.checksum(Array(json))
+        for shift in stride(from: 24, through: 0, by: -8) { frame.append(UInt8(truncatingIfNeeded: length >> UInt32(shift))) }
+        for shift in stride(from: 24, through: 0, by: -8) { frame.append(UInt8(truncatingIfNeeded: checksum >> UInt32(shift))) }
+        frame += json
+        try state.withLock { state in
+            let written = frame.withUnsafeBytes { write(state.descriptor, $0.baseAddress, $0.count) }
+            guard written == frame.count, fdatasync(state.descriptor) == 0 else {
+                throw MeteringError.unavailable("cannot write usage spool \(path): \(String(cString: strerror(errno)))")
+            }
+            state.pending.insert(record.requestID)
+            state.bytes += frame.count
+        }
+    }
+
+    /// Marks a record settled; when nothing is pending the file is emptied.
+    public func settled(_ requestID: String) {
+        state.withLock { state in
+            state.pending.remove(requestID)
+            if state.pending.isEmpty && state.bytes > 0 {
+                if ftruncate(state.descriptor, 0) == 0 {
+                    fdatasync(state.descriptor)
+                    state.bytes = 0
+                }
+            }
+        }
+    }
+
+    /// Records in the file not yet marked settled in this process (after a restart: all of them).
+    public func unsettled() -> [SettlementRecord] {
+        let pending = state.withLock { $0.pending }
+        return Self.read(path).filter { pending.isEmpty || pending.contains($0.requestID) }
+    }
+
+    /// Every complete, intact record of a spool file.
+    static func read(_ path: String) -> [SettlementRecord] {
+        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        let bytes = [UInt8](data)
+        var records: [SettlementRecord] = []
+        var offset = 0
+        while offset + 8 <= bytes.count {
+            let length = Int(bytes[offset]) << 24 | Int(bytes[offset + 1]) << 16 | Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
+            let checksum = UInt32(bytes[offset + 4]) << 24 | UInt32(bytes[offset + 5]) << 16 | UInt32(bytes[offset + 6]) << 8 | UInt32(bytes[offset + 7])
+            guard offset + 8 + length <= bytes.count else { break }  // torn tail
+            let payload = Array(bytes[(offset + 8)..<(offset + 8 + length)])
+            if CRC32.checksum(payload) == checksum, let record = try? JSONDecoder().decode(SettlementRecord.self, from: Data(payload)) {
+                records.append(record)
+            }
+            offset += 8 + length
+        }
+        return records
+    }
+
+    public var pendingCount: Int { state.withLock { $0.pending.count } }
+}
+
