@@ -12,6 +12,7 @@ public enum SchemaMigrations {
         ("0001_init.sql", PackageResources._001_init_sql),
         ("0002_tenancy.sql", PackageResources._002_tenancy_sql),
         ("0003_metering.sql", PackageResources._003_metering_sql),
+        ("0004_gateway.sql", PackageResources._004_gateway_sql),
     ]
 
     /// File names of the embedded migrations (tests compare them with the folder).

@@ -1,6 +1,8 @@
 import Encryption
 import Hummingbird
+import Inference
 import Logging
+import Metering
 import Postgres
 import Tenancy
 
@@ -23,6 +25,14 @@ struct ErrorMappingMiddleware: RouterMiddleware {
             throw Self.map(error)
         } catch let error as AuthenticationError {
             throw AuthenticationMiddleware.map(error)
+        } catch let error as MeteringError {
+            throw InferencePipeline.map(error)
+        } catch let error as GenerationError {
+            throw InferencePipeline.map(error)
+        } catch let error as ImageError {
+            throw InferencePipeline.map(error, param: "image")
+        } catch let error as ModelLoadError {
+            throw OpenAIError(status: .unprocessableContent, message: error.description, type: "invalid_request_error", code: "model_load_failed")
         } catch let error as PostgresError where error.isConnectionError || error.kind == .poolTimeout || error.kind == .poolClosed {
             context.logger.warning("database unavailable", metadata: ["error": "\(error.kind.rawValue)"])
             throw OpenAIError.unavailable("The service is temporarily unavailable (database unreachable); retry shortly.", retryAfterSeconds: 1)

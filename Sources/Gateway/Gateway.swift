@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
+import Inference
 import Logging
+import Metering
 import Tenancy
 
 /// Everything the HTTP layer needs from the services below it.
@@ -10,19 +12,37 @@ public struct GatewayDependencies: Sendable {
     public var tenants: TenantService
     public var apiKeys: APIKeyService
     public var auditLog: @Sendable (UUID?, Date?, Int) async throws -> [AuditEntry]
+    public var registry: ModelRegistry
+    public var meter: Meter
+    public var idempotency: IdempotencyStore
+    public var reports: Reports
+    public var limits: LimitService
+    public var prices: PriceBook
+    /// Asks every instance to `load`, `unload` or `reload` a model.
+    public var modelControl: @Sendable (String, String) async throws -> Void
     public var maxBodyBytes: Int
+    public var requestTimeout: Duration
 
     public init(
         readiness: @escaping @Sendable () async -> ReadinessReport, authenticator: Authenticator, tenants: TenantService,
-        apiKeys: APIKeyService, auditLog: @escaping @Sendable (UUID?, Date?, Int) async throws -> [AuditEntry],
-        maxBodyBytes: Int
+        apiKeys: APIKeyService, auditLog: @escaping @Sendable (UUID?, Date?, Int) async throws -> [AuditEntry], registry: ModelRegistry,
+        meter: Meter, idempotency: IdempotencyStore, reports: Reports, limits: LimitService, prices: PriceBook,
+        modelControl: @escaping @Sendable (String, String) async throws -> Void, maxBodyBytes: Int, requestTimeout: Duration
     ) {
         self.readiness = readiness
         self.authenticator = authenticator
         self.tenants = tenants
         self.apiKeys = apiKeys
         self.auditLog = auditLog
+        self.registry = registry
+        self.meter = meter
+        self.idempotency = idempotency
+        self.reports = reports
+        self.limits = limits
+        self.prices = prices
+        self.modelControl = modelControl
         self.maxBodyBytes = maxBodyBytes
+        self.requestTimeout = requestTimeout
     }
 }
 
@@ -34,17 +54,29 @@ public enum Gateway {
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: ErrorMappingMiddleware())
         HealthRoutes(readiness: dependencies.readiness).register(on: router)
+        router.get("openapi.json") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
 
         let authentication = AuthenticationMiddleware(authenticator: dependencies.authenticator)
         let tenantAPI = router.group("v1").add(middleware: authentication)
+        let adminAPI = router.group("admin/v1").add(middleware: authentication)
         IdentityRoutes().register(on: tenantAPI)
         TenantKeyRoutes(apiKeys: dependencies.apiKeys, tenants: dependencies.tenants, maxBodyBytes: dependencies.maxBodyBytes)
             .register(on: tenantAPI)
-        let adminAPI = router.group("admin/v1").add(middleware: authentication)
         AdminRoutes(
             tenants: dependencies.tenants, apiKeys: dependencies.apiKeys, auditLog: dependencies.auditLog,
             maxBodyBytes: dependencies.maxBodyBytes
         ).register(on: adminAPI)
+        let pipeline = InferencePipeline(
+            registry: dependencies.registry, meter: dependencies.meter, idempotency: dependencies.idempotency,
+            maxBodyBytes: dependencies.maxBodyBytes, requestTimeout: dependencies.requestTimeout)
+        CompletionsRoutes(pipeline: pipeline).register(on: tenantAPI)
+        EmbeddingsAndImagesRoutes(pipeline: pipeline).register(on: tenantAPI)
+        ModelAndUsageRoutes(
+            registry: dependencies.registry, reports: dependencies.reports, limits: dependencies.limits, prices: dependencies.prices,
+            tenants: dependencies.tenants, modelControl: dependencies.modelControl, maxBodyBytes: dependencies.maxBodyBytes
+        ).register(tenant: tenantAPI, admin: adminAPI)
         return router
     }
 }

@@ -25,6 +25,8 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         /// How long in-flight requests may run after SIGTERM before they are cancelled.
         public var shutdownGraceSeconds: Int = 30
         public var maxBodyBytes: Int = 10 * 1024 * 1024
+        /// Deadline of one inference request (504 after it; streams are exempt).
+        public var requestTimeoutSeconds: Int = 120
     }
 
     public struct Log: Sendable, Equatable {
@@ -50,12 +52,22 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         public var defaultPlan: String = "free"
     }
 
+    public struct Metering: Sendable, Equatable {
+        /// The write-ahead usage spool (fsync'd; replayed at start).
+        public var spoolDirectory: String = ".modelgate/spool"
+        /// Raw usage events older than this are deleted (hourly rollups stay).
+        public var retentionDays: Int = 400
+        /// A crashed instance's reservations are returned after this long.
+        public var reservationTtlSeconds: Int = 600
+    }
+
     public var database = Database()
     public var server = Server()
     public var log = Log()
     public var models = Models()
     public var keyring = Keyring()
     public var limits = Limits()
+    public var metering = Metering()
 
     public init() {}
 
@@ -70,11 +82,15 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         ("server.port", .int),
         ("server.shutdownGraceSeconds", .int),
         ("server.maxBodyBytes", .int),
+        ("server.requestTimeoutSeconds", .int),
         ("log.level", .string),
         ("log.format", .string),
         ("models.directory", .string),
         ("keyring.file", .string),
         ("limits.defaultPlan", .string),
+        ("metering.spoolDirectory", .string),
+        ("metering.retentionDays", .int),
+        ("metering.reservationTtlSeconds", .int),
     ]
 
     /// Loads the configuration. Throws `ConfigurationError` naming the offending key.
@@ -131,6 +147,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         server.port = try int("server.port", 0...65535)
         server.shutdownGraceSeconds = try int("server.shutdownGraceSeconds", 0...3600)
         server.maxBodyBytes = try int("server.maxBodyBytes", 1024...(1 << 31))
+        server.requestTimeoutSeconds = try int("server.requestTimeoutSeconds", 1...3600)
         let levelName = try string("log.level")
         guard let level = Logger.Level(rawValue: levelName.lowercased()) else {
             throw ConfigurationError.invalid(
@@ -145,6 +162,9 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         models.directory = try string("models.directory")
         keyring.file = try string("keyring.file")
         limits.defaultPlan = try string("limits.defaultPlan")
+        metering.spoolDirectory = try string("metering.spoolDirectory")
+        metering.retentionDays = try int("metering.retentionDays", 1...36_500)
+        metering.reservationTtlSeconds = try int("metering.reservationTtlSeconds", 10...86_400)
         if database.localDirectory.isEmpty { throw ConfigurationError.invalid("database.localDirectory", expected: "a path") }
     }
 
@@ -169,11 +189,15 @@ public struct ModelGateConfiguration: Sendable, Equatable {
             ("server.port", .int(server.port)),
             ("server.shutdownGraceSeconds", .int(server.shutdownGraceSeconds)),
             ("server.maxBodyBytes", .int(server.maxBodyBytes)),
+            ("server.requestTimeoutSeconds", .int(server.requestTimeoutSeconds)),
             ("log.level", .string(log.level.rawValue)),
             ("log.format", .string(log.format.rawValue)),
             ("models.directory", .string(models.directory)),
             ("keyring.file", .string(keyring.file)),
             ("limits.defaultPlan", .string(limits.defaultPlan)),
+            ("metering.spoolDirectory", .string(metering.spoolDirectory)),
+            ("metering.retentionDays", .int(metering.retentionDays)),
+            ("metering.reservationTtlSeconds", .int(metering.reservationTtlSeconds)),
         ]
     }
 

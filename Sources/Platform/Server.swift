@@ -1,7 +1,9 @@
 import Foundation
 import Gateway
 import Hummingbird
+import Inference
 import Logging
+import Metering
 import Postgres
 import ServiceLifecycle
 import Tenancy
@@ -13,11 +15,25 @@ public enum ModelGateServer {
     public static func run(_ configuration: ModelGateConfiguration, logger: Logger) async throws {
         let services = try await ModelGateServices.open(configuration, logger: logger)
         try await bootstrapOperatorKey(services)
+        Inference.BLAS.configureThreads()
+        let registry = ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory))
+        let control = ModelControl(pool: services.pool, registry: registry, logger: logger)
+        await registry.loadAll()
+        for info in registry.models() {
+            if case .failed(let reason) = info.status {
+                logger.error("model failed to load", metadata: ["model": "\(info.name)", "reason": "\(reason)"])
+            } else {
+                logger.info("model ready", metadata: ["model": "\(info.name)", "engine": "\(info.engine)"])
+            }
+        }
+        await control.publish()
         let router = Gateway.makeRouter(GatewayDependencies(
-            readiness: { await Readiness.check(pool: services.pool, migrator: services.migrator) },
+            readiness: { await Readiness.check(pool: services.pool, migrator: services.migrator, registry: registry) },
             authenticator: services.authenticator, tenants: services.tenants, apiKeys: services.apiKeys,
             auditLog: { tenant, since, limit in try await AuditLog.list(services.pool, tenant: tenant, since: since, limit: limit) },
-            maxBodyBytes: configuration.server.maxBodyBytes))
+            registry: registry, meter: services.meter, idempotency: IdempotencyStore(pool: services.pool), reports: services.reports,
+            limits: services.limits, prices: services.prices, modelControl: { action, name in try await control.request(action, name) },
+            maxBodyBytes: configuration.server.maxBodyBytes, requestTimeout: .seconds(configuration.server.requestTimeoutSeconds)))
         let app = Application(
             router: router,
             configuration: .init(
@@ -35,6 +51,8 @@ public enum ModelGateServer {
                     .init(service: PoolService(pool: services.pool)),
                     .init(service: BackgroundTask { await services.authenticator.runInvalidationListener() }),
                     .init(service: BackgroundTask { await services.authenticator.runLastUsedFlusher() }),
+                    .init(service: BackgroundTask { await services.meter.runMaintenance() }),
+                    .init(service: BackgroundTask { await control.listen() }),
                     .init(service: app),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -98,8 +116,9 @@ struct BackgroundTask: Service {
 }
 
 enum Readiness {
-    static func check(pool: PostgresPool, migrator: Migrator) async -> ReadinessReport {
+    static func check(pool: PostgresPool, migrator: Migrator, registry: ModelRegistry) async -> ReadinessReport {
         var checks: [String: String?] = [:]
+        for (name, reason) in registry.failures { checks["model:" + name] = "failed to load: \(reason)" }
         do {
             checks["migrations"] = try await migrator.problem()
             checks["database"] = String?.none
@@ -110,5 +129,20 @@ enum Readiness {
             checks["database"] = "database check failed"
         }
         return ReadinessReport(checks: checks)
+    }
+}
+
+/// The model directory: as configured (relative to the working directory), or, when that does
+/// not exist, the repository's `models/` beside the binary (a development checkout).
+enum ModelDirectory {
+    static func resolve(_ configured: String) -> String {
+        if FileManager.default.fileExists(atPath: configured) { return configured }
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<5 {
+            let candidate = directory.appendingPathComponent("models")
+            if configured == "models", FileManager.default.fileExists(atPath: candidate.path + "/.modelgate-models") { return candidate.path }
+            directory = directory.deletingLastPathComponent()
+        }
+        return configured
     }
 }

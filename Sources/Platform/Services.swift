@@ -1,6 +1,7 @@
 import Encryption
 import Foundation
 import Logging
+import Metering
 import Postgres
 import Tenancy
 
@@ -17,6 +18,10 @@ public struct ModelGateServices: Sendable {
     public let apiKeys: APIKeyService
     public let authenticator: Authenticator
     public let keyringAdministration: KeyringAdministration
+    public let meter: Meter
+    public let limits: LimitService
+    public let prices: PriceBook
+    public let reports: Reports
 
     /// Opens the database (starting the local cluster in zero-config mode), applies pending
     /// migrations, and loads the master keys.
@@ -40,7 +45,11 @@ public struct ModelGateServices: Sendable {
                 keyFile: keyFile,
                 tenants: TenantService(pool: pool, keyRing: keyRing, defaultPlan: configuration.limits.defaultPlan),
                 apiKeys: APIKeyService(pool: pool, pepper: loaded.keys.pepper), authenticator: authenticator,
-                keyringAdministration: KeyringAdministration(pool: pool, keyRing: keyRing, keyFile: keyFile))
+                keyringAdministration: KeyringAdministration(pool: pool, keyRing: keyRing, keyFile: keyFile),
+                meter: Meter(
+                    pool: pool, spool: try UsageSpool(directory: configuration.metering.spoolDirectory), logger: logger,
+                    reservationTTLSeconds: configuration.metering.reservationTtlSeconds),
+                limits: LimitService(pool: pool), prices: PriceBook(pool: pool), reports: Reports(pool: pool))
         } catch {
             await pool.shutdown()
             throw error

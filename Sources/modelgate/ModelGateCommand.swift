@@ -10,7 +10,8 @@ struct ModelGateCommand: AsyncParsableCommand {
         abstract: "ModelGate: a self-hosted, multi-tenant, OpenAI-compatible model gateway.",
         subcommands: [
             ServeCommand.self, MigrateCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self,
-            AdminKeyCommand.self, AuditCommand.self, KeyringCommand.self,
+            AdminKeyCommand.self, AuditCommand.self, KeyringCommand.self, PlanCommand.self, LimitsCommand.self,
+            PriceCommand.self, UsageCommand.self, BillingCommand.self, ModelCommand.self,
         ])
 }
 

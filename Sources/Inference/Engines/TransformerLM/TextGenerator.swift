@@ -83,9 +83,8 @@ public final class TextGenerator: Sendable {
     /// Stops the scheduler thread; waiting and running requests end with `.cancelled`.
     public func shutdown() { state.stop() }
 
-    /// Validates and enqueues a request. Events arrive as they are produced; ending the
-    /// iteration (or cancelling the consuming task) stops generation within one token.
-    public func generate(_ request: GenerationRequest) throws -> GenerationStream {
+    /// Checks a request without running it; returns the `max_tokens` it will use.
+    public func validate(_ request: GenerationRequest) throws -> Int {
         try request.parameters.validate()
         guard !request.prompt.isEmpty else { throw GenerationError.emptyPrompt }
         for token in request.prompt where token < 0 || token >= model.config.vocabularySize {
@@ -95,15 +94,19 @@ public final class TextGenerator: Sendable {
         if request.prompt.count >= context {
             throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: 0, contextLength: context)
         }
-        let maxTokens: Int
         if let requested = request.parameters.maxTokens {
             if request.prompt.count + requested > context {
                 throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: requested, contextLength: context)
             }
-            maxTokens = requested
-        } else {
-            maxTokens = min(defaultMaxTokens, context - request.prompt.count)
+            return requested
         }
+        return min(defaultMaxTokens, context - request.prompt.count)
+    }
+
+    /// Validates and enqueues a request. Events arrive as they are produced; ending the
+    /// iteration (or cancelling the consuming task) stops generation within one token.
+    public func generate(_ request: GenerationRequest) throws -> GenerationStream {
+        let maxTokens = try validate(request)
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: GenerationEvent.self)
         let job = GenerationJob(request: request, maxTokens: maxTokens, continuation: continuation)
         let handle = CancellationHandle(job: job, state: state)

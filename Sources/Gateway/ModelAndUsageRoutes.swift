@@ -1,0 +1,209 @@
+import Foundation
+import Hummingbird
+import Inference
+import Metering
+import Tenancy
+
+/// `GET /v1/models[/{id}]` (what this key may use), `GET /v1/usage` (the tenant's own usage),
+/// and the operator's `/admin/v1/models`, `/admin/v1/usage`, `/admin/v1/invoices`,
+/// `/admin/v1/plans`, `/admin/v1/tenants/{id}/limits` and `/admin/v1/prices`.
+struct ModelAndUsageRoutes {
+    let registry: ModelRegistry
+    let reports: Reports
+    let limits: LimitService
+    let prices: PriceBook
+    let tenants: TenantService
+    let modelControl: @Sendable (String, String) async throws -> Void
+    let maxBodyBytes: Int
+
+    struct ModelObject: Encodable, Sendable {
+        var id: String
+        var object = "model"
+        var created: Int
+        var owned_by = "modelgate"
+        var task: String?
+        var display_name: String
+        var context_length: Int?
+    }
+
+    struct AdminModel: Encodable, Sendable {
+        var name: String
+        var engine: String
+        var task: String?
+        var version: String
+        var status: String
+        var reason: String?
+        var visibility: [String]?
+        var loaded_at: Date?
+        var display_name: String
+    }
+
+    static func object(_ info: ModelInfo) -> ModelObject {
+        ModelObject(
+            id: info.name, created: Int(info.loadedAt?.timeIntervalSince1970 ?? 0), task: info.task?.rawValue,
+            display_name: info.displayName, context_length: info.contextLength)
+    }
+
+    static func admin(_ info: ModelInfo) -> AdminModel {
+        var reason: String?
+        if case .failed(let why) = info.status { reason = why }
+        return AdminModel(
+            name: info.name, engine: info.engine, task: info.task?.rawValue, version: info.version, status: info.status.name, reason: reason,
+            visibility: info.tenants, loaded_at: info.loadedAt, display_name: info.displayName)
+    }
+
+    func register(tenant group: RouterGroup<GatewayRequestContext>, admin: RouterGroup<GatewayRequestContext>) {
+        group.get("models") { _, context in
+            let principal = try context.require(.inference)
+            let visible = registry.models().filter { $0.status == .ready && $0.visible(to: principal.tenantSlug) && principal.mayUse(model: $0.name) }
+            return JSONResponse(status: .ok, body: ListBody(data: visible.map(Self.object)))
+        }
+        group.get("models/:id") { _, context in
+            let principal = try context.require(.inference)
+            let name = context.parameters.get("id") ?? ""
+            guard let info = registry.info(name), info.status == .ready, info.visible(to: principal.tenantSlug), principal.mayUse(model: name) else {
+                throw InferencePipeline.modelNotFound(name)
+            }
+            return JSONResponse(status: .ok, body: Self.object(info))
+        }
+        group.get("usage") { request, context in
+            let (_, tenant) = try context.requireTenant(.usageRead)
+            let (from, to, grouping) = try Self.window(request)
+            return JSONResponse(status: .ok, body: ListBody(data: try await reports.usage(tenant: tenant, from: from, to: to, groupBy: grouping)))
+        }
+
+        admin.get("models") { _, context in
+            _ = try context.require(.admin)
+            return JSONResponse(status: .ok, body: ListBody(data: registry.models().map(Self.admin)))
+        }
+        admin.get("models/:id") { _, context in
+            _ = try context.require(.admin)
+            guard let info = registry.info(context.parameters.get("id") ?? "") else { throw TenancyError.notFound("no such model") }
+            return JSONResponse(status: .ok, body: Self.admin(info))
+        }
+        for action in ["load", "unload", "reload"] {
+            admin.post("models/:id/\(action)") { _, context in
+                _ = try context.require(.admin)
+                let name = context.parameters.get("id") ?? ""
+                guard registry.info(name) != nil || registry.discover().contains(name) else { throw TenancyError.notFound("no model '\(name)' in the model directory") }
+                try await modelControl(action, name)
+                guard let info = registry.info(name) else { throw TenancyError.notFound("no such model") }
+                return JSONResponse(status: .ok, body: Self.admin(info))
+            }
+        }
+        admin.get("usage") { request, context in
+            _ = try context.require(.admin)
+            guard let reference = request.uri.queryParameters.get("tenant") else { throw OpenAIError.invalidRequest("tenant is required", param: "tenant") }
+            let tenant = try await tenants.resolve(reference)
+            let (from, to, grouping) = try Self.window(request)
+            return JSONResponse(status: .ok, body: ListBody(data: try await reports.usage(tenant: tenant, from: from, to: to, groupBy: grouping)))
+        }
+        admin.get("invoices") { request, context in
+            _ = try context.require(.admin)
+            let query = request.uri.queryParameters
+            guard let reference = query.get("tenant"), let month = query.get("month") else {
+                throw OpenAIError.invalidRequest("tenant and month (YYYY-MM) are required", param: "month")
+            }
+            return JSONResponse(status: .ok, body: try await reports.invoice(tenant: try await tenants.resolve(reference), month: month))
+        }
+        admin.get("plans") { _, context in
+            _ = try context.require(.admin)
+            return JSONResponse(status: .ok, body: ListBody(data: try await limits.plans()))
+        }
+        admin.put("plans/:name") { request, context in
+            let principal = try context.require(.admin)
+            let body = try await JSONBody.decode(PlanInput.self, from: request, context: context, limit: maxBodyBytes)
+            let plan = try await limits.setPlan(context.parameters.get("name") ?? "", displayName: body.display_name, limits: body.limits.settings, actor: .key(principal))
+            return JSONResponse(status: .ok, body: plan)
+        }
+        admin.get("tenants/:id/limits") { _, context in
+            _ = try context.require(.admin)
+            let id = try TenantKeyRoutes.id(context)
+            let tenant = try await tenants.get(id)
+            let (effective, _) = try await limits.effective(tenant: id, plan: tenant.plan, keyLimits: [:])
+            return JSONResponse(status: .ok, body: TenantLimitsBody(plan: tenant.plan, overrides: try await limits.tenantOverrides(id), effective: effective))
+        }
+        admin.put("tenants/:id/limits") { request, context in
+            let principal = try context.require(.admin)
+            let id = try TenantKeyRoutes.id(context)
+            _ = try await tenants.get(id)
+            let body = try await JSONBody.decode(LimitSettingsInput.self, from: request, context: context, limit: maxBodyBytes)
+            try await limits.setTenantOverrides(id, body.settings, actor: .key(principal))
+            return JSONResponse(status: .ok, body: body.settings)
+        }
+        admin.get("prices") { request, context in
+            _ = try context.require(.admin)
+            return JSONResponse(status: .ok, body: ListBody(data: try await prices.list(model: request.uri.queryParameters.get("model"))))
+        }
+        admin.post("prices") { request, context in
+            let principal = try context.require(.admin)
+            let body = try await JSONBody.decode(PriceInput.self, from: request, context: context, limit: maxBodyBytes)
+            let tenant = try await body.tenant.asyncMapTenant { try await tenants.resolve($0) }
+            try await prices.set(model: body.model, metric: body.metric, unitPrice: body.unit_price, tenant: tenant, effectiveFrom: body.effective_from, actor: .key(principal))
+            return JSONResponse(status: .created, body: ListBody(data: try await prices.list(model: body.model)))
+        }
+    }
+
+    /// `start`/`end` (ISO 8601, default: this month so far) and `group_by` (day, hour, model, key).
+    static func window(_ request: Request) throws -> (Date, Date, UsageGrouping) {
+        let query = request.uri.queryParameters
+        func time(_ name: String) throws -> Date? {
+            guard let text = query.get(name) else { return nil }
+            if let date = ISO8601DateFormatter().date(from: text) { return date }
+            if let seconds = Double(text) { return Date(timeIntervalSince1970: seconds) }
+            throw OpenAIError.invalidRequest("\(name) must be an ISO 8601 time or a Unix timestamp", param: name)
+        }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC") ?? .current
+        let monthStart = calendar.date(from: calendar.dateComponents([.year, .month], from: Date())) ?? Date()
+        let grouping = try query.get("group_by").map { text -> UsageGrouping in
+            guard let value = UsageGrouping(rawValue: text) else {
+                throw OpenAIError.invalidRequest("group_by must be one of day, hour, model, key", param: "group_by")
+            }
+            return value
+        } ?? .day
+        return (try time("start") ?? monthStart, try time("end") ?? Date(), grouping)
+    }
+}
+
+struct PlanInput: Decodable, Sendable {
+    var display_name: String?
+    var limits: LimitSettingsInput
+}
+
+struct TenantLimitsBody: Encodable, Sendable {
+    var plan: String
+    var overrides: LimitSettings
+    var effective: LimitSettings
+}
+
+struct PriceInput: Decodable, Sendable {
+    var model: String
+    var metric: String
+    var unit_price: Int
+    var tenant: String?
+    var effective_from: Date?
+}
+
+/// Limits as a request body (missing fields: no limit).
+struct LimitSettingsInput: Decodable, Sendable {
+    var requests_per_minute: Int?
+    var tokens_per_minute: Int?
+    var max_concurrent: Int?
+    var monthly_tokens: Int?
+    var monthly_images: Int?
+    var monthly_budget_micros: Int?
+
+    var settings: LimitSettings {
+        LimitSettings(
+            requestsPerMinute: requests_per_minute, tokensPerMinute: tokens_per_minute, maxConcurrent: max_concurrent,
+            monthlyTokens: monthly_tokens, monthlyImages: monthly_images, monthlyBudgetMicros: monthly_budget_micros)
+    }
+}
+
+extension Optional where Wrapped == String {
+    func asyncMapTenant(_ transform: (String) async throws -> UUID) async rethrows -> UUID? {
+        guard let value = self else { return nil }
+        return try await transform(value)
+    }
+}

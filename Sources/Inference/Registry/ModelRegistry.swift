@@ -1,0 +1,308 @@
+import Foundation
+import Synchronization
+
+public enum ModelTask: String, Sendable, Codable, CaseIterable {
+    case textGeneration = "text-generation"
+    case embeddings
+    case imageClassification = "image-classification"
+}
+
+/// A running model: what each engine hands to the gateway.
+public enum Engine: Sendable {
+    case text(TextGenerator)
+    case embeddings(EmbeddingService)
+    case images(ClassificationService)
+
+    public var task: ModelTask {
+        switch self {
+        case .text: .textGeneration
+        case .embeddings: .embeddings
+        case .images: .imageClassification
+        }
+    }
+
+    func shutdown() {
+        switch self {
+        case .text(let generator): generator.shutdown()
+        case .embeddings(let service): service.worker.shutdown()
+        case .images(let service): service.worker.shutdown()
+        }
+    }
+}
+
+/// Builds an engine from a model folder. A new engine is one type and one line in
+/// `EngineFactories.all`.
+public protocol EngineFactory: Sendable {
+    static var name: String { get }
+    static func load(directory: String, manifest: ModelManifest) throws -> Engine
+}
+
+public enum EngineFactories {
+    public static let all: [any EngineFactory.Type] = [TransformerLMFactory.self, TransformerEncoderFactory.self, ResNetFactory.self]
+
+    static func factory(_ name: String) -> (any EngineFactory.Type)? { all.first { $0.name == name } }
+}
+
+/// Embeddings on a batching worker thread.
+public final class EmbeddingService: Sendable {
+    public let encoder: BertEncoder
+    let worker: BatchWorker<[Int], [Float]>
+
+    init(encoder: BertEncoder, maxBatch: Int = 64, capacity: Int = 512) {
+        self.encoder = encoder
+        worker = BatchWorker(name: "embeddings", maxBatch: maxBatch, capacity: capacity) { sequences in
+            encoder.embed(tokenIDs: sequences)
+        }
+    }
+
+    /// Tokenises (`[CLS] ... [SEP]`, truncated to the model's length).
+    public func tokenize(_ text: String) -> [Int] { encoder.tokenizer.encode(text, maxLength: encoder.config.maxSequenceLength) }
+
+    public func embed(_ sequences: [[Int]], fairnessKey: String) async throws -> [[Float]] {
+        try await worker.submit(sequences, key: fairnessKey)
+    }
+
+    public var waiting: Int { worker.waiting }
+}
+
+/// Image classification on a batching worker thread (images decoded and preprocessed by the caller).
+public final class ClassificationService: Sendable {
+    public let classifier: ImageClassifier
+    let worker: BatchWorker<[Float], [Float]>
+
+    init(classifier: ImageClassifier, maxBatch: Int = 16, capacity: Int = 256) {
+        self.classifier = classifier
+        worker = BatchWorker(name: "images", maxBatch: maxBatch, capacity: capacity) { images in
+            let size = classifier.preprocessing.crop
+            return classifier.model.forward(images.flatMap { $0 }, n: images.count, height: size.height, width: size.width)
+        }
+    }
+
+    public func prepare(_ encoded: [UInt8]) throws -> [Float] { try classifier.prepare(encoded) }
+
+    /// Top-k labels per prepared image.
+    public func classify(_ images: [[Float]], topK: Int, fairnessKey: String) async throws -> [[Prediction]] {
+        let logits = try await worker.submit(images, key: fairnessKey)
+        return logits.map { row in
+            var probabilities = row
+            probabilities.withUnsafeMutableBufferPointer { if let base = $0.baseAddress { Kernels.softmax(base, count: $0.count) } }
+            return Sampler.topIndices(probabilities, count: max(1, min(topK, probabilities.count))).map {
+                Prediction(label: classifier.labels[$0], score: probabilities[$0])
+            }
+        }
+    }
+
+    public var waiting: Int { worker.waiting }
+}
+
+public enum TransformerLMFactory: EngineFactory {
+    public static let name = "transformer-lm"
+
+    public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
+        let format = PackedMatrix.Format(rawValue: manifest.options?["weight_format"]?.string ?? "f32") ?? .f32
+        let model = try GPT2Model(
+            directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: format)
+        let tokenizer = try GPT2Tokenizer(directory: directory)
+        let maxTokens = manifest.defaults?["max_tokens"].map { Int($0) } ?? 16
+        return .text(TextGenerator(
+            model: model, tokenizer: tokenizer, defaultMaxTokens: maxTokens,
+            maxBatch: manifest.options?["max_batch"]?.int ?? 32, queueCapacity: manifest.options?["queue_capacity"]?.int ?? 256))
+    }
+}
+
+public enum TransformerEncoderFactory: EngineFactory {
+    public static let name = "transformer-encoder"
+
+    public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
+        .embeddings(EmbeddingService(encoder: try BertEncoder(directory: directory, options: manifest.options ?? [:])))
+    }
+}
+
+public enum ResNetFactory: EngineFactory {
+    public static let name = "resnet"
+
+    public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
+        .images(ClassificationService(classifier: try ImageClassifier(directory: directory, manifest: manifest)))
+    }
+}
+
+/// What the registry knows of one model.
+public struct ModelInfo: Sendable, Equatable {
+    public enum Status: Sendable, Equatable {
+        case loading
+        case ready
+        case failed(String)
+        case unloaded
+
+        public var name: String {
+            switch self {
+            case .loading: "loading"
+            case .ready: "ready"
+            case .failed: "failed"
+            case .unloaded: "unloaded"
+            }
+        }
+    }
+
+    public var name: String
+    public var engine: String
+    public var task: ModelTask?
+    public var version: String
+    public var displayName: String
+    public var status: Status
+    public var contextLength: Int?
+    /// nil: public; else the tenant slugs that may see it.
+    public var tenants: [String]?
+    public var loadedAt: Date?
+    public var directory: String
+
+    public func visible(to tenant: String?) -> Bool {
+        guard let tenants else { return true }
+        guard let tenant else { return false }
+        return tenants.contains(tenant)
+    }
+}
+
+/// The models of a model directory (`<dir>/<name>/model.json`): loaded at start, and loaded,
+/// unloaded or reloaded at run time. A reload builds the new version first and swaps it in;
+/// requests already holding the old engine finish on it.
+public final class ModelRegistry: Sendable {
+    public let directory: String
+    private let state = Mutex<[String: (info: ModelInfo, engine: Engine?)]>([:])
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    /// Names of the model folders present on disk.
+    public func discover() -> [String] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return [] }
+        return entries.filter { FileManager.default.fileExists(atPath: directory + "/" + $0 + "/model.json") }.sorted()
+    }
+
+    /// Loads every model found (each on its own thread); a failure is recorded, not thrown.
+    public func loadAll() async {
+        await withTaskGroup(of: Void.self) { group in
+            for name in discover() {
+                group.addTask { _ = try? await self.load(name) }
+            }
+        }
+    }
+
+    /// Loads (or reloads) one model. On failure the previous engine, if any, keeps serving.
+    @discardableResult
+    public func load(_ name: String) async throws -> ModelInfo {
+        guard name.range(of: "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", options: .regularExpression) != nil else {
+            throw ModelLoadError(file: name, reason: "invalid model name")
+        }
+        let folder = directory + "/" + name
+        let manifest: ModelManifest
+        do {
+            manifest = try ModelManifest.load(directory: folder)
+        } catch {
+            record(failed: name, folder: folder, manifest: nil, reason: "\(error)")
+            throw error
+        }
+        var info = ModelInfo(
+            name: name, engine: manifest.engine, task: ModelTask(rawValue: manifest.task), version: manifest.version ?? "1",
+            displayName: manifest.displayName ?? name, status: .loading, contextLength: manifest.contextLength,
+            tenants: Self.tenants(manifest.visibility), loadedAt: nil, directory: folder)
+        state.withLock { models in
+            // While a new version loads, a serving one stays as it is.
+            if models[name]?.engine == nil { models[name] = (info, nil) }
+        }
+        guard let factory = EngineFactories.factory(manifest.engine) else {
+            let reason = "unknown engine '\(manifest.engine)' (known: \(EngineFactories.all.map { $0.name }.joined(separator: ", ")))"
+            record(failed: name, folder: folder, manifest: manifest, reason: reason)
+            throw ModelLoadError(file: folder + "/model.json", reason: reason)
+        }
+        do {
+            let engine = try await Task.detached { try factory.load(directory: folder, manifest: manifest) }.value
+            guard engine.task.rawValue == manifest.task else {
+                engine.shutdown()
+                throw ModelLoadError(file: folder + "/model.json", reason: "engine \(manifest.engine) does \(engine.task.rawValue), not \(manifest.task)")
+            }
+            info.status = .ready
+            info.loadedAt = Date()
+            let old = state.withLock { models -> Engine? in
+                let old = models[name]?.engine
+                models[name] = (info, engine)
+                return old
+            }
+            // Let requests that hold the old engine finish on it before stopping it.
+            if let old {
+                Task.detached {
+                    try? await Task.sleep(for: .seconds(120))
+                    old.shutdown()
+                }
+            }
+            return info
+        } catch {
+            record(failed: name, folder: folder, manifest: manifest, reason: "\(error)")
+            throw error
+        }
+    }
+
+    /// Stops serving a model (requests already running finish).
+    public func unload(_ name: String) throws {
+        let engine = try state.withLock { models -> Engine? in
+            guard var entry = models[name] else { throw ModelLoadError(file: name, reason: "no such model") }
+            entry.info.status = .unloaded
+            let engine = entry.engine
+            entry.engine = nil
+            models[name] = entry
+            return engine
+        }
+        if let engine {
+            Task.detached {
+                try? await Task.sleep(for: .seconds(120))
+                engine.shutdown()
+            }
+        }
+    }
+
+    private func record(failed name: String, folder: String, manifest: ModelManifest?, reason: String) {
+        state.withLock { models in
+            if var existing = models[name], existing.engine != nil {
+                existing.info.status = .ready  // the previous version keeps serving
+                models[name] = existing
+                return
+            }
+            models[name] = (
+                ModelInfo(
+                    name: name, engine: manifest?.engine ?? "?", task: manifest.flatMap { ModelTask(rawValue: $0.task) },
+                    version: manifest?.version ?? "?", displayName: manifest?.displayName ?? name, status: .failed(reason),
+                    contextLength: manifest?.contextLength, tenants: Self.tenants(manifest?.visibility), loadedAt: nil, directory: folder),
+                nil
+            )
+        }
+    }
+
+    public func models() -> [ModelInfo] {
+        state.withLock { $0.values.map(\.info).sorted { $0.name < $1.name } }
+    }
+
+    public func info(_ name: String) -> ModelInfo? { state.withLock { $0[name]?.info } }
+
+    /// The serving engine of a ready model.
+    public func engine(_ name: String) -> (ModelInfo, Engine)? {
+        state.withLock { models in
+            guard let entry = models[name], let engine = entry.engine else { return nil }
+            return (entry.info, engine)
+        }
+    }
+
+    /// Reasons of models that failed to load (for readiness).
+    public var failures: [String: String] {
+        state.withLock { models in
+            var failures: [String: String] = [:]
+            for (name, entry) in models { if case .failed(let reason) = entry.info.status { failures[name] = reason } }
+            return failures
+        }
+    }
+
+    static func tenants(_ visibility: ModelManifest.Visibility?) -> [String]? {
+        if case .tenants(let list) = visibility { return list }
+        return nil
+    }
+}

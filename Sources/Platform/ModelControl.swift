@@ -1,0 +1,61 @@
+import Foundation
+import Inference
+import Logging
+import Postgres
+
+/// Keeps the `models` table in step with this instance's registry, and carries `load`,
+/// `unload` and `reload` requests to every instance through NOTIFY (`modelgate_models`).
+public struct ModelControl: Sendable {
+    public static let channel = "modelgate_models"
+    let pool: PostgresPool
+    let registry: ModelRegistry
+    let logger: Logger
+
+    public init(pool: PostgresPool, registry: ModelRegistry, logger: Logger) {
+        self.pool = pool
+        self.registry = registry
+        self.logger = logger
+    }
+
+    /// Asks every instance (this one included) to act on a model, and waits for this one.
+    public func request(_ action: String, _ name: String) async throws {
+        try await apply(action, name)
+        try await pool.execute("SELECT pg_notify($1, $2)", [Self.channel, action + ":" + name])
+    }
+
+    func apply(_ action: String, _ name: String) async throws {
+        switch action {
+        case "unload": try registry.unload(name)
+        case "load", "reload":
+            do { try await registry.load(name) } catch { logger.warning("model \(action) failed", metadata: ["model": "\(name)", "error": "\(error)"]) }
+        default: return
+        }
+        await publish()
+    }
+
+    /// Writes every model's state to the `models` table.
+    public func publish() async {
+        for info in registry.models() {
+            var reason: String?
+            if case .failed(let why) = info.status { reason = why }
+            _ = try? await pool.execute(
+                """
+                INSERT INTO models (name, engine, task, version, status, reason, tenants) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                ON CONFLICT (name) DO UPDATE SET engine = $2, task = $3, version = $4, status = $5, reason = $6, tenants = $7, updated_at = now()
+                """, [info.name, info.engine, info.task?.rawValue, info.version, info.status.name, reason, info.tenants])
+        }
+    }
+
+    /// Acts on requests from other instances and the CLI until cancelled.
+    public func listen() async {
+        for await event in pool.notifications(channels: [Self.channel]) {
+            if Task.isCancelled { break }
+            guard case .notification(let notification) = event else { continue }
+            let parts = notification.payload.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            // Our own request was applied before it was sent.
+            if registry.info(parts[1])?.status == (parts[0] == "unload" ? .unloaded : .ready), parts[0] != "reload" { continue }
+            try? await apply(parts[0], parts[1])
+        }
+    }
+}
