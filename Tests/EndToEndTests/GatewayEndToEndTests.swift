@@ -189,7 +189,7 @@ struct GatewayFixture {
         let fixture = try await GatewayFixture.start()
         defer { Task { await fixture.stop() } }
         // Raw socket: send the request, read the first event, hang up.
-        let body = #"{"model":"shakespeare","prompt":"ROMEO:","max_tokens":240,"stream":true,"temperature":1}"#
+        let body = #"{"model":"shakespeare","prompt":"ROMEO:","max_tokens":120,"stream":true,"temperature":1}"#
         let request = "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(fixture.keyA)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
         let socket = try TCPClient(port: fixture.server.port)
         try socket.send(Array(request.utf8))
@@ -204,7 +204,7 @@ struct GatewayFixture {
         }
         #expect(rows.count == 1)
         let produced = try rows.first?.decode("completion_tokens", as: Int.self) ?? -1
-        #expect(produced >= 1 && produced < 240, "generated \(produced) of 240 tokens after the client left")
+        #expect(produced >= 1 && produced < 120, "generated \(produced) of 120 tokens after the client left")
         #expect(try rows.first?.decode("status", as: Int.self) == 499)
         let reservations = try await fixture.harness.system.pool.query("SELECT count(*) AS n FROM quota_reservations")
         #expect(try reservations[0].decode("n", as: Int.self) == 0)
