@@ -132,7 +132,7 @@ let package = Package(
         // MARK: Benchmarks (bench/run; not tests)
         .executableTarget(
             name: "modelgate-bench",
-            dependencies: ["Postgres", "Encryption", "Inference"],
+            dependencies: ["Postgres", "Encryption", "Inference", "Metering", "Tenancy", "SchemaMigrations"],
             path: "bench/Sources/modelgate-bench",
             swiftSettings: inferenceSettings
         ),
@@ -179,7 +179,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            exclude: ["Python"]  // run by the tests from the source tree, not a bundled resource
         ),
     ]
 )

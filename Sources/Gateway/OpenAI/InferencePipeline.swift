@@ -128,7 +128,7 @@ struct InferencePipeline: Sendable {
     /// Idempotency: nil to run the request, or a stored response to replay.
     func idempotentReplay(_ request: Request, body: [UInt8], principal: Principal) async throws -> Response? {
         guard let key = request.headers[HTTPField.Name("Idempotency-Key")!], let tenant = principal.tenantID else { return nil }  // safe: valid token
-        switch try await idempotency.begin(tenant: tenant, key: key, body: body) {
+        switch try await idempotency.begin(tenant: tenant, key: key, body: Self.fingerprint(request, body)) {
         case .proceed: return nil
         case .conflict:
             throw OpenAIError(
@@ -140,6 +140,26 @@ struct InferencePipeline: Sendable {
                 headers: [.contentType: "application/json", HTTPField.Name("Idempotent-Replayed")!: "true"],  // safe: valid token
                 body: .init(byteBuffer: ByteBuffer(bytes: stored)))
         }
+    }
+
+    /// What identifies a request body for `Idempotency-Key`: JSON with its keys sorted (a retry
+    /// need not serialise an object the same way), multipart parts without the random
+    /// boundary, anything else byte for byte.
+    static func fingerprint(_ request: Request, _ body: [UInt8]) -> [UInt8] {
+        let contentType = request.headers[.contentType] ?? ""
+        if contentType.lowercased().hasPrefix("multipart/form-data"), let parts = try? Multipart.parse(body, contentType: contentType) {
+            var fingerprint: [UInt8] = Array("multipart".utf8)
+            for part in parts {
+                for field in [Array((part.name ?? "").utf8), Array((part.filename ?? "").utf8), part.body] {
+                    fingerprint += Array(String(field.count).utf8) + [0x3A] + field
+                }
+            }
+            return fingerprint
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body), options: [.fragmentsAllowed]),
+            let canonical = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .fragmentsAllowed])
+        else { return body }
+        return Array(canonical)
     }
 
     func finishIdempotent(_ request: Request, principal: Principal, status: Int, body: [UInt8], requestID: String) async {

@@ -76,6 +76,21 @@ struct GPT2Benchmark {
             "ratio_decode_vs_ceiling": (decodeRate / ceiling * 100).rounded() / 100,
         ]
         for (key, value) in concurrent { report[key] = Int(value) }
+
+        // The same weights stored as bfloat16: half the bytes per token.
+        let half = try GPT2Model(directory: directory, format: .bf16)
+        let halfCache = half.makeCache(capacity: 1024)
+        var halfLogits = half.forward([.init(tokens: Array(prompt.prefix(16)), cache: halfCache)])[0]
+        var halfDecoded = 0
+        let halfStart = Date()
+        while Date().timeIntervalSince(halfStart) < seconds / 3 && halfCache.length < 1000 {
+            halfLogits = half.forward([.init(tokens: [Sampler.argmax(halfLogits)], cache: halfCache)])[0]
+            halfDecoded += 1
+        }
+        let halfRate = Double(halfDecoded) / Date().timeIntervalSince(halfStart)
+        report["decode_batch1_bf16_tokens_per_second"] = (halfRate * 10).rounded() / 10
+        report["bf16_weight_bytes_per_token"] = half.weightBytesPerToken
+        report["ratio_bf16_decode_vs_f32"] = (halfRate / decodeRate * 100).rounded() / 100
         printJSON(report)
     }
 

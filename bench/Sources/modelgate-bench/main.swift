@@ -40,6 +40,11 @@ case "resnet":
         weights: option("--weights") ?? "", batch: Int(option("--batch") ?? "1") ?? 1, size: Int(option("--size") ?? "224") ?? 224,
         seconds: seconds
     ).run()
+case "metering":
+    try await MeteringBenchmark(seconds: seconds).run()
+case "engine":
+    guard let index = arguments.firstIndex(of: "--models"), index + 1 < arguments.endIndex else { exit(2) }
+    try await EngineProbe.run(models: arguments[index + 1], seconds: seconds)
 case "gpt2":
     try await GPT2Benchmark(seconds: seconds).run()
 default:
