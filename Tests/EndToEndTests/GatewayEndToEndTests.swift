@@ -100,7 +100,7 @@ struct GatewayFixture {
         let script = TestModels.repository.path + "/Tests/EndToEndTests/Python/openai_client_check.py"
         var arguments = [try #require(OpenAIPython.python), script, fixture.server.baseURL, fixture.keyA, limited]
         if MiniLM.directory != nil { arguments.append("minilm") }
-        let (status, output) = try ChildProcess.run("/usr/bin/env", arguments)
+        let (status, output) = try await onOwnThread { [arguments] in try ChildProcess.run("/usr/bin/env", arguments) }
         #expect(status == 0, "\(output)\n--- server log ---\n\(fixture.server.log.suffix(3000))")
         #expect(output.contains("OK"))
         // Every successful call was billed once: 7 text calls (the rate-limited one is not), 2 embeddings.

@@ -75,8 +75,8 @@ final class ServerHarness: Sendable {
     }
 
     /// Runs a CLI command against this database.
-    func cli(_ arguments: [String], extraEnvironment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        try ModelGateProcess.run(arguments, in: directory, environment: environment.merging(extraEnvironment) { $1 })
+    func cli(_ arguments: [String], extraEnvironment: [String: String] = [:]) async throws -> (status: Int32, output: String) {
+        try await ModelGateProcess.run(arguments, in: directory, environment: environment.merging(extraEnvironment) { $1 })
     }
 
     func stop() async {

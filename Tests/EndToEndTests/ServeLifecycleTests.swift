@@ -66,18 +66,18 @@ import TestSupport
         await again.stopGracefully()
 
         // The local cluster outlives serve; `db stop` stops it.
-        let (stopStatus, stopOut) = try ModelGateProcess.run(["db", "stop"], in: directory)
+        let (stopStatus, stopOut) = try await ModelGateProcess.run(["db", "stop"], in: directory)
         #expect(stopStatus == 0, "\(stopOut)")
         #expect(stopOut.contains("stopped"))
-        let (statusCode, statusOut) = try ModelGateProcess.run(["db", "status"], in: directory)
+        let (statusCode, statusOut) = try await ModelGateProcess.run(["db", "status"], in: directory)
         #expect(statusCode == 0)
         #expect(statusOut.contains("stopped"))
         try? FileManager.default.removeItem(atPath: directory)
     }
 
-    @Test func invalidConfigurationExitsWithStatusTwoAndOneLine() throws {
+    @Test func invalidConfigurationExitsWithStatusTwoAndOneLine() async throws {
         let directory = try emptyDirectory()
-        let (status, stderr) = try ModelGateProcess.run(
+        let (status, stderr) = try await ModelGateProcess.run(
             ["serve"], in: directory, environment: ["MODELGATE_SERVER_PORT": "not-a-port"])
         #expect(status == 2)
         #expect(stderr.contains("server.port"))
@@ -95,24 +95,24 @@ import TestSupport
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let environment = ["MODELGATE_DATABASE_URL": database.connectionString]
 
-        let (pendingStatus, pending) = try ModelGateProcess.run(["migrate", "--status"], in: directory, environment: environment)
+        let (pendingStatus, pending) = try await ModelGateProcess.run(["migrate", "--status"], in: directory, environment: environment)
         #expect(pendingStatus == 0, "\(pending)")
         #expect(pending.contains("0001") && pending.contains("pending"))
 
-        let (applyStatus, applied) = try ModelGateProcess.run(["migrate"], in: directory, environment: environment)
+        let (applyStatus, applied) = try await ModelGateProcess.run(["migrate"], in: directory, environment: environment)
         #expect(applyStatus == 0, "\(applied)")
         #expect(applied.contains("0001_init.sql"))
-        let (againStatus, again) = try ModelGateProcess.run(["migrate"], in: directory, environment: environment)
+        let (againStatus, again) = try await ModelGateProcess.run(["migrate"], in: directory, environment: environment)
         #expect(againStatus == 0)
         #expect(again.contains("up to date"))
 
-        let (status, statusOutput) = try ModelGateProcess.run(["migrate", "--status"], in: directory, environment: environment)
+        let (status, statusOutput) = try await ModelGateProcess.run(["migrate", "--status"], in: directory, environment: environment)
         #expect(status == 0)
         #expect(statusOutput.contains("applied") && !statusOutput.contains("pending"))
         #expect(!FileManager.default.fileExists(atPath: directory + "/.modelgate"))
 
         // An unreachable configured database is one clear line and a non-zero exit, not a hang.
-        let (downStatus, down) = try ModelGateProcess.run(
+        let (downStatus, down) = try await ModelGateProcess.run(
             ["migrate"], in: directory, environment: ["MODELGATE_DATABASE_URL": "host=/nonexistent port=1 dbname=x"])
         #expect(downStatus == 1)
         #expect(down.contains("connection"))

@@ -49,7 +49,9 @@ import TestSupport
         environment["PATH"] = root + "/bin:" + (environment["PATH"] ?? "/usr/bin:/bin")
         let script = "set -euo pipefail\n" + blocks[0].replacingOccurrences(of: "http://127.0.0.1:8080", with: server.baseURL)
             + (haveShared ? "\n" + blocks[1] : "")
-        let (status, output) = try ChildProcess.run("/bin/bash", ["-c", script], environment: environment, workingDirectory: work)
+        let (status, output) = try await onOwnThread { [environment] in
+            try ChildProcess.run("/bin/bash", ["-c", script], environment: environment, workingDirectory: work)
+        }
         #expect(status == 0, "\(output)\n--- server ---\n\(server.log.suffix(2000))")
         #expect(output.contains("\"object\":\"text_completion\""), "\(output)")
         #expect(output.contains("shakespeare"))

@@ -231,12 +231,13 @@ import TestSupport
         }
         let slowed = ContinuousClock.now - started
         #expect(slowed >= .milliseconds(50 + 100 + 200 + 400))
+        // The next failure from this address would wait 800 ms; a valid key does not, nor does
+        // another address (the bound is loose: CI machines are loaded).
         started = ContinuousClock.now
         _ = try await auth.authenticate(key.secret, clientAddress: "6.6.6.6")
-        #expect(ContinuousClock.now - started < .milliseconds(200))
-        // Another address is not affected.
+        #expect(ContinuousClock.now - started < .milliseconds(700))
         started = ContinuousClock.now
         await #expect(throws: AuthenticationError.self) { try await auth.authenticate(bad, clientAddress: "7.7.7.7") }
-        #expect(ContinuousClock.now - started < .milliseconds(200))
+        #expect(ContinuousClock.now - started < .milliseconds(700))
     }
 }

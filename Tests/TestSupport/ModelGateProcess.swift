@@ -29,9 +29,10 @@ public final class ModelGateProcess: Sendable {
     /// Runs a one-shot command and returns (status, stdout and stderr together).
     public static func run(
         _ arguments: [String], in directory: String, environment: [String: String] = [:]
-    ) throws -> (status: Int32, output: String) {
-        try ChildProcess.run(
-            binaryPath, arguments, environment: cleanEnvironment(environment), workingDirectory: directory)
+    ) async throws -> (status: Int32, output: String) {
+        let binary = binaryPath
+        let environment = cleanEnvironment(environment)
+        return try await onOwnThread { try ChildProcess.run(binary, arguments, environment: environment, workingDirectory: directory) }
     }
 
     /// Starts `modelgate serve` on a free port; its output is collected in `log`.
@@ -91,5 +92,13 @@ public enum FreePort {
         }
         guard named == 0 else { throw POSIXError(.EADDRINUSE) }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
+
+/// Runs blocking work (waiting for a child process) on a thread of its own, so that it does not
+/// hold one of the few cooperative threads that tests running in parallel need.
+public func onOwnThread<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
     }
 }

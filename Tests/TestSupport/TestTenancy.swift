@@ -45,8 +45,8 @@ public struct TestTenancy: Sendable {
     public func dump() async throws -> String {
         let cluster = try await TestDatabase.cluster()
         let bin = try LocalPostgresCluster.findBinDirectory()
-        let (status, output) = try ChildProcess.run(
-            bin + "/pg_dump", ["-h", cluster.socketDirectory, "-p", String(cluster.options.port), "-U", "postgres", database.name])
+        let arguments = ["-h", cluster.socketDirectory, "-p", String(cluster.options.port), "-U", "postgres", database.name]
+        let (status, output) = try await onOwnThread { try ChildProcess.run(bin + "/pg_dump", arguments) }
         guard status == 0 else { throw PostgresError(.localCluster, "pg_dump failed: \(output)") }
         return output
     }
