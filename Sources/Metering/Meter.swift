@@ -180,7 +180,7 @@ public final class Meter: Sendable {
             }
             counters.spooled.add(1, ordering: .relaxed)
         }
-        if faultBeforeSettlement { _exit(137) }
+        if faultBeforeSettlement { kill(getpid(), SIGKILL) }
         do {
             try await settleInDatabase(record)
             spool?.settled(record.requestID)
