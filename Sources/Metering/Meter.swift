@@ -160,6 +160,71 @@ public final class Meter: Sendable {
         if updated == 0 { throw refusal() }
     }
 
+    /// A change to one quota counter: reservations released, usage added.
+    struct CounterChange {
+        var subject: String
+        var metric: String
+        var period: String
+        var released = 0
+        var used = 0
+        /// Create the counter if it does not exist yet.
+        var create = false
+    }
+
+    /// The order every transaction touches quota counters in — tenant subjects before key
+    /// subjects, then by subject, then concurrent, tokens, images, budget (the order admission
+    /// reserves them) — so admissions, settlements and the sweeper never deadlock one another.
+    static func locksBefore(_ a: CounterChange, _ b: CounterChange) -> Bool {
+        let metrics = ["concurrent", "tokens", "images", "budget"]
+        func rank(_ change: CounterChange) -> (Int, String, Int, String) {
+            (change.subject.hasPrefix("tenant:") ? 0 : 1, change.subject, metrics.firstIndex(of: change.metric) ?? metrics.count, change.period)
+        }
+        return rank(a) < rank(b)
+    }
+
+    /// The changes that return a reservation row (`quota_reservations`, as deleted), adding
+    /// `used` per metric.
+    static func release(_ held: PostgresRow, used: [String: Int]) throws -> [CounterChange] {
+        let period: String = try held.decode("period")
+        let subjects: [String] = try held.decode("subjects")
+        var changes: [CounterChange] = []
+        for subject in subjects {
+            changes.append(.init(subject: subject, metric: "concurrent", period: "1970-01-01", released: try held.decode("concurrent")))
+            for metric in ["tokens", "images", "budget"] {
+                changes.append(.init(subject: subject, metric: metric, period: period, released: try held.decode(metric), used: used[metric] ?? 0))
+            }
+        }
+        return changes
+    }
+
+    /// Applies counter changes (merged per counter) in lock order.
+    static func apply(_ changes: [CounterChange], on connection: PostgresConnection) throws {
+        var merged: [String: CounterChange] = [:]
+        for change in changes {
+            let id = change.subject + "|" + change.metric + "|" + change.period
+            if var existing = merged[id] {
+                existing.released += change.released
+                existing.used += change.used
+                existing.create = existing.create || change.create
+                merged[id] = existing
+            } else {
+                merged[id] = change
+            }
+        }
+        for change in merged.values.sorted(by: locksBefore) where change.released != 0 || change.used != 0 {
+            if change.create {
+                try connection.execute(
+                    "INSERT INTO quota_counters (subject, metric, period_start) VALUES ($1, $2, $3::date) ON CONFLICT DO NOTHING",
+                    [change.subject, change.metric, change.period])
+            }
+            try connection.execute(
+                """
+                UPDATE quota_counters SET reserved = greatest(reserved - $4, 0), used = used + $5
+                WHERE subject = $1 AND metric = $2 AND period_start = $3::date
+                """, [change.subject, change.metric, change.period, change.released, change.used])
+        }
+    }
+
     static func monthStart(_ date: Date) -> String {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC") ?? .current
@@ -174,7 +239,7 @@ public final class Meter: Sendable {
     public func settle(_ record: SettlementRecord) async {
         if let spool {
             do {
-                try spool.append(record)
+                try await spool.append(record)
             } catch {
                 logger.error("usage spool write failed; settling directly", metadata: ["error": "\(error)"])
             }
@@ -206,43 +271,19 @@ public final class Meter: Sendable {
                 "DELETE FROM quota_reservations WHERE request_id = $1 RETURNING period_start::text AS period, tokens, images, budget, concurrent, subjects",
                 [record.requestID])
             if let held = reservation.first {
-                let period: String = try held.decode("period")
-                let subjects: [String] = try held.decode("subjects")
-                let concurrent: Int = try held.decode("concurrent")
-                for subject in subjects.sorted() {
-                    for (metric, reserved, used) in [
-                        ("budget", try held.decode("budget", as: Int.self), cost), ("images", try held.decode("images", as: Int.self), record.images),
-                        ("tokens", try held.decode("tokens", as: Int.self), actualTokens),
-                    ] {
-                        try connection.execute(
-                            """
-                            UPDATE quota_counters SET reserved = greatest(reserved - $4, 0), used = used + $5
-                            WHERE subject = $1 AND metric = $2 AND period_start = $3::date
-                            """, [subject, metric, period, reserved, used])
-                    }
-                    if concurrent > 0 {
-                        try connection.execute(
-                            "UPDATE quota_counters SET reserved = greatest(reserved - $2, 0) WHERE subject = $1 AND metric = 'concurrent'",
-                            [subject, concurrent])
-                    }
-                }
+                try Self.apply(
+                    Self.release(held, used: ["tokens": actualTokens, "images": record.images, "budget": cost]), on: connection)
             } else {
                 // The reservation expired (a crash long ago) or never existed: count the usage.
                 let period = Self.monthStart(record.occurredAt)
-                for (metric, used) in [("budget", cost), ("images", record.images), ("tokens", actualTokens)] {
-                    try connection.execute(
-                        "INSERT INTO quota_counters (subject, metric, period_start) VALUES ($1, $2, $3::date) ON CONFLICT DO NOTHING",
-                        ["tenant:" + record.tenantID.uuidString.lowercased(), metric, period])
-                    try connection.execute(
-                        """
-                        UPDATE quota_counters SET used = used + $4
-                        WHERE subject IN ($1, $5) AND metric = $2 AND period_start = $3::date
-                        """,
-                        [
-                            "tenant:" + record.tenantID.uuidString.lowercased(), metric, period, used,
-                            "key:" + (record.keyID?.uuidString.lowercased() ?? "-"),
-                        ])
+                var changes: [CounterChange] = []
+                for (metric, used) in [("tokens", actualTokens), ("images", record.images), ("budget", cost)] {
+                    changes.append(.init(subject: "tenant:" + record.tenantID.uuidString.lowercased(), metric: metric, period: period, used: used, create: true))
+                    if let key = record.keyID {
+                        changes.append(.init(subject: "key:" + key.uuidString.lowercased(), metric: metric, period: period, used: used))
+                    }
                 }
+                try Self.apply(changes, on: connection)
             }
             try connection.execute(
                 """
@@ -302,20 +343,7 @@ public final class Meter: Sendable {
                     SELECT request_id FROM quota_reservations WHERE expires_at < now() ORDER BY expires_at LIMIT 200 FOR UPDATE SKIP LOCKED)
                 RETURNING period_start::text AS period, tokens, images, budget, concurrent, subjects
                 """)
-            for held in expired {
-                let period: String = try held.decode("period")
-                let subjects: [String] = try held.decode("subjects")
-                for subject in subjects.sorted() {
-                    for metric in ["budget", "images", "tokens"] {
-                        try connection.execute(
-                            "UPDATE quota_counters SET reserved = greatest(reserved - $4, 0) WHERE subject = $1 AND metric = $2 AND period_start = $3::date",
-                            [subject, metric, period, try held.decode(metric, as: Int.self)])
-                    }
-                    try connection.execute(
-                        "UPDATE quota_counters SET reserved = greatest(reserved - $2, 0) WHERE subject = $1 AND metric = 'concurrent'",
-                        [subject, try held.decode("concurrent", as: Int.self)])
-                }
-            }
+            try Self.apply(expired.flatMap { try Self.release($0, used: [:]) }, on: connection)
             return expired.count
         }
     }

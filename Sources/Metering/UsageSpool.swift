@@ -42,14 +42,34 @@ public struct SettlementRecord: Codable, Sendable, Equatable {
 /// lost when the process dies or PostgreSQL is away: a record is written before the database
 /// settlement, and every record still in the file is replayed (idempotently) until settled.
 /// A torn last record (a crash mid-write) is ignored.
+///
+/// Writes are group-committed by a writer thread of its own: every record that arrived while
+/// the previous `fdatasync` ran goes out in one write and one sync, and no Swift concurrency
+/// thread ever waits for the disk.
 public final class UsageSpool: Sendable {
     public let path: String
-    private let state: Mutex<State>
+    private let shared: Shared
+
+    final class Shared: Sendable {
+        let state: Mutex<State>
+        let wake = DispatchSemaphore(value: 0)
+        init(_ state: State) { self.state = Mutex(state) }
+    }
+
+    struct Waiting {
+        var frame: [UInt8]
+        var requestID: String
+        var continuation: CheckedContinuation<Void, any Error>
+    }
 
     struct State {
         var descriptor: Int32
         var pending: Set<String> = []
         var bytes = 0
+        var queue: [Waiting] = []
+        /// A batch is being written: the file must not be truncated under it.
+        var writing = false
+        var closed = false
     }
 
     public init(directory: String) throws {
@@ -61,15 +81,20 @@ public final class UsageSpool: Sendable {
         }
         var info = stat()
         fstat(descriptor, &info)
-        state = Mutex(State(descriptor: descriptor, bytes: Int(info.st_size)))
+        shared = Shared(State(descriptor: descriptor, bytes: Int(info.st_size)))
+        let (shared, path) = (shared, path)
+        let writer = Thread { Self.writerLoop(shared, path: path) }
+        writer.name = "usage-spool"
+        writer.start()
     }
 
     deinit {
-        _ = state.withLock { close($0.descriptor) }
+        shared.state.withLock { $0.closed = true }
+        shared.wake.signal()
     }
 
-    /// Appends a record durably (write + fdatasync) before returning.
-    public func append(_ record: SettlementRecord) throws {
+    /// Appends a record durably: returns once it is written and synced to disk.
+    public func append(_ record: SettlementRecord) async throws {
         let json = try JSONEncoder().encode(record)
         var frame = [UInt8]()
         frame.reserveCapacity(json.count + 8)
@@ -78,23 +103,57 @@ public final class UsageSpool: Sendable {
         for shift in stride(from: 24, through: 0, by: -8) { frame.append(UInt8(truncatingIfNeeded: length >> UInt32(shift))) }
         for shift in stride(from: 24, through: 0, by: -8) { frame.append(UInt8(truncatingIfNeeded: checksum >> UInt32(shift))) }
         frame += json
-        try state.withLock { state in
-            let written = frame.withUnsafeBytes { write(state.descriptor, $0.baseAddress, $0.count) }
-            guard written == frame.count, fdatasync(state.descriptor) == 0 else {
-                throw MeteringError.unavailable("cannot write usage spool \(path): \(String(cString: strerror(errno)))")
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            shared.state.withLock { $0.queue.append(Waiting(frame: frame, requestID: record.requestID, continuation: continuation)) }
+            shared.wake.signal()
+        }
+    }
+
+    /// The writer thread: takes everything queued, writes it at once, syncs, answers everyone.
+    private static func writerLoop(_ shared: Shared, path: String) {
+        while true {
+            shared.wake.wait()
+            let (batch, descriptor, closed) = shared.state.withLock { state in
+                defer { state.queue.removeAll(keepingCapacity: true) }
+                state.writing = !state.queue.isEmpty
+                return (state.queue, state.descriptor, state.closed)
             }
-            state.pending.insert(record.requestID)
-            state.bytes += frame.count
+            if !batch.isEmpty {
+                let bytes = batch.flatMap(\.frame)
+                let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+                let failure: (any Error)? =
+                    written == bytes.count && fdatasync(descriptor) == 0
+                    ? nil : MeteringError.unavailable("cannot write usage spool \(path): \(String(cString: strerror(errno)))")
+                shared.state.withLock { state in
+                    if failure == nil {
+                        for waiting in batch { state.pending.insert(waiting.requestID) }
+                        state.bytes += bytes.count
+                    }
+                    state.writing = false
+                }
+                for waiting in batch {
+                    if let failure { waiting.continuation.resume(throwing: failure) } else { waiting.continuation.resume() }
+                }
+            }
+            if closed {
+                // Anyone who queued after the last batch is still answered (the file is gone).
+                let late = shared.state.withLock { state in
+                    defer { state.queue.removeAll() }
+                    close(state.descriptor)
+                    return state.queue
+                }
+                for waiting in late { waiting.continuation.resume(throwing: MeteringError.unavailable("usage spool closed")) }
+                return
+            }
         }
     }
 
     /// Marks a record settled; when nothing is pending the file is emptied.
     public func settled(_ requestID: String) {
-        state.withLock { state in
+        shared.state.withLock { state in
             state.pending.remove(requestID)
-            if state.pending.isEmpty && state.bytes > 0 {
+            if state.pending.isEmpty && state.bytes > 0 && state.queue.isEmpty && !state.writing {
                 if ftruncate(state.descriptor, 0) == 0 {
-                    fdatasync(state.descriptor)
                     state.bytes = 0
                 }
             }
@@ -103,7 +162,7 @@ public final class UsageSpool: Sendable {
 
     /// Records in the file not yet marked settled in this process (after a restart: all of them).
     public func unsettled() -> [SettlementRecord] {
-        let pending = state.withLock { $0.pending }
+        let pending = shared.state.withLock { $0.pending }
         return Self.read(path).filter { pending.isEmpty || pending.contains($0.requestID) }
     }
 
@@ -126,6 +185,6 @@ public final class UsageSpool: Sendable {
         return records
     }
 
-    public var pendingCount: Int { state.withLock { $0.pending.count } }
+    public var pendingCount: Int { shared.state.withLock { $0.pending.count } }
 }
 

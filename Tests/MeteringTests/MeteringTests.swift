@@ -201,7 +201,7 @@ final class Tally: Sendable {
         defer { Task { await setup.close() } }
         // Spooled but never settled (the process died in between).
         let crashed = try UsageSpool(directory: directory)
-        for index in 0..<5 { try crashed.append(setup.record("spooled-\(index)", prompt: 3, completion: 4)) }
+        for index in 0..<5 { try await crashed.append(setup.record("spooled-\(index)", prompt: 3, completion: 4)) }
         // A torn record at the end (died mid-write) is ignored.
         let handle = try #require(FileHandle(forWritingAtPath: crashed.path))
         handle.seekToEndOfFile()
@@ -217,6 +217,62 @@ final class Tally: Sendable {
         #expect(await restarted.replaySpool() == 0)
         #expect(try await setup.events() == 5)
         #expect(UsageSpool.read(crashed.path).isEmpty)
+    }
+
+    @Test func concurrentAdmissionsAndSettlementsOnTwoInstancesNeverDeadlock() async throws {
+        // Tenant and key limits on every metric: admissions and settlements lock the same
+        // counters, and must take them in one order (this deadlocked once, under a benchmark).
+        let setup = try await MeteringSetup.make(
+            limits: LimitSettings(maxConcurrent: 1000, monthlyTokens: 100_000_000, monthlyImages: 1_000_000, monthlyBudgetMicros: 1_000_000_000),
+            keyLimits: ["max_concurrent": 1000, "monthly_tokens": 100_000_000], instances: 2)
+        defer { Task { await setup.close() } }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<24 {
+                group.addTask {
+                    let meter = setup.meters[client % 2]
+                    for sequence in 0..<15 {
+                        let id = "d\(client)-\(sequence)"
+                        _ = try await meter.admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 5, maxCompletionTokens: 5), principal: setup.principal)
+                        try await meter.settleInDatabase(setup.record(id, prompt: 5, completion: 3))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await setup.events() == 24 * 15)
+        #expect(try await setup.counter("tokens") == (used: 24 * 15 * 8, reserved: 0))
+        #expect(try await setup.counter("concurrent").reserved == 0)
+        #expect(try await sweepNothingLeft(setup))
+    }
+
+    private func sweepNothingLeft(_ setup: MeteringSetup) async throws -> Bool {
+        try await setup.system.pool.query("SELECT count(*) AS n FROM quota_reservations")[0].decode("n", as: Int.self) == 0
+    }
+
+    @Test func concurrentSpoolAppendsAreAllDurableAndSettlingEmptiesTheFile() async throws {
+        let directory = NSTemporaryDirectory() + "mg-spool-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let spool = try UsageSpool(directory: directory)
+        let tenant = UUID()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<300 {
+                group.addTask {
+                    try await spool.append(SettlementRecord(
+                        requestID: "r\(index)", tenantID: tenant, keyID: nil, model: "m", route: "/v1/completions",
+                        promptTokens: index, completionTokens: 1, images: 0, status: 200, latencyMs: 1))
+                }
+            }
+            try await group.waitForAll()
+        }
+        // Every acknowledged append is in the file (read back by a fresh reader).
+        let records = spool.unsettled()
+        #expect(records.count == 300)
+        #expect(Set(records.map(\.requestID)).count == 300)
+        #expect(spool.pendingCount == 300)
+        for index in 0..<300 { spool.settled("r\(index)") }
+        #expect(spool.pendingCount == 0)
+        let size = try FileManager.default.attributesOfItem(atPath: spool.path)[.size] as? Int
+        #expect(size == 0)
     }
 
     @Test func withTheDatabaseDownAdmissionFailsClearlyAndSettlementsWaitInTheSpool() async throws {

@@ -15,7 +15,7 @@ struct MeteringBenchmark {
 
     func run() async throws {
         let directory = "/tmp/modelgate-bench-metering-\(getpid())"
-        let cluster = try LocalPostgresCluster(directory: directory + "/db", options: .init(durable: true, maxConnections: 100))
+        let cluster = try LocalPostgresCluster(directory: directory + "/db", options: .init(durable: ProcessInfo.processInfo.environment["BENCH_DURABLE"] != "0", maxConnections: 100))
         try cluster.start(database: "bench")
         defer { try? cluster.destroy(); try? FileManager.default.removeItem(atPath: directory) }
         let configuration = PostgresConfiguration(connectionString: cluster.connectionString(database: "bench"), poolSize: 8)
@@ -31,22 +31,22 @@ struct MeteringBenchmark {
         let key = try await APIKeyService(pool: pool, pepper: keys.pepper).create(tenant: tenant.id, NewAPIKey(name: "k", scopes: [.inference]), actor: AuditActor("bench"))
         let principal = try await Authenticator(pool: pool, pepper: keys.pepper).authenticate(key.secret, clientAddress: "bench")
 
-        for instances in [1, 2] {
+        for (instances, clients) in [(1, 1), (1, 32), (2, 32)] {
             var pools = [pool]
             for _ in 1..<instances { pools.append(PostgresPool(configuration: configuration)) }
             let meters = try pools.enumerated().map { index, pool in
-                Meter(pool: pool, spool: try UsageSpool(directory: directory + "/spool-\(instances)-\(index)"))
+                Meter(pool: pool, spool: try UsageSpool(directory: directory + "/spool-\(instances)-\(clients)-\(index)"))
             }
             let latencies = Latencies()
             let deadline = Date().addingTimeInterval(seconds)
             let started = Date()
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for client in 0..<32 {
+                for client in 0..<clients {
                     group.addTask {
                         let meter = meters[client % meters.count]
                         var sequence = 0
                         while Date() < deadline {
-                            let id = "i\(instances)-c\(client)-\(sequence)"
+                            let id = "i\(instances)-n\(clients)-c\(client)-\(sequence)"
                             sequence += 1
                             let begin = ContinuousClock.now
                             _ = try await meter.admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 20, maxCompletionTokens: 40), principal: principal)
@@ -62,7 +62,7 @@ struct MeteringBenchmark {
             let elapsed = Date().timeIntervalSince(started)
             let (count, p50, p99) = latencies.summary()
             printJSON([
-                "benchmark": "metering", "instances": instances, "clients": 32,
+                "benchmark": "metering", "instances": instances, "clients": clients,
                 "admissions_and_settlements_per_second": Int(Double(count) / elapsed),
                 "added_latency_p50_ms": p50, "added_latency_p99_ms": p99, "seconds": seconds,
             ])
