@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Testing
 @testable import Inference
@@ -166,6 +167,56 @@ func collect(_ stream: GenerationStream) async throws -> Completion {
         generator.shutdown()
     }
 
+    @Test func aTenantWithNothingRunningIsNeitherRefusedNorQueuedBehindAFlood() async throws {
+        let directory = NSTemporaryDirectory() + "mg-fair-gpt2-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try RandomGPT2.write(GPT2Model.Config(layers: 6, heads: 6, width: 384, contextLength: 320, vocabularySize: 512), seed: 5, to: directory)
+        let tiny = try tinyGenerator()
+        let generator = TextGenerator(model: try GPT2Model(directory: directory), tokenizer: tiny.tokenizer, maxBatch: 2, queueCapacity: 4)
+        tiny.shutdown()
+        defer { generator.shutdown() }
+        func request(_ tenant: String, tokens: Int) -> GenerationRequest {
+            var parameters = SamplingParameters()
+            parameters.maxTokens = tokens
+            parameters.temperature = 0
+            return GenerationRequest(prompt: [7, 8], parameters: parameters, fairnessKey: tenant)
+        }
+        // Tenant a: 2 running + 4 queued fill the batch and the queue; a's requests are long
+        // (300 tokens), so a loaded machine cannot finish them before b arrives.
+        var flood = try (0..<2).map { _ in try generator.generate(request("a", tokens: 300)) }
+        while generator.statistics.running < 2 { try await Task.sleep(for: .milliseconds(1)) }
+        flood += try (0..<4).map { _ in try generator.generate(request("a", tokens: 300)) }
+        let floodStreams = flood
+        #expect(throws: GenerationError.self) { try generator.generate(request("a", tokens: 300)) }
+        #expect(generator.accepts(fairnessKey: "b"))
+        #expect(!generator.accepts(fairnessKey: "a"))
+        // Tenant b is taken (a's newest queued request makes room) and joins the running batch.
+        let finished = Shared<[String]>([])
+        let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for (index, stream) in floodStreams.enumerated() {
+                group.addTask {
+                    do {
+                        _ = try await collect(stream)
+                        finished.withLock { $0.append("a\(index)") }
+                        return true
+                    } catch GenerationError.overloaded {
+                        return false
+                    }
+                }
+            }
+            let quiet = try generator.generate(request("b", tokens: 3))
+            group.addTask {
+                _ = try await collect(quiet)
+                finished.withLock { $0.append("b") }
+                for stream in floodStreams { stream.cancel() }  // a's requests need not run to the end
+                return true
+            }
+            return try await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(results.filter { !$0 }.count == 1, "exactly one of a's queued requests is evicted")
+        #expect(finished.withLock { $0.first } == "b", "b waited behind a: \(finished.withLock { $0 })")
+    }
+
     @Test func cancellingTheConsumerStopsGenerationWithinOneToken() async throws {
         // A model big enough that a step takes a while, so the consumer is never far behind.
         let directory = NSTemporaryDirectory() + "mg-slow-gpt2-\(UUID().uuidString)"
@@ -197,4 +248,10 @@ func collect(_ stream: GenerationStream) async throws -> Completion {
         #expect(generator.statistics.generatedTokens <= cancelledAt + 1, "generated \(generator.statistics.generatedTokens) tokens, cancelled at \(cancelledAt)")
         generator.shutdown()
     }
+}
+
+final class Shared<Value: Sendable>: Sendable {
+    private let value: Mutex<Value>
+    init(_ value: Value) { self.value = Mutex(value) }
+    func withLock<Result>(_ body: (inout Value) -> Result) -> Result { value.withLock { body(&$0) } }
 }

@@ -218,6 +218,7 @@ struct CompletionsRoutes {
             throw OpenAIError.invalidRequest("Idempotency-Key cannot be combined with stream=true", param: "stream")
         }
         if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
+        try await pipeline.ensureRoom(request, principal: principal, generator.accepts(fairnessKey:))
         let started = ContinuousClock.now
         let promptTokens = prompts.reduce(0) { $0 + $1.tokens.count }
         let estimate = UsageEstimate(

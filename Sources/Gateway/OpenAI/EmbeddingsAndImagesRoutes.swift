@@ -99,6 +99,7 @@ struct EmbeddingsAndImagesRoutes {
         }
         guard (1...2048).contains(sequences.count) else { throw OpenAIError.invalidRequest("input must hold 1 to 2048 items", param: "input") }
         if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
+        try await pipeline.ensureRoom(request, principal: principal, service.accepts(fairnessKey:))
         let started = ContinuousClock.now
         let tokens = sequences.reduce(0) { $0 + $1.count }
         let admission: Admission
@@ -153,6 +154,7 @@ struct EmbeddingsAndImagesRoutes {
         }
         let inputs = prepared
         if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
+        try await pipeline.ensureRoom(request, principal: principal, service.accepts(fairnessKey:))
         let started = ContinuousClock.now
         let admission: Admission
         do {

@@ -45,6 +45,15 @@ struct InferencePipeline: Sendable {
             param: "model", code: "model_not_found")
     }
 
+    /// 503 before admission when the model's queue would refuse this tenant anyway: a flood
+    /// of refused requests then costs no database work and no usage event.
+    func ensureRoom(_ request: Request, principal: Principal, _ accepts: (String) -> Bool) async throws {
+        guard accepts(principal.tenantID?.uuidString ?? "") else {
+            await abandonIdempotent(request, principal: principal)
+            throw Self.map(GenerationError.overloaded("the model's queue is full; retry shortly"))
+        }
+    }
+
     func admit(_ estimate: UsageEstimate, principal: Principal) async throws -> Admission {
         do {
             return try await meter.admit(estimate, principal: principal)

@@ -63,6 +63,7 @@ public final class EmbeddingService: Sendable {
     }
 
     public var waiting: Int { worker.waiting }
+    public func accepts(fairnessKey: String) -> Bool { worker.accepts(key: fairnessKey) }
 }
 
 /// Image classification on a batching worker thread (images decoded and preprocessed by the caller).
@@ -93,6 +94,7 @@ public final class ClassificationService: Sendable {
     }
 
     public var waiting: Int { worker.waiting }
+    public func accepts(fairnessKey: String) -> Bool { worker.accepts(key: fairnessKey) }
 }
 
 public enum TransformerLMFactory: EngineFactory {

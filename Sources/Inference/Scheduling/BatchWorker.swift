@@ -44,11 +44,16 @@ public final class BatchWorker<Input: Sendable, Output: Sendable>: @unchecked Se
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 condition.lock()
+                var evicted: Job?
                 if stopped || queue.count >= capacity {
-                    condition.unlock()
-                    continuation.resume(throwing: GenerationError.overloaded("the model's queue is full; retry shortly"))
-                    return
+                    evicted = stopped ? nil : queue.evictForFairness(incoming: key)
+                    guard evicted != nil else {
+                        condition.unlock()
+                        continuation.resume(throwing: GenerationError.overloaded("the model's queue is full; retry shortly"))
+                        return
+                    }
                 }
+                defer { evicted?.continuation.resume(throwing: GenerationError.overloaded("the model's queue is full; retry shortly")) }
                 queue.append(Job(items: items, continuation: continuation, cancelled: flag), key: key)
                 condition.signal()
                 condition.unlock()
@@ -56,6 +61,13 @@ public final class BatchWorker<Input: Sendable, Output: Sendable>: @unchecked Se
         } onCancel: {
             flag.set()
         }
+    }
+
+    /// Whether items of this key would be queued now (a cheap check before admission).
+    public func accepts(key: String) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return !stopped && queue.accepts(key: key, capacity: capacity)
     }
 
     public var waiting: Int {

@@ -103,6 +103,10 @@ public final class TextGenerator: Sendable {
         return min(defaultMaxTokens, context - request.prompt.count)
     }
 
+    /// Whether a request of this fairness key would be queued now (a cheap check before the
+    /// request is admitted and metered; `generate` decides for good).
+    public func accepts(fairnessKey: String) -> Bool { state.accepts(key: fairnessKey, capacity: queueCapacity) }
+
     /// Validates and enqueues a request. Events arrive as they are produced; ending the
     /// iteration (or cancelling the consuming task) stops generation within one token.
     public func generate(_ request: GenerationRequest) throws -> GenerationStream {
@@ -193,12 +197,27 @@ final class SchedulerState: @unchecked Sendable {
     private var generated = 0
 
     func enqueue(_ job: GenerationJob, capacity: Int) -> Bool {
+        var evicted: GenerationJob?
         condition.lock()
-        defer { condition.unlock() }
-        guard !stopped, queue.count < capacity else { return false }
+        defer {
+            condition.unlock()
+            // Outside the lock: finishing a stream runs its termination handler, which wakes us.
+            evicted?.continuation.finish(throwing: GenerationError.overloaded("the model's queue is full; retry shortly"))
+        }
+        guard !stopped else { return false }
+        if queue.count >= capacity {
+            evicted = queue.evictForFairness(incoming: job.request.fairnessKey)
+            guard evicted != nil else { return false }
+        }
         queue.append(job, key: job.request.fairnessKey)
         condition.signal()
         return true
+    }
+
+    func accepts(key: String, capacity: Int) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return !stopped && queue.accepts(key: key, capacity: capacity)
     }
 
     func wake() {
@@ -215,22 +234,33 @@ final class SchedulerState: @unchecked Sendable {
     }
 
     /// Waits for work; returns newly admitted jobs (at most `room` choices), or nil when stopped.
-    func next(room: Int, idle: Bool) -> [GenerationJob]? {
+    /// Streams are finished after the lock is released (their termination handlers wake us).
+    ///
+    /// A full batch still takes the request of a key (tenant) with nothing running, up to
+    /// `overflow` choices beyond `room`: a tenant's first request never waits for another
+    /// tenant's sequences to finish.
+    func next(room: Int, idle: Bool, runningKeys: Set<String> = [], overflow: Int = 0) -> [GenerationJob]? {
+        var dropped: [GenerationJob] = []
+        var stoppedJobs: [GenerationJob] = []
         condition.lock()
-        defer { condition.unlock() }
-        queue.removeAll { job in
-            if job.isCancelled { job.continuation.finish() }
-            return job.isCancelled
+        defer {
+            condition.unlock()
+            for job in dropped { job.continuation.finish() }
+            for job in stoppedJobs { job.continuation.finish(throwing: GenerationError.cancelled) }
         }
-        while idle && queue.isEmpty && !stopped {
-            condition.wait()
+        func dropCancelled() {
             queue.removeAll { job in
-                if job.isCancelled { job.continuation.finish() }
+                if job.isCancelled { dropped.append(job) }
                 return job.isCancelled
             }
         }
+        dropCancelled()
+        while idle && queue.isEmpty && !stopped {
+            condition.wait()
+            dropCancelled()
+        }
         if stopped {
-            while let job = queue.popFirst() { job.continuation.finish(throwing: GenerationError.cancelled) }
+            while let job = queue.popFirst() { stoppedJobs.append(job) }
             return nil
         }
         var admitted: [GenerationJob] = []
@@ -238,6 +268,14 @@ final class SchedulerState: @unchecked Sendable {
         while let job = queue.peek(), job.request.parameters.n <= space || (admitted.isEmpty && idle) {
             _ = queue.popFirst()
             admitted.append(job)
+            space -= job.request.parameters.n
+        }
+        var keys = runningKeys.union(admitted.map(\.request.fairnessKey))
+        space = min(space, 0) + overflow
+        while let (key, job) = queue.peek(whereKey: { !keys.contains($0) }), job.request.parameters.n <= space {
+            queue.removeFirst(ofKey: key)
+            admitted.append(job)
+            keys.insert(key)
             space -= job.request.parameters.n
         }
         return admitted
@@ -298,7 +336,10 @@ struct Scheduler {
     func run() {
         var active: [Sequence] = []
         while true {
-            guard let admitted = state.next(room: maxBatch - active.count, idle: active.isEmpty) else {
+            let admission = state.next(
+                room: maxBatch - active.count, idle: active.isEmpty, runningKeys: Set(active.map(\.job.request.fairnessKey)),
+                overflow: max(1, maxBatch / 2) - max(0, active.count - maxBatch))
+            guard let admitted = admission else {
                 for sequence in active { sequence.job.continuation.finish(throwing: GenerationError.cancelled) }
                 return
             }
