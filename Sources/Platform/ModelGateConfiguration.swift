@@ -24,6 +24,9 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         public var port: Int = 8080
         /// How long in-flight requests may run after SIGTERM before they are cancelled.
         public var shutdownGraceSeconds: Int = 30
+        /// After SIGTERM, `/readyz` answers 503 this long before the listener closes, so a load
+        /// balancer stops sending first.
+        public var drainDelayMs: Int = 1000
         public var maxBodyBytes: Int = 10 * 1024 * 1024
         /// Deadline of one inference request (504 after it; streams are exempt).
         public var requestTimeoutSeconds: Int = 120
@@ -81,6 +84,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         ("server.host", .string),
         ("server.port", .int),
         ("server.shutdownGraceSeconds", .int),
+        ("server.drainDelayMs", .int),
         ("server.maxBodyBytes", .int),
         ("server.requestTimeoutSeconds", .int),
         ("log.level", .string),
@@ -146,6 +150,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         server.host = try string("server.host")
         server.port = try int("server.port", 0...65535)
         server.shutdownGraceSeconds = try int("server.shutdownGraceSeconds", 0...3600)
+        server.drainDelayMs = try int("server.drainDelayMs", 0...600_000)
         server.maxBodyBytes = try int("server.maxBodyBytes", 1024...(1 << 31))
         server.requestTimeoutSeconds = try int("server.requestTimeoutSeconds", 1...3600)
         let levelName = try string("log.level")
@@ -188,6 +193,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
             ("server.host", .string(server.host)),
             ("server.port", .int(server.port)),
             ("server.shutdownGraceSeconds", .int(server.shutdownGraceSeconds)),
+            ("server.drainDelayMs", .int(server.drainDelayMs)),
             ("server.maxBodyBytes", .int(server.maxBodyBytes)),
             ("server.requestTimeoutSeconds", .int(server.requestTimeoutSeconds)),
             ("log.level", .string(log.level.rawValue)),

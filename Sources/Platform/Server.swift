@@ -6,6 +6,7 @@ import Logging
 import Metering
 import Postgres
 import ServiceLifecycle
+import Synchronization
 import Tenancy
 
 /// `modelgate serve`: opens the database, applies migrations, and runs the gateway until
@@ -27,8 +28,13 @@ public enum ModelGateServer {
             }
         }
         await control.publish()
+        let shutdown = ShutdownSignals(drainDelay: .milliseconds(configuration.server.drainDelayMs), logger: logger)
         let router = Gateway.makeRouter(GatewayDependencies(
-            readiness: { await Readiness.check(pool: services.pool, migrator: services.migrator, registry: registry) },
+            readiness: {
+                var report = await Readiness.check(pool: services.pool, migrator: services.migrator, registry: registry)
+                if shutdown.isDraining { report.problems["lifecycle"] = "draining: shutting down, send new requests elsewhere" }
+                return report
+            },
             authenticator: services.authenticator, tenants: services.tenants, apiKeys: services.apiKeys,
             auditLog: { tenant, since, limit in try await AuditLog.list(services.pool, tenant: tenant, since: since, limit: limit) },
             registry: registry, meter: services.meter, idempotency: IdempotencyStore(pool: services.pool), reports: services.reports,
@@ -55,10 +61,11 @@ public enum ModelGateServer {
                     .init(service: BackgroundTask { await control.listen() }),
                     .init(service: app),
                 ],
-                gracefulShutdownSignals: [.sigterm, .sigint],
+                gracefulShutdownSignals: [],
                 cancellationSignals: [],
                 logger: logger)
                 .withGracePeriod(seconds: configuration.server.shutdownGraceSeconds))
+        shutdown.attach(group)
         try await group.run()
         logger.info("modelgate stopped")
     }
@@ -91,6 +98,48 @@ extension ServiceGroupConfiguration {
         copy.maximumGracefulShutdownDuration = .seconds(seconds)
         return copy
     }
+}
+
+/// SIGTERM/SIGINT: the first marks the server as draining (`/readyz` answers 503 so a load
+/// balancer stops sending), and after `server.drainDelayMs` starts the graceful shutdown
+/// (the listener closes, in-flight requests finish within the grace period, usage is settled
+/// or spooled, the pool closes); a second exits at once (what was in flight is in the usage
+/// spool, or its quota reservation expires).
+final class ShutdownSignals: Sendable {
+    private final class Flag: Sendable {
+        let raised = Atomic<Bool>(false)
+        let group = Mutex<ServiceGroup?>(nil)
+    }
+
+    private let flag = Flag()
+    private let sources: Mutex<[any DispatchSourceSignal]>
+
+    init(drainDelay: Duration, logger: Logger) {
+        let flag = self.flag
+        sources = Mutex([SIGTERM, SIGINT].map { signalNumber in
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                if flag.raised.exchange(true, ordering: .relaxed) {
+                    logger.warning("second shutdown signal: exiting now")
+                    exit(130)
+                }
+                logger.notice("shutdown signal: not ready any more; draining in-flight requests")
+                let group = flag.group.withLock { $0 }
+                Task {
+                    try? await Task.sleep(for: drainDelay)
+                    await group?.triggerGracefulShutdown()
+                }
+            }
+            source.resume()
+            return source
+        })
+    }
+
+    /// The group whose graceful shutdown the first signal starts (after the drain delay).
+    func attach(_ group: ServiceGroup) { flag.group.withLock { $0 = group } }
+
+    var isDraining: Bool { flag.raised.load(ordering: .relaxed) }
 }
 
 /// Keeps the pool open until everything registered after it (the HTTP server) has drained,
