@@ -19,6 +19,7 @@ struct AuthenticationMiddleware: RouterMiddleware {
         do {
             let principal = try await authenticator.authenticate(key, clientAddress: context.clientAddress)
             context.principal = principal
+            context.access.caller(tenantID: principal.tenantID, keyPrefix: principal.keyPrefix)
             context.logger[metadataKey: "key_prefix"] = .string(principal.keyPrefix)
             if let tenant = principal.tenantID { context.logger[metadataKey: "tenant_id"] = .string(tenant.uuidString.lowercased()) }
         } catch {

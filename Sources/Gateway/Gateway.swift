@@ -52,6 +52,7 @@ public enum Gateway {
     public static func makeRouter(_ dependencies: GatewayDependencies) -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: RequestIDMiddleware())
+        router.add(middleware: AccessLogMiddleware(logger: Logger(label: "modelgate.access")))
         router.add(middleware: ErrorMappingMiddleware())
         HealthRoutes(readiness: dependencies.readiness).register(on: router)
         router.get("openapi.json") { _, _ in

@@ -12,6 +12,8 @@ public struct GatewayRequestContext: RequestContext {
     public var principal: Principal?
     /// The peer's IP address (for failed-attempt accounting).
     public let clientAddress: String
+    /// What the access log will say about this request.
+    public let access = AccessRecord()
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

@@ -24,6 +24,41 @@ import TestSupport
         #expect(try await fixture.events(fixture.tenantA).count == 1)
     }
 
+    @Test func everyRequestGetsOneJSONAccessLogLineWithoutSecrets() async throws {
+        let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_LOG_FORMAT": "json"])
+        defer { Task { await fixture.stop() } }
+        let base = fixture.server.baseURL
+        let prompt = "SECRET-PROMPT-TEXT"
+        let plain = try await HTTP.send(.POST, base + "/v1/completions", key: fixture.keyA, json: ["model": "shakespeare", "prompt": prompt, "max_tokens": 3])
+        let streamed = try await HTTP.send(
+            .POST, base + "/v1/completions", key: fixture.keyA, json: ["model": "shakespeare", "prompt": prompt, "max_tokens": 5, "stream": true])
+        let refused = try await HTTP.send(.GET, base + "/v1/models", key: "mgk_notarealkeyatall")
+        #expect(plain.status == 200 && streamed.status == 200 && refused.status == 401)
+        try await Task.sleep(for: .milliseconds(200))
+        let entries = fixture.server.log.split(separator: "\n").compactMap { line -> [String: Any]? in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+            return object["logger"] as? String == "modelgate.access" ? object : nil
+        }
+        func entry(_ requestID: String?) -> [String: String]? {
+            entries.first { $0["request_id"] as? String == requestID }?.mapValues { "\($0)" }  // numbers or strings
+        }
+        let first = try #require(entry(plain.headers.first(name: "x-request-id")), "\(entries)")
+        #expect(first["status"] == "200")
+        #expect(first["path"] == "/v1/completions")
+        #expect(first["tenant_id"] == fixture.tenantA.id.uuidString.lowercased())
+        #expect(first["key_prefix"]?.hasPrefix("mgk_") == true)
+        #expect(first["model"] == "shakespeare")
+        #expect(first["completion_tokens"] == "3")
+        #expect(first["latency_ms"] != nil)
+        let stream = try #require(entry(streamed.headers.first(name: "x-request-id")))
+        #expect(stream["completion_tokens"] == "5", "a stream is logged once written, with its usage")
+        let unauthorized = try #require(entry(refused.headers.first(name: "x-request-id")))
+        #expect(unauthorized["status"] == "401")
+        #expect(entries.filter { $0["path"] as? String != "/readyz" }.count == 3, "one line per request")
+        #expect(!fixture.server.log.contains(prompt))
+        #expect(!fixture.server.log.contains(fixture.keyA))
+    }
+
     @Test func aSecondSIGTERMExitsAtOnce() async throws {
         let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAINDELAYMS": "60000"])
         defer { Task { await fixture.stop() } }

@@ -245,7 +245,7 @@ struct CompletionsRoutes {
             do {
                 streams = try requests.map { try generator.generate($0) }
             } catch let error as GenerationError {
-                await pipeline.meter.settle(pipeline.record(admission, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: 0, images: 0, status: 503, started: started))
+                await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: 0, images: 0, status: 503, started: started))
                 throw InferencePipeline.map(error)
             }
             let chunker = StreamChunker(id: id, created: created, model: model, chat: chat, n: parameters.n, tokenizer: generator.tokenizer)
@@ -299,7 +299,7 @@ struct CompletionsRoutes {
                     status = 499
                 }
                 await pipeline.meter.settle(pipeline.record(
-                    admission, principal: principal, model: model, route: route, promptTokens: promptTokens,
+                    admission, context, principal: principal, model: model, route: route, promptTokens: promptTokens,
                     completionTokens: produced.value, images: 0, status: status, started: started))
             })
         }
@@ -324,13 +324,13 @@ struct CompletionsRoutes {
         } catch {
             let mapped: any Error = (error as? GenerationError).map(InferencePipeline.map) ?? error
             let status = (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500
-            await pipeline.meter.settle(pipeline.record(admission, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: 0, images: 0, status: status, started: started))
+            await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: 0, images: 0, status: status, started: started))
             await pipeline.abandonIdempotent(request, principal: principal)
             throw mapped
         }
         let completionTokens = outcome.reduce(0) { $0 + $1.completionTokens }
         await pipeline.meter.settle(pipeline.record(
-            admission, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: completionTokens,
+            admission, context, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: completionTokens,
             images: 0, status: 200, started: started))
         let usage = Usage(prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens)
         let bytes: [UInt8]

@@ -114,11 +114,11 @@ struct EmbeddingsAndImagesRoutes {
             vectors = try await pipeline.withDeadline { try await service.embed(sequences, fairnessKey: admission.tenantID.uuidString) }
         } catch {
             let mapped: any Error = (error as? GenerationError).map(InferencePipeline.map) ?? error
-            await pipeline.meter.settle(pipeline.record(admission, principal: principal, model: info.name, route: "/v1/embeddings", promptTokens: 0, completionTokens: 0, images: 0, status: (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500, started: started))
+            await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: info.name, route: "/v1/embeddings", promptTokens: 0, completionTokens: 0, images: 0, status: (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500, started: started))
             await pipeline.abandonIdempotent(request, principal: principal)
             throw mapped
         }
-        await pipeline.meter.settle(pipeline.record(admission, principal: principal, model: info.name, route: "/v1/embeddings", promptTokens: tokens, completionTokens: 0, images: 0, status: 200, started: started))
+        await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: info.name, route: "/v1/embeddings", promptTokens: tokens, completionTokens: 0, images: 0, status: 200, started: started))
         let items = vectors.enumerated().map { index, vector in
             EmbeddingResponse.Item(index: index, embedding: format == "base64" ? .base64(Self.base64(vector)) : .floats(vector))
         }
@@ -168,11 +168,11 @@ struct EmbeddingsAndImagesRoutes {
             predictions = try await pipeline.withDeadline { try await service.classify(inputs, topK: topK, fairnessKey: admission.tenantID.uuidString) }
         } catch {
             let mapped: any Error = (error as? GenerationError).map(InferencePipeline.map) ?? error
-            await pipeline.meter.settle(pipeline.record(admission, principal: principal, model: info.name, route: "/v1/images/classifications", promptTokens: 0, completionTokens: 0, images: 0, status: (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500, started: started))
+            await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: info.name, route: "/v1/images/classifications", promptTokens: 0, completionTokens: 0, images: 0, status: (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500, started: started))
             await pipeline.abandonIdempotent(request, principal: principal)
             throw mapped
         }
-        await pipeline.meter.settle(pipeline.record(admission, principal: principal, model: info.name, route: "/v1/images/classifications", promptTokens: 0, completionTokens: 0, images: prepared.count, status: 200, started: started))
+        await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: info.name, route: "/v1/images/classifications", promptTokens: 0, completionTokens: 0, images: prepared.count, status: 200, started: started))
         let response = ClassificationResponse(
             model: info.name,
             data: predictions.enumerated().map { index, labels in .init(index: index, labels: labels.map { .init(label: $0.label, score: $0.score) }) },

@@ -104,9 +104,10 @@ struct InferencePipeline: Sendable {
     }
 
     func record(
-        _ admission: Admission, principal: Principal, model: String, route: String, promptTokens: Int, completionTokens: Int,
-        images: Int, status: Int, started: ContinuousClock.Instant
+        _ admission: Admission, _ context: GatewayRequestContext, principal: Principal, model: String, route: String, promptTokens: Int,
+        completionTokens: Int, images: Int, status: Int, started: ContinuousClock.Instant
     ) -> SettlementRecord {
+        context.access.usage(model: model, promptTokens: promptTokens, completionTokens: completionTokens, images: images)
         let elapsed = ContinuousClock.now - started
         return SettlementRecord(
             requestID: admission.requestID, tenantID: admission.tenantID, keyID: principal.keyID, model: model, route: route,

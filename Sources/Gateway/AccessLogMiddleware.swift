@@ -1,0 +1,110 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import Synchronization
+
+/// What the access log reports about a request, filled in as it goes (the context is copied
+/// down the middleware chain; this record is shared by all the copies).
+public final class AccessRecord: Sendable {
+    struct Fields {
+        var tenantID: String?
+        var keyPrefix: String?
+        var model: String?
+        var promptTokens = 0
+        var completionTokens = 0
+        var images = 0
+    }
+
+    let fields = Mutex(Fields())
+
+    public init() {}
+
+    func caller(tenantID: UUID?, keyPrefix: String) {
+        fields.withLock {
+            $0.tenantID = tenantID?.uuidString.lowercased()
+            $0.keyPrefix = keyPrefix
+        }
+    }
+
+    func usage(model: String, promptTokens: Int, completionTokens: Int, images: Int) {
+        fields.withLock {
+            $0.model = model
+            $0.promptTokens = promptTokens
+            $0.completionTokens = completionTokens
+            $0.images = images
+        }
+    }
+}
+
+/// One access log entry per request (logger `modelgate.access`, one JSON line with
+/// `--log-format json`): request id, method, path (no query string), status, latency, client,
+/// tenant id, key prefix, model and usage. Never bodies, prompts, completions or keys. A
+/// streamed response is logged when its last byte is written.
+struct AccessLogMiddleware: RouterMiddleware {
+    typealias Context = GatewayRequestContext
+    let logger: Logger
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        let started = ContinuousClock.now
+        let entry = Entry(
+            logger: logger, requestID: context.requestID, method: request.method.rawValue, path: request.uri.path,
+            client: context.clientAddress, record: context.access, started: started)
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            entry.write(status: (error as? any HTTPResponseError).map { Int($0.status.code) } ?? 500)
+            throw error
+        }
+        let status = Int(response.status.code)
+        guard response.body.contentLength == nil else {
+            entry.write(status: status)
+            return response
+        }
+        // A streamed body: log once it has been written (or the client went away).
+        var streamed = response
+        let body = response.body
+        streamed.body = ResponseBody { writer in
+            do {
+                try await body.write(writer)
+                entry.write(status: status)
+            } catch {
+                entry.write(status: 499)
+                throw error
+            }
+        }
+        return streamed
+    }
+
+    struct Entry: Sendable {
+        let logger: Logger
+        let requestID: String
+        let method: String
+        let path: String
+        let client: String
+        let record: AccessRecord
+        let started: ContinuousClock.Instant
+
+        func write(status: Int) {
+            let elapsed = ContinuousClock.now - started
+            let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            let fields = record.fields.withLock { $0 }
+            var metadata: Logger.Metadata = [
+                "request_id": .string(requestID), "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
+                "latency_ms": .string(String(format: "%.1f", milliseconds)), "client": .string(client),
+            ]
+            if let tenant = fields.tenantID { metadata["tenant_id"] = .string(tenant) }
+            if let prefix = fields.keyPrefix { metadata["key_prefix"] = .string(prefix) }
+            if let model = fields.model {
+                metadata["model"] = .string(model)
+                metadata["prompt_tokens"] = .stringConvertible(fields.promptTokens)
+                metadata["completion_tokens"] = .stringConvertible(fields.completionTokens)
+                metadata["images"] = .stringConvertible(fields.images)
+            }
+            logger.info("request", metadata: metadata)
+        }
+    }
+}
