@@ -105,6 +105,10 @@ struct AccessLogMiddleware: RouterMiddleware {
                 metadata["images"] = .stringConvertible(fields.images)
             }
             logger.info("request", metadata: metadata)
+            GatewayMetrics.request(path: path, method: method, status: status, seconds: milliseconds / 1000)
+            if let model = fields.model {
+                GatewayMetrics.usage(model: model, promptTokens: fields.promptTokens, completionTokens: fields.completionTokens, images: fields.images)
+            }
         }
     }
 }

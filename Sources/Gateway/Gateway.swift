@@ -22,12 +22,15 @@ public struct GatewayDependencies: Sendable {
     public var modelControl: @Sendable (String, String) async throws -> Void
     public var maxBodyBytes: Int
     public var requestTimeout: Duration
+    /// The Prometheus text exposition served at `GET /metrics`.
+    public var metrics: @Sendable () async -> [UInt8]
 
     public init(
         readiness: @escaping @Sendable () async -> ReadinessReport, authenticator: Authenticator, tenants: TenantService,
         apiKeys: APIKeyService, auditLog: @escaping @Sendable (UUID?, Date?, Int) async throws -> [AuditEntry], registry: ModelRegistry,
         meter: Meter, idempotency: IdempotencyStore, reports: Reports, limits: LimitService, prices: PriceBook,
-        modelControl: @escaping @Sendable (String, String) async throws -> Void, maxBodyBytes: Int, requestTimeout: Duration
+        modelControl: @escaping @Sendable (String, String) async throws -> Void, maxBodyBytes: Int, requestTimeout: Duration,
+        metrics: @escaping @Sendable () async -> [UInt8] = { [] }
     ) {
         self.readiness = readiness
         self.authenticator = authenticator
@@ -43,6 +46,7 @@ public struct GatewayDependencies: Sendable {
         self.modelControl = modelControl
         self.maxBodyBytes = maxBodyBytes
         self.requestTimeout = requestTimeout
+        self.metrics = metrics
     }
 }
 
@@ -55,6 +59,12 @@ public enum Gateway {
         router.add(middleware: AccessLogMiddleware(logger: Logger(label: "modelgate.access")))
         router.add(middleware: ErrorMappingMiddleware())
         HealthRoutes(readiness: dependencies.readiness).register(on: router)
+        let metrics = dependencies.metrics
+        router.get("metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: await metrics())))
+        }
         router.get("openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }

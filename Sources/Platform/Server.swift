@@ -28,6 +28,7 @@ public enum ModelGateServer {
             }
         }
         await control.publish()
+        let exporter = MetricsExport()
         let shutdown = ShutdownSignals(drainDelay: .milliseconds(configuration.server.drainDelayMs), logger: logger)
         let router = Gateway.makeRouter(GatewayDependencies(
             readiness: {
@@ -39,7 +40,10 @@ public enum ModelGateServer {
             auditLog: { tenant, since, limit in try await AuditLog.list(services.pool, tenant: tenant, since: since, limit: limit) },
             registry: registry, meter: services.meter, idempotency: IdempotencyStore(pool: services.pool), reports: services.reports,
             limits: services.limits, prices: services.prices, modelControl: { action, name in try await control.request(action, name) },
-            maxBodyBytes: configuration.server.maxBodyBytes, requestTimeout: .seconds(configuration.server.requestTimeoutSeconds)))
+            maxBodyBytes: configuration.server.maxBodyBytes, requestTimeout: .seconds(configuration.server.requestTimeoutSeconds),
+            metrics: {
+                exporter.scrape(pool: services.pool, authenticator: services.authenticator, meter: services.meter, registry: registry)
+            }))
         let app = Application(
             router: router,
             configuration: .init(

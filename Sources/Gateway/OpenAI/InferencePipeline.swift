@@ -49,6 +49,7 @@ struct InferencePipeline: Sendable {
     /// of refused requests then costs no database work and no usage event.
     func ensureRoom(_ request: Request, principal: Principal, _ accepts: (String) -> Bool) async throws {
         guard accepts(principal.tenantID?.uuidString ?? "") else {
+            GatewayMetrics.rejected("queue_full")
             await abandonIdempotent(request, principal: principal)
             throw Self.map(GenerationError.overloaded("the model's queue is full; retry shortly"))
         }
@@ -58,6 +59,12 @@ struct InferencePipeline: Sendable {
         do {
             return try await meter.admit(estimate, principal: principal)
         } catch let error as MeteringError {
+            switch error {
+            case .rateLimited: GatewayMetrics.rejected("rate_limit")
+            case .quotaExceeded: GatewayMetrics.rejected("quota")
+            case .unavailable: GatewayMetrics.rejected("unavailable")
+            case .invalid, .notFound: break
+            }
             throw Self.map(error)
         }
     }

@@ -2,8 +2,9 @@ import Foundation
 import Testing
 import TestSupport
 
-/// Shutdown as a load balancer sees it: not ready first, then drained, then gone.
-@Suite struct LifecycleEndToEndTests {
+/// Operations: shutdown as a load balancer sees it (not ready, drained, gone), the access log
+/// and the metrics.
+@Suite struct OperationsEndToEndTests {
     @Test func onSIGTERMReadinessFailsFirstThenRequestsDrainAndUsageIsSettled() async throws {
         let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAINDELAYMS": "1500"])
         defer { Task { await fixture.stop() } }
@@ -57,6 +58,36 @@ import TestSupport
         #expect(entries.filter { $0["path"] as? String != "/readyz" }.count == 3, "one line per request")
         #expect(!fixture.server.log.contains(prompt))
         #expect(!fixture.server.log.contains(fixture.keyA))
+    }
+
+    @Test func metricsCountRequestsTokensRejectionsAndModelState() async throws {
+        let fixture = try await GatewayFixture.start()
+        defer { Task { await fixture.stop() } }
+        let base = fixture.server.baseURL
+        let limited = try await fixture.key(tenant: fixture.tenantA, limits: ["requests_per_minute": 1])
+        for _ in 0..<2 {
+            _ = try await HTTP.send(.POST, base + "/v1/completions", key: limited, json: ["model": "shakespeare", "prompt": "KING:", "max_tokens": 3])
+        }
+        _ = try await HTTP.send(.GET, base + "/v1/models/\(UUID().uuidString)", key: fixture.keyA)
+        let response = try await HTTP.send(.GET, base + "/metrics")
+        #expect(response.status == 200)
+        #expect(response.headers.first(name: "content-type")?.hasPrefix("text/plain") == true)
+        let lines = response.body.split(separator: "\n").map(String.init)
+        func value(_ name: String, _ labels: [String] = []) -> Double? {
+            lines.first { line in line.hasPrefix(name + (labels.isEmpty ? " " : "{")) && labels.allSatisfy { line.contains($0) } }
+                .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+        }
+        #expect(value("modelgate_http_requests_total", [#"route="/v1/completions""#, #"status="200""#]) == 1, "\(response.body)")
+        #expect(value("modelgate_http_requests_total", [#"route="/v1/completions""#, #"status="429""#]) == 1)
+        #expect(value("modelgate_http_requests_total", [#"route="/v1/models/{name}""#, #"status="404""#]) == 1)
+        #expect(value("modelgate_tokens_total", [#"model="shakespeare""#, #"kind="completion""#]) == 3)
+        #expect(value("modelgate_admission_rejections_total", [#"reason="rate_limit""#]) == 1)
+        #expect(value("modelgate_model_state", [#"model="shakespeare""#, #"state="ready""#]) == 1)
+        #expect(value("modelgate_model_queue_depth", [#"model="shakespeare""#]) == 0)
+        #expect((value("modelgate_db_pool_connections") ?? 0) > 0)
+        #expect(value("modelgate_key_cache_hit_ratio") != nil)
+        #expect(lines.contains { $0.hasPrefix("modelgate_http_request_duration_seconds_bucket{") })
+        #expect(!response.body.contains("mgk_"), "no key material in metrics")
     }
 
     @Test func aSecondSIGTERMExitsAtOnce() async throws {

@@ -1,0 +1,44 @@
+import Foundation
+import CoreMetrics
+import Metrics
+
+/// What the gateway counts, through swift-metrics (the server bootstraps a Prometheus backend
+/// and serves it at `GET /metrics`). Labels never carry tenant secrets or key material; paths
+/// are reduced to their route so ids do not explode the label space.
+enum GatewayMetrics {
+    static func request(path: String, method: String, status: Int, seconds: Double) {
+        let route = routeLabel(path, status: status)
+        CoreMetrics.Counter(label: "modelgate_http_requests_total", dimensions: [("route", route), ("method", method), ("status", String(status))]).increment()
+        CoreMetrics.Timer(label: "modelgate_http_request_duration_seconds", dimensions: [("route", route)]).recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    static func usage(model: String, promptTokens: Int, completionTokens: Int, images: Int) {
+        if promptTokens > 0 { CoreMetrics.Counter(label: "modelgate_tokens_total", dimensions: [("model", model), ("kind", "prompt")]).increment(by: promptTokens) }
+        if completionTokens > 0 {
+            CoreMetrics.Counter(label: "modelgate_tokens_total", dimensions: [("model", model), ("kind", "completion")]).increment(by: completionTokens)
+        }
+        if images > 0 { CoreMetrics.Counter(label: "modelgate_images_total", dimensions: [("model", model)]).increment(by: images) }
+    }
+
+    /// An inference request refused before it ran: `rate_limit`, `quota`, `queue_full` or `unavailable`.
+    static func rejected(_ reason: String) {
+        CoreMetrics.Counter(label: "modelgate_admission_rejections_total", dimensions: [("reason", reason)]).increment()
+    }
+
+    /// `/v1/models/shakespeare` -> `/v1/models/{name}`, ids -> `{id}`; anything unrouted -> `unmatched`.
+    static func routeLabel(_ path: String, status: Int) -> String {
+        let known = ["/healthz", "/readyz", "/metrics", "/openapi.json"]
+        guard path.hasPrefix("/v1/") || path.hasPrefix("/admin/v1/") || known.contains(path) else { return "unmatched" }
+        if status == 404, !path.hasPrefix("/v1/models/") { return "unmatched" }
+        var segments = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        for index in segments.indices where index > 0 {
+            let segment = segments[index]
+            if segments[index - 1] == "models", !segment.isEmpty {
+                segments[index] = "{name}"
+            } else if UUID(uuidString: segment) != nil || segment.allSatisfy(\.isNumber) && !segment.isEmpty {
+                segments[index] = "{id}"
+            }
+        }
+        return segments.joined(separator: "/")
+    }
+}
