@@ -21,7 +21,7 @@ struct HTTPResult {
 enum HTTP {
     static func send(
         _ method: HTTPMethod, _ url: String, key: String? = nil, json: Any? = nil, headers: [(String, String)] = [],
-        client: HTTPClient = .shared
+        client: HTTPClient = .shared, timeout: Duration = .seconds(30)
     ) async throws -> HTTPResult {
         var request = HTTPClientRequest(url: url)
         request.method = method
@@ -33,7 +33,7 @@ enum HTTP {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: data))
         }
-        let response = try await client.execute(request, timeout: .seconds(30))
+        let response = try await client.execute(request, timeout: .init(timeout))
         let body = try await response.body.collect(upTo: 16 << 20)
         return HTTPResult(status: Int(response.status.code), headers: response.headers, body: String(buffer: body))
     }

@@ -231,7 +231,11 @@ func collect(_ stream: GenerationStream) async throws -> Completion {
         parameters.seed = 1
         // The consumer reads three tokens, then its task is cancelled (a client that went away).
         let request = GenerationRequest(prompt: [9], parameters: parameters)
+        // The count is taken when the consumer has left its loop (its stream is gone): how
+        // quickly a cancelled task gets to run again depends on the machine's load, not on us.
+        let leftAt = Shared(-1)
         let consumer = Task {
+            defer { leftAt.withLock { $0 = generator.statistics.generatedTokens } }
             var received = 0
             for try await event in try generator.generate(request) {
                 if case .delta = event { received += 1 }
@@ -240,7 +244,8 @@ func collect(_ stream: GenerationStream) async throws -> Completion {
         }
         while generator.statistics.generatedTokens < 3 { try await Task.sleep(for: .milliseconds(1)) }
         consumer.cancel()
-        let cancelledAt = generator.statistics.generatedTokens
+        _ = await consumer.result
+        let cancelledAt = leftAt.withLock { $0 }
         let deadline = ContinuousClock.now + .seconds(5)
         while generator.statistics.running > 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(2)) }
         #expect(generator.statistics.running == 0)

@@ -1,0 +1,122 @@
+import Foundation
+import Metering
+import Postgres
+import Tenancy
+import TestSupport
+import Testing
+
+/// Faults with real processes on loopback: two instances behind a round-robin client, and an
+/// instance killed with SIGKILL in the middle of a load run.
+@Suite struct FaultEndToEndTests {
+    @Test func twoInstancesBehindARoundRobinClientNeverOvershootAHardQuota() async throws {
+        let fixture = try await GatewayFixture.start()
+        defer { Task { await fixture.stop() } }
+        let second = try await fixture.harness.server(extraEnvironment: [
+            "MODELGATE_MODELS_DIRECTORY": fixture.models, "MODELGATE_METERING_SPOOLDIRECTORY": fixture.harness.directory + "/spool-2",
+        ])
+        defer { Task { await second.stopGracefully() } }
+        let quota = 400
+        try await LimitService(pool: fixture.harness.system.pool).setTenantOverrides(
+            fixture.tenantA.id, LimitSettings(monthlyTokens: quota), actor: AuditActor("test"))
+        let servers = [fixture.server.baseURL, second.baseURL]
+        let outcomes = Shared<[Int: Int]>([:])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in 0..<24 {
+                group.addTask {
+                    var turn = client
+                    while true {
+                        let base = servers[turn % 2]
+                        turn += 1
+                        let result = try await HTTP.send(
+                            .POST, base + "/v1/completions", key: fixture.keyA,
+                            json: ["model": "shakespeare", "prompt": "KING:", "max_tokens": 8, "temperature": 1])
+                        outcomes.withLock { $0[result.status, default: 0] += 1 }
+                        if result.status == 429 { return }
+                        #expect(result.status == 200, "\(result.body)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let pool = fixture.harness.system.pool
+        let events = try await pool.query(
+            "SELECT count(*)::bigint AS n, coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens FROM usage_events WHERE tenant_id = $1",
+            [fixture.tenantA.id])
+        let used: Int = try events[0].decode("tokens")
+        let seen = outcomes.withLock { $0 }
+        #expect(try events[0].decode("n", as: Int.self) == seen[200, default: 0], "one usage event per 200: \(seen)")
+        #expect(used <= quota)
+        // Fully usable: less than one request's worst case (2 prompt + 8 completion tokens) left.
+        #expect(quota - used < 10 + 8, "only \(used) of \(quota) tokens were usable")
+        let counter = try await pool.query(
+            "SELECT used, reserved FROM quota_counters WHERE subject = $1 AND metric = 'tokens'", ["tenant:" + fixture.tenantA.id.uuidString.lowercased()])
+        #expect(try counter[0].decode("used", as: Int.self) == used)
+        #expect(try counter[0].decode("reserved", as: Int.self) == 0)
+    }
+
+    @Test func aKilledInstanceLosesNoUsageAndInventsNone() async throws {
+        let fixture = try await GatewayFixture.start()
+        defer { Task { await fixture.stop() } }
+        let base = fixture.server.baseURL
+        let completed = Shared<[String]>([])
+        let aborted = Shared(0)
+        let stop = Shared(false)
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        while !stop.withLock({ $0 }) {
+                            do {
+                                let result = try await HTTP.send(
+                                    .POST, base + "/v1/completions", key: fixture.keyA,
+                                    json: ["model": "shakespeare", "prompt": "ROMEO:", "max_tokens": 24, "temperature": 1],
+                                    timeout: .seconds(5))  // the client retries refused connections until its deadline
+                                if result.status == 200, let id = result.headers.first(name: "x-request-id") {
+                                    completed.withLock { $0.append(id) }
+                                }
+                            } catch {
+                                aborted.withLock { $0 += 1 }  // the connection died with the server
+                                try? await Task.sleep(for: .milliseconds(20))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        while completed.withLock({ $0.count }) < 20 { try await Task.sleep(for: .milliseconds(10)) }
+        fixture.server.signal(SIGKILL)
+        _ = await fixture.server.waitForExit(timeout: .seconds(10))
+        try await Task.sleep(for: .milliseconds(300))
+        stop.withLock { $0 = true }
+        await load.value
+
+        // Restart on the same spool and let it replay.
+        let restarted = try await fixture.harness.server(extraEnvironment: ["MODELGATE_MODELS_DIRECTORY": fixture.models])
+        defer { Task { await restarted.stopGracefully() } }
+        let pool = fixture.harness.system.pool
+        let okIDs = completed.withLock { $0 }
+        var rows: PostgresRows = try await pool.query("SELECT request_id, status FROM usage_events WHERE tenant_id = $1", [fixture.tenantA.id])
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            rows = try await pool.query("SELECT request_id, status FROM usage_events WHERE tenant_id = $1", [fixture.tenantA.id])
+            let settled = Set(try rows.map { try $0.decode("request_id", as: String.self) })
+            if Set(okIDs).isSubset(of: settled) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        // And until the spool the killed instance left is replayed (the file is emptied once
+        // nothing in it is pending), so that a double count would show.
+        let spool = fixture.harness.directory + "/.modelgate/spool/usage.spool"
+        while ContinuousClock.now < deadline, ((try? FileManager.default.attributesOfItem(atPath: spool)[.size] as? Int) ?? 0) > 0 {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        rows = try await pool.query("SELECT request_id, status FROM usage_events WHERE tenant_id = $1", [fixture.tenantA.id])
+        let events = try rows.map { try $0.decode("request_id", as: String.self) }
+        let counts = Dictionary(events.map { ($0, 1) }, uniquingKeysWith: +)
+        // Every 200 the client saw has exactly one usage event ...
+        for id in okIDs { #expect(counts[id] == 1, "request \(id) answered 200 has \(counts[id] ?? 0) usage events") }
+        #expect(counts.values.allSatisfy { $0 == 1 })
+        // ... and every other event belongs to a request the client saw abort.
+        let extra = events.count - okIDs.count
+        #expect(extra >= 0 && extra <= aborted.withLock { $0 }, "\(extra) events without a 200, \(aborted.withLock { $0 }) aborted requests")
+    }
+}
