@@ -269,7 +269,7 @@ struct GatewayFixture {
         #expect(try await fixture.events(fixture.tenantA).count > 10)
     }
 
-    @Test func aTenantFloodingAModelWithTenTimesItsQueueDoesNotLockAnotherOut() async throws {
+    @Test(.timeLimit(.minutes(2))) func aTenantFloodingAModelWithTenTimesItsQueueDoesNotLockAnotherOut() async throws {
         // Queue of 8, batches of 4: tenant A keeps 80 requests outstanding (retrying after each
         // 503 as Retry-After says); every one of tenant B's requests must still succeed.
         // (B's latency under the flood is reported, not asserted: on a 2-core machine shared
@@ -284,7 +284,7 @@ struct GatewayFixture {
             var latencies: [Double] = []
             for _ in 0..<count {
                 let started = ContinuousClock.now
-                guard let result = try? await HTTP.send(.POST, url, key: fixture.keyB, json: body) else {
+                guard let result = try? await HTTP.send(.POST, url, key: fixture.keyB, json: body, timeout: .seconds(20)) else {
                     Issue.record("tenant B's request failed: \(statuses.withLock { $0 })\n\(fixture.server.log.suffix(2000))")
                     continue
                 }
@@ -307,7 +307,7 @@ struct GatewayFixture {
                 for _ in 0..<80 {
                     group.addTask {
                         while !stop.withLock({ $0 }) {
-                            let result = try? await HTTP.send(.POST, url, key: fixture.keyA, json: body, client: floodClient)
+                            let result = try? await HTTP.send(.POST, url, key: fixture.keyA, json: body, client: floodClient, timeout: .seconds(10))
                             let status = result?.status ?? -1
                             statuses.withLock { $0[status, default: 0] += 1 }
                             // Refused: wait as told (Retry-After), as the openai clients do.
@@ -328,7 +328,8 @@ struct GatewayFixture {
 
         let seen = statuses.withLock { $0 }
         #expect(seen[503, default: 0] > 0, "the flood never filled the queue: \(seen)")
-        #expect(Set(seen.keys).isSubset(of: [200, 503]), "\(seen)")
+        // The flooder sees 200s and 503s (and, on a loaded machine, its own client timeouts).
+        #expect(Set(seen.keys).isSubset(of: [200, 503, -1]), "\(seen)")
         let p99Idle = idle[idle.count - 1]
         let p99Loaded = loaded[loaded.count - 1]
         print("fairness: tenant B p99 \(p99Loaded) ms under the flood vs \(p99Idle) ms idle (median \(loaded[10]) vs \(idle[10])); flood: \(seen); server-side ms: \(processing.withLock { $0 })")
