@@ -41,7 +41,7 @@ struct AdminRoutes {
     }
 
     struct DeletionBody: Encodable, Sendable {
-        var id: UUID
+        var id: String  // lower-case, as every other id in responses
         var deleted = true
         var revokedKeys: Int
         var shreddedDataKeys: Int
@@ -84,7 +84,7 @@ struct AdminRoutes {
             let principal = try context.require(.admin)
             let id = try TenantKeyRoutes.id(context)
             let report = try await tenants.delete(id, actor: .key(principal))
-            return JSONResponse(status: .ok, body: DeletionBody(id: id, revokedKeys: report.revokedKeys, shreddedDataKeys: report.shreddedDataKeys))
+            return JSONResponse(status: .ok, body: DeletionBody(id: id.uuidString.lowercased(), revokedKeys: report.revokedKeys, shreddedDataKeys: report.shreddedDataKeys))
         }
         group.post("tenants/:id/suspend") { _, context in
             let principal = try context.require(.admin)

@@ -3,6 +3,7 @@ import Hummingbird
 import Inference
 import Logging
 import Metering
+import NIOCore
 import Postgres
 import Tenancy
 
@@ -38,6 +39,18 @@ struct ErrorMappingMiddleware: RouterMiddleware {
             throw OpenAIError.unavailable("The service is temporarily unavailable (database unreachable); retry shortly.", retryAfterSeconds: 1)
         } catch let error as PostgresError where error.isQueryCanceled {
             throw OpenAIError(status: .gatewayTimeout, message: "The request took too long and was cancelled.", type: "server_error", code: "timeout")
+        } catch let error as PostgresError where error.sqlState?.hasPrefix("22") == true || error.sqlState?.hasPrefix("23") == true {
+            // A data exception (a value the column cannot hold) or a constraint the value breaks:
+            // the request's values, not the server, are at fault. Validation should have caught
+            // it first; this keeps a gap in validation from becoming a 500.
+            context.logger.notice("database refused a value", metadata: ["sqlstate": "\(error.sqlState ?? "")"])
+            if error.isUniqueViolation {
+                throw OpenAIError(status: .conflict, message: "A resource with these values already exists.", type: "invalid_request_error", code: "conflict")
+            }
+            let reason = error.sqlState == "22021" ? "a text value contains a NUL character or invalid UTF-8" : "a value is out of range or invalid"
+            throw OpenAIError.invalidRequest("The request was refused: \(reason).", param: nil)
+        } catch is NIOTooManyBytesError {
+            throw OpenAIError(status: .contentTooLarge, message: "request body too large", type: "invalid_request_error", code: "request_too_large")
         } catch let error as KeyringError {
             context.logger.error("keyring error", metadata: ["error": "\(error)"])
             throw OpenAIError(status: .internalServerError, message: "internal server error", type: "server_error")

@@ -1,17 +1,11 @@
 import Foundation
 import Hummingbird
+import NIOCore
 
 /// Request bodies: decoded strictly, with errors that name the offending field.
 enum JSONBody {
     static func decode<Value: Decodable>(_ type: Value.Type, from request: Request, context: GatewayRequestContext, limit: Int) async throws -> Value {
-        var request = request
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.collectBody(upTo: limit)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw OpenAIError(status: .contentTooLarge, message: "request body exceeds \(limit) bytes", type: "invalid_request_error", code: "request_too_large")
-        }
-        let data = Data(buffer: buffer)
+        let data = Data(buffer: try await collect(request, limit: limit))
         if data.isEmpty { throw OpenAIError.invalidRequest("request body must be a JSON object") }
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
@@ -24,6 +18,23 @@ enum JSONBody {
         } catch {
             throw OpenAIError.invalidRequest("request body is not valid JSON")
         }
+    }
+
+    /// The whole body, or 413 when it is longer than `limit` — whether the Content-Length said
+    /// so up front (Hummingbird's HTTPError) or the bytes streamed past it (NIO's error).
+    static func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {
+        var request = request
+        do {
+            return try await request.collectBody(upTo: limit)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            throw tooLarge(limit)
+        } catch is NIOTooManyBytesError {
+            throw tooLarge(limit)
+        }
+    }
+
+    static func tooLarge(_ limit: Int) -> OpenAIError {
+        OpenAIError(status: .contentTooLarge, message: "request body exceeds \(limit) bytes", type: "invalid_request_error", code: "request_too_large")
     }
 
     static func describe(_ error: DecodingError) -> OpenAIError {

@@ -42,6 +42,23 @@ public struct LimitSettings: Sendable, Equatable, Codable {
         try container.encode(monthlyBudgetMicros, forKey: .monthlyBudgetMicros)
     }
 
+    /// These settings, or an error naming the first value no limit can have (negative, or
+    /// too large for its column).
+    public func validated() throws -> LimitSettings {
+        let values: [(CodingKeys, Int?, Int)] = [
+            (.requestsPerMinute, requestsPerMinute, Int(Int32.max)), (.tokensPerMinute, tokensPerMinute, Int.max),
+            (.maxConcurrent, maxConcurrent, Int(Int32.max)), (.monthlyTokens, monthlyTokens, Int.max),
+            (.monthlyImages, monthlyImages, Int.max), (.monthlyBudgetMicros, monthlyBudgetMicros, Int.max),
+        ]
+        for (key, value, maximum) in values {
+            guard let value else { continue }
+            guard value >= 0, value <= maximum else {
+                throw MeteringError.invalid(key.rawValue, "must be an integer from 0 to \(maximum), or null for no limit")
+            }
+        }
+        return self
+    }
+
     /// The tighter of two settings, metric by metric.
     public func tightened(by other: LimitSettings) -> LimitSettings {
         func tighter(_ a: Int?, _ b: Int?) -> Int? {
@@ -183,7 +200,7 @@ public struct LimitService: Sendable {
                 ON CONFLICT (name) DO UPDATE SET display_name = coalesce($2, plans.display_name),
                     requests_per_minute = $3, tokens_per_minute = $4, max_concurrent = $5, monthly_tokens = $6,
                     monthly_images = $7, monthly_budget_micros = $8, updated_at = now()
-                """, [name, displayName] + limits.parameters)
+                """, [name, displayName] + limits.validated().parameters)
             try AuditLog.append(connection, actor: actor, tenant: nil, action: "plan.set", target: "plan:\(name)", details: ["limits": limits.summary])
         }
         return try await plan(name)
@@ -202,7 +219,7 @@ public struct LimitService: Sendable {
                 INSERT INTO tenant_limits (tenant_id, \(LimitSettings.columns)) VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (tenant_id) DO UPDATE SET requests_per_minute = $2, tokens_per_minute = $3, max_concurrent = $4,
                     monthly_tokens = $5, monthly_images = $6, monthly_budget_micros = $7, updated_at = now()
-                """, [tenant] + limits.parameters)
+                """, [tenant] + limits.validated().parameters)
             try AuditLog.append(
                 connection, actor: actor, tenant: tenant, action: "limits.set", target: "tenant:\(tenant.uuidString.lowercased())",
                 details: ["limits": limits.summary])

@@ -28,8 +28,8 @@ enum HTTP {
         if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let json {
-            // A String is sent as it is (already JSON); anything else is serialised.
-            let data = try (json as? String).map { Data($0.utf8) } ?? JSONSerialization.data(withJSONObject: json)
+            // A String or Data is sent as it is (already JSON, or deliberately not); anything else is serialised.
+            let data = try (json as? Data) ?? (json as? String).map { Data($0.utf8) } ?? JSONSerialization.data(withJSONObject: json)
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: data))
         }

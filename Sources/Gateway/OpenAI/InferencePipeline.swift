@@ -195,13 +195,7 @@ struct InferencePipeline: Sendable {
 
     /// The raw request body, within the size limit (413 beyond).
     func body(_ request: Request) async throws -> [UInt8] {
-        var request = request
-        do {
-            let buffer = try await request.collectBody(upTo: maxBodyBytes)
-            return Array(buffer: buffer)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw OpenAIError(status: .contentTooLarge, message: "request body exceeds \(maxBodyBytes) bytes", type: "invalid_request_error", code: "request_too_large")
-        }
+        Array(buffer: try await JSONBody.collect(request, limit: maxBodyBytes))
     }
 
     static func decode<Value: Decodable>(_ type: Value.Type, _ bytes: [UInt8]) throws -> Value {
@@ -220,7 +214,9 @@ struct InferencePipeline: Sendable {
     static func map(_ error: GenerationError) -> OpenAIError {
         switch error {
         case .invalidParameter(let name, let message): .invalidRequest("\(name): \(message)", param: name)
-        case .contextExceeded: .invalidRequest(error.description, param: "messages", code: "context_length_exceeded")
+        case .contextExceeded(let prompt, let requested, let context):
+            // The prompt alone is too long, or it fits and max_tokens asks too much.
+            .invalidRequest(error.description, param: prompt < context && requested > 0 ? "max_tokens" : "messages", code: "context_length_exceeded")
         case .emptyPrompt: .invalidRequest(error.description, param: "prompt")
         case .overloaded(let message): .unavailable("The model is overloaded: \(message)", retryAfterSeconds: 2)
         case .cancelled: OpenAIError(status: .serviceUnavailable, message: "The request was cancelled.", type: "server_error", code: "cancelled")
