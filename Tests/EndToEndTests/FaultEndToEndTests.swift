@@ -119,4 +119,76 @@ import Testing
         let extra = events.count - okIDs.count
         #expect(extra >= 0 && extra <= aborted.withLock { $0 }, "\(extra) events without a 200, \(aborted.withLock { $0 }) aborted requests")
     }
+
+    @Test(.timeLimit(.minutes(3))) func aPostgreSQLRestartUnderLoadGivesOnly503sThenFullServiceAndLosesNothing() async throws {
+        let cluster = try await PrivateCluster()
+        let fixture = try await GatewayFixture.start(
+            extraEnvironment: ["MODELGATE_DATABASE_CONNECTTIMEOUTSECONDS": "1"], database: try await TestDatabase.create(on: cluster))
+        defer { Task { await fixture.stop(); await cluster.destroy() } }
+        let base = fixture.server.baseURL
+        struct Outcome { var started: ContinuousClock.Instant; var status: Int; var retryAfter: String?; var requestID: String? }
+        let outcomes = Shared<[Outcome]>([])
+        let transportErrors = Shared<[String]>([])
+        let stop = Shared(false)
+        let load = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for _ in 0..<6 {
+                    group.addTask {
+                        while !stop.withLock({ $0 }) {
+                            let started = ContinuousClock.now
+                            do {
+                                let result = try await HTTP.send(
+                                    .POST, base + "/v1/completions", key: fixture.keyA,
+                                    json: ["model": "shakespeare", "prompt": "ROMEO:", "max_tokens": 4, "temperature": 1], timeout: .seconds(20))
+                                outcomes.withLock {
+                                    $0.append(Outcome(started: started, status: result.status, retryAfter: result.headers.first(name: "retry-after"),
+                                                      requestID: result.headers.first(name: "x-request-id")))
+                                }
+                                if result.status != 200 { try? await Task.sleep(for: .milliseconds(50)) }
+                            } catch {
+                                transportErrors.withLock { $0.append("\(error)") }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        func count(_ status: Int) -> Int { outcomes.withLock { $0.filter { $0.status == status }.count } }
+        while count(200) < 20 { try await Task.sleep(for: .milliseconds(10)) }
+        try await cluster.stop()
+        let refusedBefore = count(503)
+        try await Task.sleep(for: .seconds(3))
+        #expect(count(503) > refusedBefore, "no request saw the outage")
+        try await cluster.start()
+        let back = ContinuousClock.now
+        try await Task.sleep(for: .seconds(4))
+        stop.withLock { $0 = true }
+        await load.value
+
+        let seen = outcomes.withLock { $0 }
+        #expect(transportErrors.withLock { $0 }.isEmpty, "\(transportErrors.withLock { $0 }.prefix(3))")
+        // During the outage: 503 with Retry-After, nothing else.
+        for outcome in seen where outcome.status != 200 {
+            #expect(outcome.status == 503 && outcome.retryAfter != nil, "status \(outcome.status), Retry-After \(outcome.retryAfter ?? "none")")
+        }
+        // Within 2 s of PostgreSQL's return, full service.
+        let late = seen.filter { $0.started > back + .seconds(2) }
+        #expect(!late.isEmpty)
+        #expect(late.allSatisfy { $0.status == 200 }, "\(late.filter { $0.status != 200 }.count) of \(late.count) requests failed more than 2 s after PostgreSQL returned")
+
+        // Nothing lost: once the spool has replayed, every 200 has exactly one usage event.
+        let okIDs = seen.filter { $0.status == 200 }.compactMap(\.requestID)
+        #expect(okIDs.count == seen.filter { $0.status == 200 }.count)
+        let pool = fixture.harness.system.pool
+        var counts: [String: Int] = [:]
+        let deadline = ContinuousClock.now + .seconds(15)
+        repeat {
+            let rows = try await pool.query("SELECT request_id FROM usage_events WHERE tenant_id = $1 AND status = 200", [fixture.tenantA.id])
+            counts = Dictionary(try rows.map { (try $0.decode("request_id", as: String.self), 1) }, uniquingKeysWith: +)
+            if okIDs.allSatisfy({ counts[$0] != nil }) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        } while ContinuousClock.now < deadline
+        for id in okIDs { #expect(counts[id] == 1, "request \(id) answered 200 has \(counts[id] ?? 0) usage events") }
+        #expect(counts.count == okIDs.count, "\(counts.count) billed successes for \(okIDs.count) 200 responses")
+    }
 }

@@ -62,8 +62,10 @@ struct GatewayFixture {
     let keyA: String
     let keyB: String
 
-    static func start(queueCapacity: Int? = nil, extraEnvironment: [String: String] = [:]) async throws -> GatewayFixture {
-        let harness = try await ServerHarness.start()
+    static func start(
+        queueCapacity: Int? = nil, extraEnvironment: [String: String] = [:], database: TestDatabase? = nil
+    ) async throws -> GatewayFixture {
+        let harness = try await ServerHarness.start(database: database)
         let limits = LimitService(pool: harness.system.pool)
         _ = try await limits.setPlan(
             "test", displayName: nil, limits: LimitSettings(requestsPerMinute: 100_000, tokensPerMinute: 10_000_000, maxConcurrent: 1000), actor: .init("test"))

@@ -45,8 +45,8 @@ final class ServerHarness: Sendable {
     let directory: String
     let operatorKey: String
 
-    static func start() async throws -> ServerHarness {
-        let system = try await TestTenancy.create()
+    static func start(database: TestDatabase? = nil) async throws -> ServerHarness {
+        let system = try await TestTenancy.create(database: database)
         let directory = "/tmp/mg-e2e-" + UUID().uuidString.prefix(8).lowercased()
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let created = try await system.apiKeys.create(tenant: nil, NewAPIKey(name: "op", scopes: [.admin]), actor: AuditActor("test"))

@@ -42,10 +42,22 @@ public final class TestDatabase: Sendable {
         return TestDatabase(name: String(name), pool: PostgresPool(configuration: configuration), configuration: configuration)
     }
 
-    init(name: String, pool: PostgresPool, configuration: PostgresConfiguration) {
+    /// The database `app` of a private cluster, migrated (for tests that restart PostgreSQL).
+    public static func create(on cluster: PrivateCluster, poolSize: Int = 4) async throws -> TestDatabase {
+        let configuration = cluster.configuration(poolSize: poolSize)
+        let pool = PostgresPool(configuration: configuration)
+        try await Migrator(pool: pool, migrations: SchemaMigrations.all, logger: Logger(label: "modelgate.tests")).migrate()
+        return TestDatabase(name: "app", pool: pool, configuration: configuration, onSharedCluster: false)
+    }
+
+    /// Whether the database lives on the shared cluster (and is dropped from it when done).
+    let onSharedCluster: Bool
+
+    init(name: String, pool: PostgresPool, configuration: PostgresConfiguration, onSharedCluster: Bool = true) {
         self.name = name
         self.pool = pool
         self.configuration = configuration
+        self.onSharedCluster = onSharedCluster
     }
 
     /// The libpq connection string of this database (for a `modelgate` process under test).
@@ -54,7 +66,7 @@ public final class TestDatabase: Sendable {
     /// Closes the pool and drops the database.
     public func drop() async {
         await pool.shutdown()
-        if let cluster = try? await TestCluster.shared() {
+        if onSharedCluster, let cluster = try? await TestCluster.shared() {
             _ = try? await cluster.adminPool.execute("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
         }
     }

@@ -13,8 +13,9 @@ public struct TestTenancy: Sendable {
     public let authenticator: Authenticator
     public let keyring: KeyringAdministration
 
-    public static func create(poolSize: Int = 4) async throws -> TestTenancy {
-        let database = try await TestDatabase.create(poolSize: poolSize)
+    /// On a fresh database of the shared cluster, or on `database` when given.
+    public static func create(poolSize: Int = 4, database: TestDatabase? = nil) async throws -> TestTenancy {
+        let database = if let database { database } else { try await TestDatabase.create(poolSize: poolSize) }
         let keyFile = NSTemporaryDirectory() + "mg-keyring-\(UUID().uuidString)/keyring.json"
         let keys = try MasterKeys.generate()
         try keys.save(file: keyFile)
