@@ -30,6 +30,10 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         public var maxBodyBytes: Int = 10 * 1024 * 1024
         /// Deadline of one inference request (504 after it; streams are exempt).
         public var requestTimeoutSeconds: Int = 120
+        /// A connection that completes no request part for this long is closed: an idle
+        /// keep-alive connection, or a client trickling its request headers (slowloris).
+        /// Responses being written (streams) are exempt.
+        public var idleTimeoutSeconds: Int = 60
     }
 
     public struct Log: Sendable, Equatable {
@@ -85,6 +89,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         ("server.port", .int),
         ("server.shutdownGraceSeconds", .int),
         ("server.drainDelayMs", .int),
+        ("server.idleTimeoutSeconds", .int),
         ("server.maxBodyBytes", .int),
         ("server.requestTimeoutSeconds", .int),
         ("log.level", .string),
@@ -105,6 +110,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
     ) async throws -> ModelGateConfiguration {
         var providers: [any ConfigProvider] = []
         let modelgateEnvironment = environment.filter { $0.key.hasPrefix("MODELGATE_") }
+        try validateEnvironment(modelgateEnvironment.keys)
         providers.append(
             EnvironmentVariablesProvider(
                 environmentVariables: modelgateEnvironment,
@@ -124,6 +130,20 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         }
         providers.append(InMemoryProvider(name: "defaults", values: Self.defaultValues))
         return try ModelGateConfiguration(reader: ConfigReader(providers: providers))
+    }
+
+    /// A variable that names a configuration section but no key in it is a typo that would
+    /// otherwise be ignored in silence (MODELGATE_SERVER_DRAINDELAYMS for ..._DRAIN_DELAY_MS).
+    static func validateEnvironment(_ names: some Sequence<String>) throws {
+        let known = Set(keys.map { environmentName(for: $0.key) })
+        let sections = Set(keys.map { "MODELGATE_" + $0.key.split(separator: ".")[0].uppercased() + "_" })
+        for name in names.sorted() where !known.contains(name) {
+            guard let section = sections.first(where: { name.hasPrefix($0) }) else { continue }
+            let squashed = name.replacingOccurrences(of: "_", with: "")
+            let suggestion = known.first { $0.replacingOccurrences(of: "_", with: "") == squashed }
+                ?? known.filter { $0.hasPrefix(section) }.sorted().joined(separator: ", ")
+            throw ConfigurationError("unknown setting \(name) in the environment (known: \(suggestion))")
+        }
     }
 
     init(reader: ConfigReader) throws {
@@ -151,6 +171,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         server.port = try int("server.port", 0...65535)
         server.shutdownGraceSeconds = try int("server.shutdownGraceSeconds", 0...3600)
         server.drainDelayMs = try int("server.drainDelayMs", 0...600_000)
+        server.idleTimeoutSeconds = try int("server.idleTimeoutSeconds", 1...86_400)
         server.maxBodyBytes = try int("server.maxBodyBytes", 1024...(1 << 31))
         server.requestTimeoutSeconds = try int("server.requestTimeoutSeconds", 1...3600)
         let levelName = try string("log.level")
@@ -194,6 +215,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
             ("server.port", .int(server.port)),
             ("server.shutdownGraceSeconds", .int(server.shutdownGraceSeconds)),
             ("server.drainDelayMs", .int(server.drainDelayMs)),
+            ("server.idleTimeoutSeconds", .int(server.idleTimeoutSeconds)),
             ("server.maxBodyBytes", .int(server.maxBodyBytes)),
             ("server.requestTimeoutSeconds", .int(server.requestTimeoutSeconds)),
             ("log.level", .string(log.level.rawValue)),

@@ -12,7 +12,7 @@ import Testing
         let fixture = try await GatewayFixture.start()
         defer { Task { await fixture.stop() } }
         let second = try await fixture.harness.server(extraEnvironment: [
-            "MODELGATE_MODELS_DIRECTORY": fixture.models, "MODELGATE_METERING_SPOOLDIRECTORY": fixture.harness.directory + "/spool-2",
+            "MODELGATE_MODELS_DIRECTORY": fixture.models, "MODELGATE_METERING_SPOOL_DIRECTORY": fixture.harness.directory + "/spool-2",
         ])
         defer { Task { await second.stopGracefully() } }
         let quota = 400
@@ -123,7 +123,7 @@ import Testing
     @Test(.timeLimit(.minutes(3))) func aPostgreSQLRestartUnderLoadGivesOnly503sThenFullServiceAndLosesNothing() async throws {
         let cluster = try await PrivateCluster()
         let fixture = try await GatewayFixture.start(
-            extraEnvironment: ["MODELGATE_DATABASE_CONNECTTIMEOUTSECONDS": "1"], database: try await TestDatabase.create(on: cluster))
+            extraEnvironment: ["MODELGATE_DATABASE_CONNECT_TIMEOUT_SECONDS": "1"], database: try await TestDatabase.create(on: cluster))
         defer { Task { await fixture.stop(); await cluster.destroy() } }
         let base = fixture.server.baseURL
         struct Outcome { var started: ContinuousClock.Instant; var status: Int; var retryAfter: String?; var requestID: String? }

@@ -6,7 +6,7 @@ import TestSupport
 /// and the metrics.
 @Suite struct OperationsEndToEndTests {
     @Test func onSIGTERMReadinessFailsFirstThenRequestsDrainAndUsageIsSettled() async throws {
-        let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAINDELAYMS": "1500"])
+        let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAIN_DELAY_MS": "1500"])
         defer { Task { await fixture.stop() } }
         let base = fixture.server.baseURL
         #expect(try await HTTP.send(.GET, base + "/readyz").status == 200)
@@ -91,7 +91,7 @@ import TestSupport
     }
 
     @Test func aSecondSIGTERMExitsAtOnce() async throws {
-        let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAINDELAYMS": "60000"])
+        let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAIN_DELAY_MS": "60000"])
         defer { Task { await fixture.stop() } }
         fixture.server.signal(SIGTERM)
         try await Task.sleep(for: .milliseconds(200))

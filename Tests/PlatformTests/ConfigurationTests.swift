@@ -87,6 +87,24 @@ import Testing
         }
     }
 
+    @Test func aMisspelledEnvironmentSettingIsRefusedWithTheRightName() async throws {
+        let directory = try scratch()
+        do {
+            _ = try await ModelGateConfiguration.load(environment: ["MODELGATE_SERVER_DRAINDELAYMS": "5"], workingDirectory: directory)
+            Issue.record("a misspelled setting was ignored")
+        } catch let error as ConfigurationError {
+            #expect(error.description.contains("MODELGATE_SERVER_DRAIN_DELAY_MS"), "\(error)")
+        }
+        await #expect(throws: ConfigurationError.self) {
+            try await ModelGateConfiguration.load(environment: ["MODELGATE_LOG_COLOUR": "x"], workingDirectory: directory)
+        }
+        // Variables outside the configuration's sections are other tools' business.
+        let configuration = try await ModelGateConfiguration.load(
+            environment: ["MODELGATE_KEYRING": "{}", "MODELGATE_PG_USER": "postgres", "MODELGATE_SERVER_DRAIN_DELAY_MS": "5"],
+            workingDirectory: directory)
+        #expect(configuration.server.drainDelayMs == 5)
+    }
+
     @Test func environmentNamesFollowTheKeys() {
         #expect(ModelGateConfiguration.environmentName(for: "database.poolSize") == "MODELGATE_DATABASE_POOL_SIZE")
         #expect(ModelGateConfiguration.environmentName(for: "server.port") == "MODELGATE_SERVER_PORT")
