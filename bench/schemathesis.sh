@@ -11,6 +11,7 @@ examples=${1:-100}
 binary=${2:-.build/release/modelgate}
 command -v schemathesis > /dev/null || pip install --quiet schemathesis
 [ -x "$binary" ] || swift build -c release --product modelgate
+case "$binary" in /*) ;; *) binary="$(pwd)/$binary" ;; esac
 scratch=$(mktemp -d /tmp/mg-schemathesis-XXXXXX)
 chmod 755 "$scratch"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -18,11 +19,11 @@ repository=$(pwd)
 server=
 cleanup() {
   [ -n "$server" ] && kill "$server" 2> /dev/null && wait "$server" 2> /dev/null || true
-  (cd "$scratch" && "$repository/$binary" db stop > /dev/null 2>&1) || true
+  (cd "$scratch" && "$binary" db stop > /dev/null 2>&1) || true
   rm -rf "$scratch"
 }
 trap cleanup EXIT
-(cd "$scratch" && MODELGATE_MODELS_DIRECTORY="$repository/models" exec "$repository/$binary" serve --port "$port" > serve.log 2>&1) &
+(cd "$scratch" && MODELGATE_MODELS_DIRECTORY="$repository/models" exec "$binary" serve --port "$port" > serve.log 2>&1) &
 server=$!
 base="http://127.0.0.1:$port"
 for _ in $(seq 300); do curl -sf "$base/readyz" > /dev/null && break; sleep 0.2; done

@@ -24,6 +24,8 @@ public struct GatewayDependencies: Sendable {
     public var requestTimeout: Duration
     /// The Prometheus text exposition served at `GET /metrics`.
     public var metrics: @Sendable () async -> [UInt8]
+    /// Whether `GET /metrics` needs an operator key.
+    public var metricsNeedOperatorKey = false
 
     public init(
         readiness: @escaping @Sendable () async -> ReadinessReport, authenticator: Authenticator, tenants: TenantService,
@@ -59,17 +61,19 @@ public enum Gateway {
         router.add(middleware: AccessLogMiddleware(logger: Logger(label: "modelgate.access")))
         router.add(middleware: ErrorMappingMiddleware())
         HealthRoutes(readiness: dependencies.readiness).register(on: router)
-        let metrics = dependencies.metrics
-        router.get("metrics") { _, _ in
-            Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: await metrics())))
-        }
         router.get("openapi.json") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
         }
 
         let authentication = AuthenticationMiddleware(authenticator: dependencies.authenticator)
+        let metrics = dependencies.metrics
+        let needsKey = dependencies.metricsNeedOperatorKey
+        (needsKey ? router.group().add(middleware: authentication) : router.group()).get("metrics") { _, context in
+            if needsKey { _ = try context.require(.admin) }
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: await metrics())))
+        }
         let tenantAPI = router.group("v1").add(middleware: authentication)
         let adminAPI = router.group("admin/v1").add(middleware: authentication)
         IdentityRoutes().register(on: tenantAPI)

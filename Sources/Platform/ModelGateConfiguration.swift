@@ -34,6 +34,9 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         /// keep-alive connection, or a client trickling its request headers (slowloris).
         /// Responses being written (streams) are exempt.
         public var idleTimeoutSeconds: Int = 60
+        /// `none`: `/metrics` is open (bind to a private interface); `operator`: it needs an
+        /// operator key (scope admin), as Prometheus' `authorization` setting sends it.
+        public var metricsAuth: String = "none"
     }
 
     public struct Log: Sendable, Equatable {
@@ -90,6 +93,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         ("server.shutdownGraceSeconds", .int),
         ("server.drainDelayMs", .int),
         ("server.idleTimeoutSeconds", .int),
+        ("server.metricsAuth", .string),
         ("server.maxBodyBytes", .int),
         ("server.requestTimeoutSeconds", .int),
         ("log.level", .string),
@@ -172,6 +176,10 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         server.shutdownGraceSeconds = try int("server.shutdownGraceSeconds", 0...3600)
         server.drainDelayMs = try int("server.drainDelayMs", 0...600_000)
         server.idleTimeoutSeconds = try int("server.idleTimeoutSeconds", 1...86_400)
+        server.metricsAuth = try string("server.metricsAuth").lowercased()
+        guard ["none", "operator"].contains(server.metricsAuth) else {
+            throw ConfigurationError.invalid("server.metricsAuth", expected: "none or operator, got \"\(server.metricsAuth)\"")
+        }
         server.maxBodyBytes = try int("server.maxBodyBytes", 1024...(1 << 31))
         server.requestTimeoutSeconds = try int("server.requestTimeoutSeconds", 1...3600)
         let levelName = try string("log.level")
@@ -216,6 +224,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
             ("server.shutdownGraceSeconds", .int(server.shutdownGraceSeconds)),
             ("server.drainDelayMs", .int(server.drainDelayMs)),
             ("server.idleTimeoutSeconds", .int(server.idleTimeoutSeconds)),
+            ("server.metricsAuth", .string(server.metricsAuth)),
             ("server.maxBodyBytes", .int(server.maxBodyBytes)),
             ("server.requestTimeoutSeconds", .int(server.requestTimeoutSeconds)),
             ("log.level", .string(log.level.rawValue)),

@@ -30,7 +30,7 @@ public enum ModelGateServer {
         await control.publish()
         let exporter = MetricsExport()
         let shutdown = ShutdownSignals(drainDelay: .milliseconds(configuration.server.drainDelayMs), logger: logger)
-        let router = Gateway.makeRouter(GatewayDependencies(
+        var dependencies = GatewayDependencies(
             readiness: {
                 var report = await Readiness.check(pool: services.pool, migrator: services.migrator, registry: registry)
                 if shutdown.isDraining { report.problems["lifecycle"] = "draining: shutting down, send new requests elsewhere" }
@@ -43,7 +43,9 @@ public enum ModelGateServer {
             maxBodyBytes: configuration.server.maxBodyBytes, requestTimeout: .seconds(configuration.server.requestTimeoutSeconds),
             metrics: {
                 exporter.scrape(pool: services.pool, authenticator: services.authenticator, meter: services.meter, registry: registry)
-            }))
+            })
+        dependencies.metricsNeedOperatorKey = configuration.server.metricsAuth == "operator"
+        let router = Gateway.makeRouter(dependencies)
         let app = Application(
             router: router,
             server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.server.idleTimeoutSeconds)))),

@@ -1,6 +1,7 @@
 import Foundation
 import Metering
 import NIOHTTP1
+import Postgres
 import TestSupport
 import Testing
 
@@ -85,5 +86,20 @@ import Testing
         #expect(deleted.status == 200, "\(deleted.body)")
         #expect(deleted.json["id"] as? String == fixture.tenantB.id.uuidString.lowercased())
         #expect(!fixture.server.log.contains("unhandled error"), "\(fixture.server.log.suffix(2000))")
+    }
+
+    /// A short Schemathesis run (bench/schemathesis.sh, a few examples per operation) against the
+    /// real binary: no 5xx, and every status, content type, header and body as documented. The
+    /// full run (100 examples per operation, thousands of requests) is the same script.
+    @Test(.enabled(if: Schemathesis.binDirectory != nil, "schemathesis could not be installed; skipping"), .timeLimit(.minutes(5)))
+    func schemathesisFindsNoServerErrorAndNoSchemaViolation() async throws {
+        let script = TestModels.repository.path + "/bench/schemathesis.sh"
+        let binary = ModelGateProcess.binaryPath
+        let path = (Schemathesis.binDirectory ?? "") + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+        let (status, output) = try await onOwnThread {
+            try ChildProcess.run(script, ["4", binary], environment: ModelGateProcess.cleanEnvironment(["PATH": path]))
+        }
+        #expect(status == 0, "\(output.suffix(6000))")
+        #expect(output.contains("generated requests"), "\(output.suffix(2000))")
     }
 }

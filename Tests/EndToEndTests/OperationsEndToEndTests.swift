@@ -90,6 +90,20 @@ import TestSupport
         #expect(!response.body.contains("mgk_"), "no key material in metrics")
     }
 
+    @Test func metricsCanRequireAnOperatorKey() async throws {
+        let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_METRICS_AUTH": "operator"])
+        defer { Task { await fixture.stop() } }
+        let url = fixture.server.baseURL + "/metrics"
+        #expect(try await HTTP.send(.GET, url).status == 401)
+        let tenantKey = try await HTTP.send(.GET, url, key: fixture.keyA)
+        #expect(tenantKey.status == 403)
+        #expect(tenantKey.errorCode == "insufficient_scope")
+        let operatorKey = try await HTTP.send(.GET, url, key: fixture.harness.operatorKey)
+        #expect(operatorKey.status == 200)
+        #expect(operatorKey.body.contains("modelgate_db_pool_connections"))
+        #expect(try await HTTP.send(.GET, fixture.server.baseURL + "/healthz").status == 200, "health stays open")
+    }
+
     @Test func aSecondSIGTERMExitsAtOnce() async throws {
         let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAIN_DELAY_MS": "60000"])
         defer { Task { await fixture.stop() } }

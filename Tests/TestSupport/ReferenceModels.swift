@@ -31,6 +31,19 @@ public enum OpenAIPython {
     }()
 }
 
+/// Schemathesis in a virtual environment of its own (pip install on first use), or nil.
+public enum Schemathesis {
+    public static let binDirectory: String? = {
+        let venv = NSTemporaryDirectory() + "modelgate-test-schemathesis"
+        if Shell.run([venv + "/bin/schemathesis", "--version"]) { return venv + "/bin" }
+        guard Shell.run(["python3", "-m", "venv", venv]),
+            Shell.run([venv + "/bin/python", "-m", "pip", "install", "--quiet", "schemathesis"]),
+            Shell.run([venv + "/bin/schemathesis", "--version"])
+        else { return nil }
+        return venv + "/bin"
+    }()
+}
+
 public enum Shell {
     /// Runs a command quietly; true when it exits 0.
     public static func run(_ arguments: [String]) -> Bool {

@@ -31,6 +31,33 @@ struct MeteringBenchmark {
         let key = try await APIKeyService(pool: pool, pepper: keys.pepper).create(tenant: tenant.id, NewAPIKey(name: "k", scopes: [.inference]), actor: AuditActor("bench"))
         let principal = try await Authenticator(pool: pool, pepper: keys.pepper).authenticate(key.secret, clientAddress: "bench")
 
+        // The baseline: the least an exact, shared counter costs — per request, two
+        // transactions that each update one row (admission reserves, settlement commits),
+        // through the same pool and with the same number of clients.
+        try await pool.execute("CREATE TABLE bench_baseline (id int PRIMARY KEY, n bigint NOT NULL)")
+        try await pool.execute("INSERT INTO bench_baseline VALUES (1, 0)")
+        var baseline: [Int: Double] = [:]
+        for clients in [1, 32] {
+            let deadline = Date().addingTimeInterval(seconds / 2)
+            let started = Date()
+            let pairs = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<clients {
+                    group.addTask {
+                        var pairs = 0
+                        while Date() < deadline {
+                            for _ in 0..<2 {
+                                try await pool.transaction { try $0.execute("UPDATE bench_baseline SET n = n + 1 WHERE id = 1") }
+                            }
+                            pairs += 1
+                        }
+                        return pairs
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            baseline[clients] = Double(pairs) / Date().timeIntervalSince(started)
+        }
+
         for (instances, clients) in [(1, 1), (1, 32), (2, 32)] {
             var pools = [pool]
             for _ in 1..<instances { pools.append(PostgresPool(configuration: configuration)) }
@@ -61,9 +88,12 @@ struct MeteringBenchmark {
             }
             let elapsed = Date().timeIntervalSince(started)
             let (count, p50, p99) = latencies.summary()
+            let rate = Double(count) / elapsed
+            let floor = baseline[clients] ?? rate
             printJSON([
                 "benchmark": "metering", "instances": instances, "clients": clients,
-                "admissions_and_settlements_per_second": Int(Double(count) / elapsed),
+                "admissions_and_settlements_per_second": Int(rate),
+                "baseline_two_row_updates_per_second": Int(floor), "ratio_vs_baseline": (rate / floor * 100).rounded() / 100,
                 "added_latency_p50_ms": p50, "added_latency_p99_ms": p99, "seconds": seconds,
             ])
             for extra in pools.dropFirst() { await extra.shutdown() }
