@@ -25,9 +25,10 @@ def rows(records):
         elif kind == "gpt2_124m_f32":
             yield ("GPT-2 124M decode, batch 1", r["decode_batch1_tokens_per_second"], "tok/s",
                    "memory-bandwidth ceiling", r["bandwidth_ceiling_tokens_per_second"])
-            for key, value in sorted(r.items()):
-                if key.startswith("concurrent_") and key.endswith("_tokens_per_second"):
-                    streams = key.split("_")[1]
+            concurrent = [(int(key.split("_")[1]), value) for key, value in r.items()
+                          if key.startswith("concurrent_") and key.endswith("_tokens_per_second")]
+            for streams, value in sorted(concurrent):
+                if streams > 1:
                     yield (f"GPT-2 124M, {streams} concurrent streams", value, "tok/s",
                            "decode, batch 1", r["decode_batch1_tokens_per_second"])
         elif kind == "resnet":

@@ -92,9 +92,15 @@ struct AccessLogMiddleware: RouterMiddleware {
             let elapsed = ContinuousClock.now - started
             let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
             let fields = record.fields.withLock { $0 }
+            GatewayMetrics.request(path: path, method: method, status: status, seconds: milliseconds / 1000)
+            if let model = fields.model {
+                GatewayMetrics.usage(model: model, promptTokens: fields.promptTokens, completionTokens: fields.completionTokens, images: fields.images)
+            }
+            guard logger.logLevel <= .info else { return }  // the entry is built only when it will be written
+            let tenths = Int((milliseconds * 10).rounded())
             var metadata: Logger.Metadata = [
                 "request_id": .string(requestID), "method": .string(method), "path": .string(path), "status": .stringConvertible(status),
-                "latency_ms": .string(String(format: "%.1f", milliseconds)), "client": .string(client),
+                "latency_ms": .string("\(tenths / 10).\(tenths % 10)"), "client": .string(client),
             ]
             if let tenant = fields.tenantID { metadata["tenant_id"] = .string(tenant) }
             if let prefix = fields.keyPrefix { metadata["key_prefix"] = .string(prefix) }
@@ -105,10 +111,6 @@ struct AccessLogMiddleware: RouterMiddleware {
                 metadata["images"] = .stringConvertible(fields.images)
             }
             logger.info("request", metadata: metadata)
-            GatewayMetrics.request(path: path, method: method, status: status, seconds: milliseconds / 1000)
-            if let model = fields.model {
-                GatewayMetrics.usage(model: model, promptTokens: fields.promptTokens, completionTokens: fields.completionTokens, images: fields.images)
-            }
         }
     }
 }

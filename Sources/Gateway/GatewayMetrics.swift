@@ -1,16 +1,42 @@
 import Foundation
 import CoreMetrics
 import Metrics
+import Synchronization
 
 /// What the gateway counts, through swift-metrics (the server bootstraps a Prometheus backend
 /// and serves it at `GET /metrics`). Labels never carry tenant secrets or key material; paths
 /// are reduced to their route so ids do not explode the label space.
 enum GatewayMetrics {
     static func request(path: String, method: String, status: Int, seconds: Double) {
-        let route = routeLabel(path, status: status)
-        CoreMetrics.Counter(label: "modelgate_http_requests_total", dimensions: [("route", route), ("method", method), ("status", String(status))]).increment()
-        CoreMetrics.Timer(label: "modelgate_http_request_duration_seconds", dimensions: [("route", route)]).recordNanoseconds(Int64(seconds * 1e9))
+        let handles = requestHandles(route: routeLabel(path, status: status), method: method, status: status)
+        handles.counter.increment()
+        handles.timer.recordNanoseconds(Int64(seconds * 1e9))
     }
+
+    /// The counter and timer of one route, method and status, made once: the backend's own
+    /// lookup (labels sorted and joined under its registry lock) is too dear for every request.
+    private static func requestHandles(route: String, method: String, status: Int) -> RequestHandles {
+        let key = RequestKey(route: route, method: method, status: status)
+        if let handles = cache.withLock({ $0[key] }) { return handles }
+        let handles = RequestHandles(
+            counter: CoreMetrics.Counter(label: "modelgate_http_requests_total", dimensions: [("route", route), ("method", method), ("status", String(status))]),
+            timer: CoreMetrics.Timer(label: "modelgate_http_request_duration_seconds", dimensions: [("route", route)]))
+        cache.withLock { $0[key] = handles }
+        return handles
+    }
+
+    private struct RequestKey: Hashable {
+        var route: String
+        var method: String
+        var status: Int
+    }
+
+    private struct RequestHandles: Sendable {
+        var counter: CoreMetrics.Counter
+        var timer: CoreMetrics.Timer
+    }
+
+    private static let cache = Mutex<[RequestKey: RequestHandles]>([:])
 
     static func usage(model: String, promptTokens: Int, completionTokens: Int, images: Int) {
         if promptTokens > 0 { CoreMetrics.Counter(label: "modelgate_tokens_total", dimensions: [("model", model), ("kind", "prompt")]).increment(by: promptTokens) }
