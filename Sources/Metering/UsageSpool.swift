@@ -72,8 +72,12 @@ public final class UsageSpool: Sendable {
         var closed = false
     }
 
+    /// The directory's lock, held as long as this spool is open.
+    private let lock: SpoolLock
+
     public init(directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        lock = try SpoolLock(directory: directory)
         path = directory + "/usage.spool"
         let descriptor = open(path, O_CREAT | O_RDWR | O_APPEND | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
@@ -188,3 +192,52 @@ public final class UsageSpool: Sendable {
     public var pendingCount: Int { shared.state.withLock { $0.pending.count } }
 }
 
+/// One process per spool directory: two instances sharing one would truncate each other's
+/// records when they compact the file. An advisory `flock` on `lock` in the directory, taken
+/// once per process (the same process may open the spool again, as tests do) and released with
+/// the last spool — or by the kernel when the process dies, even by SIGKILL.
+final class SpoolLock: Sendable {
+    private let key: String
+    private static let held = Mutex<[String: (descriptor: Int32, users: Int)]>([:])
+
+    init(directory: String) throws {
+        let lockPath = directory + "/lock"
+        key = URL(fileURLWithPath: directory).resolvingSymlinksInPath().path
+        try Self.held.withLock { held in
+            if let entry = held[key] {
+                held[key] = (entry.descriptor, entry.users + 1)
+                return
+            }
+            let descriptor = open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+            guard descriptor >= 0 else {
+                throw MeteringError.unavailable("cannot open \(lockPath): \(String(cString: strerror(errno)))")
+            }
+            guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+                var buffer = [UInt8](repeating: 0, count: 32)
+                let count = pread(descriptor, &buffer, buffer.count, 0)
+                let owner = count > 0 ? String(decoding: buffer.prefix(count), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+                close(descriptor)
+                throw MeteringError.unavailable(
+                    "the usage spool \(directory) is in use by another modelgate process (pid \(owner)); give each instance its own metering.spoolDirectory")
+            }
+            let pid = Array("\(getpid())\n".utf8)
+            _ = ftruncate(descriptor, 0)
+            _ = pwrite(descriptor, pid, pid.count, 0)
+            held[key] = (descriptor, 1)
+        }
+    }
+
+    deinit { release() }
+
+    private func release() {
+        Self.held.withLock { held in
+            guard let entry = held[key] else { return }
+            if entry.users > 1 {
+                held[key] = (entry.descriptor, entry.users - 1)
+            } else {
+                close(entry.descriptor)  // releases the flock
+                held[key] = nil
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ import Tenancy
 /// closes the pool.
 public enum ModelGateServer {
     public static func run(_ configuration: ModelGateConfiguration, logger: Logger) async throws {
-        let services = try await ModelGateServices.open(configuration, logger: logger)
+        let services = try await ModelGateServices.open(configuration, logger: logger, spool: true)
         try await bootstrapOperatorKey(services)
         Inference.BLAS.configureThreads()
         let registry = ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory))

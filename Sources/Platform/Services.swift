@@ -25,7 +25,9 @@ public struct ModelGateServices: Sendable {
 
     /// Opens the database (starting the local cluster in zero-config mode), applies pending
     /// migrations, and loads the master keys.
-    public static func open(_ configuration: ModelGateConfiguration, logger: Logger) async throws -> ModelGateServices {
+    /// `spool`: open the usage spool (the server does; the CLI settles nothing and must not take
+    /// the spool directory's lock from a server running beside it).
+    public static func open(_ configuration: ModelGateConfiguration, logger: Logger, spool: Bool = false) async throws -> ModelGateServices {
         let pool = try await DatabaseBootstrap.openPool(configuration, logger: logger)
         do {
             let migrator = DatabaseBootstrap.migrator(pool, logger: logger)
@@ -47,7 +49,7 @@ public struct ModelGateServices: Sendable {
                 apiKeys: APIKeyService(pool: pool, pepper: loaded.keys.pepper), authenticator: authenticator,
                 keyringAdministration: KeyringAdministration(pool: pool, keyRing: keyRing, keyFile: keyFile),
                 meter: Meter(
-                    pool: pool, spool: try UsageSpool(directory: configuration.metering.spoolDirectory), logger: logger,
+                    pool: pool, spool: spool ? try UsageSpool(directory: configuration.metering.spoolDirectory) : nil, logger: logger,
                     reservationTTLSeconds: configuration.metering.reservationTtlSeconds),
                 limits: LimitService(pool: pool), prices: PriceBook(pool: pool), reports: Reports(pool: pool))
         } catch {

@@ -192,3 +192,20 @@ import Testing
         #expect(counts.count == okIDs.count, "\(counts.count) billed successes for \(okIDs.count) 200 responses")
     }
 }
+
+extension FaultEndToEndTests {
+    @Test func aSecondInstanceOnTheSameSpoolDirectoryIsRefusedAndTheCLIStillWorks() async throws {
+        let fixture = try await GatewayFixture.start()
+        defer { Task { await fixture.stop() } }
+        // Same working directory, so the same default spool directory.
+        let second = try ModelGateProcess(
+            in: fixture.harness.directory, environment: fixture.harness.environment.merging(["MODELGATE_MODELS_DIRECTORY": fixture.models]) { $1 })
+        let status = await second.waitForExit(timeout: .seconds(60))
+        #expect(status != nil && status != 0, "the second instance kept running")
+        #expect(second.log.contains("is in use by another modelgate process (pid"), "\(second.log.suffix(2000))")
+        // A CLI command beside the running server settles nothing and takes no lock.
+        let listed = try await fixture.harness.cli(["tenant", "list"])
+        #expect(listed.status == 0, "\(listed.output)")
+        #expect(try await HTTP.send(.GET, fixture.server.baseURL + "/readyz").status == 200)
+    }
+}

@@ -95,7 +95,7 @@ import TestSupport
         let harness = try await ServerHarness.start()
         defer { Task { await harness.stop() } }
         let first = try await harness.server()
-        let second = try await harness.server()
+        let second = try await harness.server(extraEnvironment: ["MODELGATE_METERING_SPOOL_DIRECTORY": harness.directory + "/spool-2"])
         let a = try await tenant(first, harness, slug: "two-servers")
         let created = try await HTTP.send(.POST, first.baseURL + "/v1/keys", key: a.key, json: ["name": "victim", "scopes": ["keys:manage"]])
         let victim = try #require(created.json["key"] as? String)
