@@ -54,14 +54,23 @@ import Testing
         let residentDuring = try residentBytes(fixture.server.child.pid)
         let opened = ContinuousClock.now
 
-        // The server closes every trickling connection once the idle timeout has passed.
-        try await Task.sleep(for: .seconds(4))
+        // The server closes every trickling connection once the idle timeout (2 s) has passed;
+        // a loaded machine may run the timers late, so look for up to 10 s.
+        try await Task.sleep(for: .seconds(2))
+        var closed = 0
+        var open = slow
+        while !open.isEmpty, ContinuousClock.now - opened < .seconds(10) {
+            try await Task.sleep(for: .milliseconds(250))
+            open = open.filter { !$0.isClosedByPeer() }
+            closed = slow.count - open.count
+        }
         trickling.withLock { $0 = false }
-        let closed = slow.filter { $0.isClosedByPeer() }.count
         #expect(closed == slow.count, "\(slow.count - closed) of \(slow.count) slowloris connections still open \(ContinuousClock.now - opened) later")
 
         let median = { (values: [Duration]) in values[values.count / 2] }
-        #expect(median(busy) < max(median(idle) * 4, median(idle) + .milliseconds(200)), "median \(median(busy)) with 300 slow connections, \(median(idle)) without")
+        // Slowloris harm shows as refused or stalled requests (seconds), not as the noise of a
+        // machine shared with other tests; the bound leaves room for the latter.
+        #expect(median(busy) < max(median(idle) * 4, median(idle) + .seconds(1)), "median \(median(busy)) with 300 slow connections, \(median(idle)) without")
         #expect(residentDuring - residentBefore < 64 << 20, "resident memory grew by \((residentDuring - residentBefore) >> 20) MiB")
 
         // The stream nobody reads still finishes and is billed (its slot is released).
