@@ -123,17 +123,23 @@ import TestSupport
         #expect(await iterator.next() == .notification(.init(channel: "modelgate_test", payload: "second")))
     }
 
-    @Test func cancelledWaiterDoesNotRunItsQuery() async throws {
+    @Test(.timeLimit(.minutes(1))) func cancelledWaiterDoesNotRunItsQuery() async throws {
         let database = try await TestDatabase.createEmpty(poolSize: 1)
         defer { Task { await database.drop() } }
         let pool = database.pool
         try await pool.execute("CREATE TABLE marks (n int)")
-        let blocker = Task { try await pool.query("SELECT pg_sleep(1)") }
+        // The pool's only connection stays busy until the test lets it go: it waits for an
+        // advisory lock held through another pool. (A timed blocker, pg_sleep, could finish
+        // before a loaded machine let the test see the waiter queue, and the test then spun.)
+        let holder = PostgresPool(configuration: database.configuration)
+        try await holder.execute("SELECT pg_advisory_lock(7)")  // held by the session until the holder closes
+        let blocker = Task { try await pool.query("SELECT pg_advisory_lock(7), pg_advisory_unlock(7)") }
         while pool.statistics.inUse == 0 { try await Task.sleep(for: .milliseconds(5)) }
         let waiter = Task { try await pool.execute("INSERT INTO marks VALUES (1)") }
         while pool.statistics.waiting == 0 { try await Task.sleep(for: .milliseconds(5)) }
         waiter.cancel()
         await #expect(throws: CancellationError.self) { try await waiter.value }
+        await holder.shutdown()  // closing the holder's connection releases the lock
         _ = try await blocker.value
         #expect(try await pool.query("SELECT count(*) AS n FROM marks")[0].decode("n", as: Int.self) == 0)
     }
