@@ -54,7 +54,7 @@ import Testing
         #expect(try counter[0].decode("reserved", as: Int.self) == 0)
     }
 
-    @Test func aKilledInstanceLosesNoUsageAndInventsNone() async throws {
+    @Test(.timeLimit(.minutes(3))) func aKilledInstanceLosesNoUsageAndInventsNone() async throws {
         let fixture = try await GatewayFixture.start()
         defer { Task { await fixture.stop() } }
         let base = fixture.server.baseURL

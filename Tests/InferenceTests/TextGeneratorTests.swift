@@ -219,7 +219,7 @@ func collect(_ stream: GenerationStream) async throws -> Completion {
         #expect(evicted.withLock { $0 } == 1, "exactly one of a's queued requests is evicted")
     }
 
-    @Test func cancellingTheConsumerStopsGenerationWithinOneToken() async throws {
+    @Test(.timeLimit(.minutes(2))) func cancellingTheConsumerStopsGenerationWithinOneToken() async throws {
         // A model big enough that a step takes a while, so the consumer is never far behind.
         let directory = NSTemporaryDirectory() + "mg-slow-gpt2-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: directory) }
