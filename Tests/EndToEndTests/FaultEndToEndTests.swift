@@ -72,7 +72,10 @@ import Testing
                                     json: ["model": "shakespeare", "prompt": "ROMEO:", "max_tokens": 24, "temperature": 1],
                                     timeout: .seconds(5))  // the client retries refused connections until its deadline
                                 if result.status == 200, let id = result.headers.first(name: "x-request-id") {
-                                    completed.withLock { $0.append(id) }
+                                    let count = completed.withLock { $0.append(id); return $0.count }
+                                    // Kill the moment the 20th answer arrives: a server that answered
+                                    // before its usage was durable would lose that request's event.
+                                    if count == 20 { fixture.server.signal(SIGKILL) }
                                 }
                             } catch {
                                 aborted.withLock { $0 += 1 }  // the connection died with the server
@@ -84,7 +87,6 @@ import Testing
             }
         }
         while completed.withLock({ $0.count }) < 20 { try await Task.sleep(for: .milliseconds(10)) }
-        fixture.server.signal(SIGKILL)
         _ = await fixture.server.waitForExit(timeout: .seconds(10))
         try await Task.sleep(for: .milliseconds(300))
         stop.withLock { $0 = true }
