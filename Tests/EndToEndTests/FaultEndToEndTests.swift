@@ -125,7 +125,7 @@ import Testing
     @Test(.timeLimit(.minutes(3))) func aPostgreSQLRestartUnderLoadGivesOnly503sThenFullServiceAndLosesNothing() async throws {
         let cluster = try await PrivateCluster()
         let fixture = try await GatewayFixture.start(
-            extraEnvironment: ["MODELGATE_DATABASE_CONNECT_TIMEOUT_SECONDS": "1"], database: try await TestDatabase.create(on: cluster))
+            extraEnvironment: ["MODELGATE_DATABASE_CONNECT_TIMEOUT_SECONDS": "2"], database: try await TestDatabase.create(on: cluster))
         defer { Task { await fixture.stop(); await cluster.destroy() } }
         let base = fixture.server.baseURL
         struct Outcome { var started: ContinuousClock.Instant; var status: Int; var retryAfter: String?; var requestID: String? }

@@ -6,7 +6,8 @@ import TestSupport
 /// and the metrics.
 @Suite struct OperationsEndToEndTests {
     @Test func onSIGTERMReadinessFailsFirstThenRequestsDrainAndUsageIsSettled() async throws {
-        let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAIN_DELAY_MS": "1500"])
+        // A drain delay long enough for a loaded CI machine to make both requests inside it.
+        let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_DRAIN_DELAY_MS": "8000"])
         defer { Task { await fixture.stop() } }
         let base = fixture.server.baseURL
         #expect(try await HTTP.send(.GET, base + "/readyz").status == 200)
