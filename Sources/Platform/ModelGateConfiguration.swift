@@ -33,7 +33,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         /// A connection that completes no request part for this long is closed: an idle
         /// keep-alive connection, or a client trickling its request headers (slowloris).
         /// Responses being written (streams) are exempt.
-        public var idleTimeoutSeconds: Int = 60
+        public var idleTimeoutSeconds: Int = 75
         /// `none`: `/metrics` is open (bind to a private interface); `operator`: it needs an
         /// operator key (scope admin), as Prometheus' `authorization` setting sends it.
         public var metricsAuth: String = "none"
