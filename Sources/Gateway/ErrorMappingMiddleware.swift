@@ -50,7 +50,7 @@ struct ErrorMappingMiddleware: RouterMiddleware {
             let reason = error.sqlState == "22021" ? "a text value contains a NUL character or invalid UTF-8" : "a value is out of range or invalid"
             throw OpenAIError.invalidRequest("The request was refused: \(reason).", param: nil)
         } catch is NIOTooManyBytesError {
-            throw OpenAIError(status: .contentTooLarge, message: "request body too large", type: "invalid_request_error", code: "request_too_large")
+            throw Self.map(HTTPError(.contentTooLarge))  // the body streamed past its limit: as Hummingbird's own 413
         } catch let error as KeyringError {
             context.logger.error("keyring error", metadata: ["error": "\(error)"])
             throw OpenAIError(status: .internalServerError, message: "internal server error", type: "server_error")
