@@ -128,3 +128,63 @@ struct ResNetReference: Decodable {
         #expect(throws: ImageError.self) { try decoder.decode(garbage) }
     }
 }
+
+/// Every way a convolution is computed (pointwise, patches a tile at a time, all patches
+/// first) against the definition, on shapes that exercise padding, strides, kernel sizes and
+/// row tails; the fixtures above only reach the method chosen for small models.
+@Suite struct ConvolutionMethodTests {
+    struct Shape: CustomStringConvertible, Sendable {
+        var kernel, stride, padding, inputChannels, outputChannels, n, h, w: Int
+        var description: String { "\(kernel)x\(kernel)/\(stride) pad \(padding) \(inputChannels)->\(outputChannels) on \(n)x\(h)x\(w)" }
+    }
+
+    static let shapes = [
+        Shape(kernel: 3, stride: 1, padding: 1, inputChannels: 5, outputChannels: 20, n: 2, h: 9, w: 11),
+        Shape(kernel: 3, stride: 2, padding: 1, inputChannels: 16, outputChannels: 33, n: 3, h: 10, w: 7),
+        Shape(kernel: 7, stride: 2, padding: 3, inputChannels: 3, outputChannels: 17, n: 2, h: 15, w: 13),
+        Shape(kernel: 1, stride: 2, padding: 0, inputChannels: 6, outputChannels: 16, n: 2, h: 9, w: 9),
+        Shape(kernel: 1, stride: 1, padding: 0, inputChannels: 24, outputChannels: 40, n: 2, h: 5, w: 8),
+        Shape(kernel: 3, stride: 1, padding: 1, inputChannels: 8, outputChannels: 16, n: 1, h: 4, w: 32),
+    ]
+
+    @Test(arguments: shapes) func everyMethodMatchesTheDefinition(shape: Shape) throws {
+        var random = SeededGenerator(seed: 7)
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &random) } }
+        let (k, s, p, cin, cout) = (shape.kernel, shape.stride, shape.padding, shape.inputChannels, shape.outputChannels)
+        let weight = values(cout * cin * k * k)  // PyTorch [cout, cin, k, k]
+        let scale = values(cout), shift = values(cout)
+        let input = values(shape.n * shape.h * shape.w * cin)  // NHWC
+        let weights = FloatBuffer(weight)
+        let convolution = Convolution(
+            weight: weights.pointer, outputChannels: cout, inputChannels: cin, kernel: k, stride: s, padding: p, scale: scale, shift: shift)
+        let (ho, wo) = (convolution.outputSize(shape.h), convolution.outputSize(shape.w))
+        var expected = [Float](repeating: 0, count: shape.n * ho * wo * cout)
+        for image in 0..<shape.n {
+            for oy in 0..<ho {
+                for ox in 0..<wo {
+                    for o in 0..<cout {
+                        var sum: Float = 0
+                        for i in 0..<cin {
+                            for ky in 0..<k {
+                                for kx in 0..<k {
+                                    let (iy, ix) = (oy * s - p + ky, ox * s - p + kx)
+                                    guard iy >= 0, iy < shape.h, ix >= 0, ix < shape.w else { continue }
+                                    sum += input[((image * shape.h + iy) * shape.w + ix) * cin + i] * weight[((o * cin + i) * k + ky) * k + kx]
+                                }
+                            }
+                        }
+                        expected[((image * ho + oy) * wo + ox) * cout + o] = max(0, sum * scale[o] + shift[o])
+                    }
+                }
+            }
+        }
+        var methods: [Convolution.Method] = [.tiled(rows: 12), .tiled(rows: 18), .patches]
+        if k == 1 && s == 1 && p == 0 { methods.append(.pointwise) }
+        for method in methods {
+            let (output, h, w) = convolution.apply(FloatBuffer(input), n: shape.n, h: shape.h, w: shape.w, relu: true, method: method)
+            #expect(h == ho && w == wo)
+            let worst = zip(output.array, expected).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(worst < 1e-4, "\(method): largest difference \(worst)")
+        }
+    }
+}

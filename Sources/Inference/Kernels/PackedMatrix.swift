@@ -102,7 +102,9 @@ public final class PackedMatrix: @unchecked Sendable {
         // and a matrix with few columns (a convolution with few channels) still spreads over rows.
         let rowTile = m <= Self.rowTile ? m : Self.rowTile
         let rowTiles = (m + rowTile - 1) / rowTile
-        let chunk = threads == 1 ? panels : max(1, panels / (threads * 8))
+        // With many row tiles, a chunk takes every panel for its rows: the rows are read from
+        // memory once and stay cached while the panels stream past (tall products: convolutions).
+        let chunk = threads == 1 || rowTiles >= threads * 4 ? panels : max(1, panels / (threads * 8))
         let panelChunks = (panels + chunk - 1) / chunk
         // The threads write disjoint parts of y and only read x, bias and the panels.
         nonisolated(unsafe) let x = x
@@ -115,6 +117,14 @@ public final class PackedMatrix: @unchecked Sendable {
             self.multiplyPanels(
                 first..<min(self.panels, first + chunk), x + row * k, min(rowTile, m - row), y + row * n, bias, accumulate)
         }
+    }
+
+    /// `multiply` on the calling thread alone (a caller that already shares out the work).
+    public func multiplySerial(
+        _ x: UnsafePointer<Float>, m: Int, into y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil,
+        accumulate: Bool = false
+    ) {
+        multiplyPanels(0..<panels, x, m, y, bias, accumulate)
     }
 
     /// Rows per chunk when a product has many (a multiple of the 6-row micro-kernel).
