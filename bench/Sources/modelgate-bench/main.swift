@@ -31,6 +31,8 @@ case "batch":
     try BatchProbe.run(seconds: seconds)
 case "packed":
     PackedProbe.run()
+case "convgemm":
+    ConvolutionGemmProbe.run()
 case "resnet":
     func option(_ name: String) -> String? {
         guard let index = arguments.firstIndex(of: name), index + 1 < arguments.endIndex else { return nil }
