@@ -77,9 +77,11 @@ final class BufferRecycler: @unchecked Sendable {
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
     private var held = 0
     static let limit = 768 << 20
+    /// Smaller blocks come from malloc's arenas, which reuse them without new pages.
+    static let threshold = 256 << 10
 
     func take(bytes: Int) -> UnsafeMutableRawPointer? {
-        guard bytes >= FloatBuffer.hugePageThreshold else { return nil }
+        guard bytes >= Self.threshold else { return nil }
         lock.lock()
         defer { lock.unlock() }
         guard let block = free[bytes]?.popLast() else { return nil }
@@ -88,7 +90,7 @@ final class BufferRecycler: @unchecked Sendable {
     }
 
     func keep(_ block: UnsafeMutableRawPointer, bytes: Int) -> Bool {
-        guard bytes >= FloatBuffer.hugePageThreshold else { return false }
+        guard bytes >= Self.threshold else { return false }
         lock.lock()
         defer { lock.unlock() }
         guard held + bytes <= Self.limit, (free[bytes]?.count ?? 0) < 8 else { return false }
