@@ -163,7 +163,9 @@ public final class PackedMatrix: @unchecked Sendable {
                 let sliceBias = first ? bias.map { $0 + column } : nil
                 let sliceAccumulate = first ? accumulate : true
                 var r = 0
-                while r + 6 <= m {
+                // Blocks of 6 rows, ending 4 + 4 rather than 6 + 1 + 1 (a single-row block reads
+                // the panel again for one row's work).
+                while r + 6 <= m && m - r != 8 && m - r != 9 {
                     Self.block6(w, kCount, x + r * k + kStart, k, y + r * n + column, n, count, sliceBias, sliceAccumulate, element)
                     r += 6
                 }
