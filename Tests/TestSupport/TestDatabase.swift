@@ -105,9 +105,11 @@ final class TestCluster: Sendable {
         let directory = "/tmp/modelgate-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         var logger = Logger(label: "modelgate.tests")
         logger.logLevel = .warning
+        // Every test runs at once, each with its own database, pools and servers: a full suite
+        // peaked at 312 connections here, and a fresh-clone CI run hit an earlier cap of 400.
         let cluster = try await Task.detached {
             let cluster = try LocalPostgresCluster(
-                directory: directory, options: .init(durable: false, maxConnections: 400, port: 5432), logger: logger)
+                directory: directory, options: .init(durable: false, maxConnections: 1000, port: 5432), logger: logger)
             try cluster.start(database: templateName)
             return cluster
         }.value
