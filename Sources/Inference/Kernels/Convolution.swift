@@ -118,12 +118,12 @@ public struct Convolution: Sendable {
         ComputeThreads.run(threads: threads, chunks: tiles) { index in
             let first = index * tile
             let count = min(tile, rows - first)
-            ScratchBlocks.shared.with(floats: count * patch) { scratch in
-                Self.im2col(
-                    input, rows: first..<(first + count), h: h, w: w, c: c, kernel: kernel, stride: stride, padding: padding,
-                    ho: ho, wo: wo, into: scratch)
-                weights.multiplySerial(scratch, m: count, into: output + first * cout, bias: bias.pointer)
-            }
+            // ~512 KiB: the buffer recycler hands the previous tile's block back, no new pages.
+            let scratch = FloatBuffer(count: count * patch, zeroed: false)
+            Self.im2col(
+                input, rows: first..<(first + count), h: h, w: w, c: c, kernel: kernel, stride: stride, padding: padding,
+                ho: ho, wo: wo, into: scratch.pointer)
+            weights.multiplySerial(scratch.pointer, m: count, into: output + first * cout, bias: bias.pointer)
         }
     }
 
@@ -188,62 +188,7 @@ public struct Convolution: Sendable {
     }
 }
 
-/// Per-thread scratch blocks for tiled kernels: taken and returned around each tile, so the
-/// compute threads reuse a few cache-sized blocks instead of allocating one per tile.
-final class ScratchBlocks: @unchecked Sendable {
-    static let shared = ScratchBlocks()
-    private let lock = NSLock()
-    private var blocks: [(pointer: UnsafeMutablePointer<Float>, count: Int)] = []
-
-    func with(floats: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
-        lock.lock()
-        var block = blocks.popLast()
-        lock.unlock()
-        if let existing = block, existing.count < floats {
-            free(existing.pointer)
-            block = nil
-        }
-        let taken = block ?? (FloatBuffer.allocateAligned(floats: floats), floats)
-        body(taken.pointer)
-        lock.lock()
-        blocks.append(taken)
-        lock.unlock()
-    }
-}
-
 extension Kernels {
-    /// Copies `count` floats; inline vector moves, for the short runs a call to memmove costs
-    /// more than it moves.
-    @inline(__always)
-    static func copy(_ destination: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, count: Int) {
-        let to = UnsafeMutableRawPointer(destination)
-        let from = UnsafeRawPointer(source)
-        var i = 0
-        while i + 8 <= count {
-            to.storeBytes(of: from.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self), toByteOffset: i * 4, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < count {
-            destination[i] = source[i]
-            i += 1
-        }
-    }
-
-    @inline(__always)
-    static func fill(_ destination: UnsafeMutablePointer<Float>, _ value: Float, count: Int) {
-        let to = UnsafeMutableRawPointer(destination)
-        let vector = SIMD8<Float>(repeating: value)
-        var i = 0
-        while i + 8 <= count {
-            to.storeBytes(of: vector, toByteOffset: i * 4, as: SIMD8<Float>.self)
-            i += 8
-        }
-        while i < count {
-            destination[i] = value
-            i += 1
-        }
-    }
-
     public static func relu(_ values: UnsafeMutablePointer<Float>, count: Int) {
         let raw = UnsafeMutableRawPointer(values)
         let zero = SIMD8<Float>()

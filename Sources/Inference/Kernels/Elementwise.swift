@@ -61,6 +61,39 @@ public enum Kernels {
         }
     }
 
+    /// Copies `count` floats; inline vector moves, for the short runs a call to memmove costs
+    /// more than it moves.
+    @inline(__always)
+    static func copy(_ destination: UnsafeMutablePointer<Float>, _ source: UnsafePointer<Float>, count: Int) {
+        let to = UnsafeMutableRawPointer(destination)
+        let from = UnsafeRawPointer(source)
+        var i = 0
+        while i + 8 <= count {
+            to.storeBytes(of: from.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self), toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            destination[i] = source[i]
+            i += 1
+        }
+    }
+
+    /// Sets `count` floats to `value`.
+    @inline(__always)
+    static func fill(_ destination: UnsafeMutablePointer<Float>, _ value: Float, count: Int) {
+        let to = UnsafeMutableRawPointer(destination)
+        let vector = SIMD8<Float>(repeating: value)
+        var i = 0
+        while i + 8 <= count {
+            to.storeBytes(of: vector, toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            destination[i] = value
+            i += 1
+        }
+    }
+
     /// `a += b`, elementwise.
     public static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
         for i in 0..<count { a[i] += b[i] }

@@ -26,14 +26,6 @@ public final class FloatBuffer: @unchecked Sendable {
         return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
     }
 
-    /// 64-byte aligned memory for `floats` values (not recycled; released with `free`).
-    static func allocateAligned(floats: Int) -> UnsafeMutablePointer<Float> {
-        var raw: UnsafeMutableRawPointer?
-        let bytes = max(floats, 1) * 4
-        let block = posix_memalign(&raw, 64, bytes) == 0 ? raw : nil
-        return (block ?? UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)).bindMemory(to: Float.self, capacity: max(floats, 1))
-    }
-
     static let hugePage = 2 << 20
     static let hugePageThreshold = 4 << 20
 

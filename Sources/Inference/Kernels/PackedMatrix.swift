@@ -120,7 +120,7 @@ public final class PackedMatrix: @unchecked Sendable {
     }
 
     /// `multiply` on the calling thread alone (a caller that already shares out the work).
-    public func multiplySerial(
+    func multiplySerial(
         _ x: UnsafePointer<Float>, m: Int, into y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil,
         accumulate: Bool = false
     ) {
