@@ -5,20 +5,30 @@ import Synchronization
 /// core. Workers spin briefly between products (decoding issues dozens per token, a fraction of
 /// a millisecond apart) and sleep when idle, so waking them costs nothing on the hot path.
 /// One product runs at a time; a caller that finds the team busy runs its product alone.
+///
+/// A product is finished when its chunks are, not when every worker has checked in: a worker
+/// that the kernel has descheduled (a busy server shares its cores with HTTP and the database)
+/// simply takes no part, and the caller runs its share instead of waiting for it to wake.
 final class ComputeTeam: @unchecked Sendable {
     static let shared = ComputeTeam(workers: ComputeThreads.cores - 1)
 
     private let workers: Int
     private let busy = Mutex(false)
-    private let generation = Atomic<Int>(0)
-    private let unfinished = Atomic<Int>(0)
-    private let nextChunk = Atomic<Int>(0)
+    /// The current product and its progress in one word, so a chunk is only ever claimed for
+    /// the product it belongs to: generation (bits 40..<63), chunk count (bits 20..<40), next
+    /// chunk (bits 0..<20).
+    private let claims = Atomic<Int>(0)
+    private let completed = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
     private let condition = NSCondition()
-    // Written by the caller before `generation` is bumped (release), read by workers after
-    // they observe the new generation (acquire).
+    private var generation = 0
+    // Written by the caller before `claims` is published (release); read by a thread only after
+    // it claimed a chunk of that product (acquire), and not rewritten before every chunk is done.
     private var body: (@Sendable (Int) -> Void)?
-    private var chunks = 0
+
+    private static let indexBits = 20
+    private static let chunkLimit = 1 << indexBits
+    private static let mask = chunkLimit - 1
 
     init(workers: Int) {
         self.workers = max(0, workers)
@@ -32,7 +42,7 @@ final class ComputeTeam: @unchecked Sendable {
 
     /// Runs `body(0..<chunks)` across the team; returns when every chunk is done.
     func run(chunks: Int, _ body: @escaping @Sendable (Int) -> Void) {
-        let acquired = workers > 0 && busy.withLock { taken in
+        let acquired = workers > 0 && chunks < Self.chunkLimit && busy.withLock { taken in
             if taken { return false }
             taken = true
             return true
@@ -41,64 +51,69 @@ final class ComputeTeam: @unchecked Sendable {
             for index in 0..<chunks { body(index) }
             return
         }
+        generation = (generation + 1) & 0x7F_FFFF
         self.body = body
-        self.chunks = chunks
-        nextChunk.store(0, ordering: .relaxed)
-        unfinished.store(workers, ordering: .relaxed)
-        generation.add(1, ordering: .releasing)
-        if sleepers.load(ordering: .acquiring) > 0 {
+        completed.store(0, ordering: .relaxed)
+        let start = generation << (2 * Self.indexBits) | chunks << Self.indexBits
+        claims.store(start, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
             condition.lock()
             condition.broadcast()
             condition.unlock()
         }
-        drain(body, chunks)
-        while unfinished.load(ordering: .acquiring) > 0 { spinPause() }
+        drain(start)
+        // Only chunks a worker is running remain; if that worker lost its core, let it have ours.
+        var spins = 0
+        while completed.load(ordering: .acquiring) < chunks {
+            spins += 1
+            if spins > 2_000 { sched_yield() }
+        }
         self.body = nil
         busy.withLock { $0 = false }
     }
 
-    private func drain(_ body: @Sendable (Int) -> Void, _ chunks: Int) {
-        while true {
-            let index = nextChunk.add(1, ordering: .relaxed).oldValue
+    /// Claims and runs chunks of the product that `claims` held as `start` until none is left
+    /// or another product has replaced it.
+    private func drain(_ start: Int) {
+        let product = start >> Self.indexBits
+        var current = claims.load(ordering: .acquiring)
+        while current >> Self.indexBits == product {
+            let index = current & Self.mask
+            let chunks = product & Self.mask
             if index >= chunks { return }
-            body(index)
+            let (exchanged, original) = claims.compareExchange(
+                expected: current, desired: current + 1, ordering: .acquiring)
+            guard exchanged else {
+                current = original
+                continue
+            }
+            body?(index)
+            completed.add(1, ordering: .releasing)
+            current = claims.load(ordering: .acquiring)
         }
     }
 
     private func work() {
-        var seen = 0
+        var seen = claims.load(ordering: .acquiring) >> (2 * Self.indexBits)
         while true {
             var spins = 0
-            while generation.load(ordering: .acquiring) == seen {
+            var current = claims.load(ordering: .acquiring)
+            while current >> (2 * Self.indexBits) == seen {
                 spins += 1
                 if spins < 200_000 {
-                    spinPause()
+                    current = claims.load(ordering: .acquiring)
                     continue
                 }
                 // Idle for a while: sleep until the next product.
                 condition.lock()
-                sleepers.add(1, ordering: .releasing)
-                while generation.load(ordering: .acquiring) == seen { condition.wait() }
-                sleepers.subtract(1, ordering: .releasing)
+                sleepers.add(1, ordering: .sequentiallyConsistent)
+                while claims.load(ordering: .sequentiallyConsistent) >> (2 * Self.indexBits) == seen { condition.wait() }
+                sleepers.subtract(1, ordering: .sequentiallyConsistent)
                 condition.unlock()
+                current = claims.load(ordering: .acquiring)
             }
-            seen = generation.load(ordering: .acquiring)
-            if let body { drain(body, chunks) }
-            unfinished.subtract(1, ordering: .releasing)
+            seen = current >> (2 * Self.indexBits)
+            drain(current & ~Self.mask)
         }
     }
-
-    @inline(__always)
-    private func spinPause() {
-        #if arch(x86_64)
-        _mm_pause_compat()
-        #endif
-    }
-}
-
-@inline(__always)
-func _mm_pause_compat() {
-    // A compiler barrier that keeps the spin loop from being optimised away; sched_yield would
-    // give the core away, which is what the spin tries to avoid.
-    withExtendedLifetime(0) {}
 }

@@ -96,7 +96,7 @@ public final class PackedMatrix: @unchecked Sendable {
         _ x: UnsafePointer<Float>, m: Int, into y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil,
         accumulate: Bool = false
     ) {
-        let threads = ComputeThreads.count(forWork: m * rows * columns)
+        let threads = ComputeThreads.count(forWork: m * rows * columns, bytes: storageBytes)
         // Work is cut into (panel range x row tile) chunks handed out in order: whichever thread
         // is free takes the next, so a thread that starts late does not hold the others back,
         // and a matrix with few columns (a convolution with few channels) still spreads over rows.
@@ -336,13 +336,17 @@ enum BF16Panel: PanelElement {
     }
 }
 
-/// The threads that share a product's panels: the caller plus the other cores, through
-/// Dispatch's pool. Small products run on the caller alone (threading would cost more).
+/// The threads that share a product's panels: the caller plus the other cores' workers of the
+/// compute team. Small products run on the caller alone: below about 25 µs of work, waking and
+/// waiting for another core costs more than it saves, and on a busy server the other core is
+/// better left to HTTP and the database.
 public enum ComputeThreads {
     public static let cores = max(1, Int(ProcessInfo.processInfo.environment["MODELGATE_COMPUTE_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount)
 
-    static func count(forWork work: Int) -> Int {
-        work < 200_000 ? 1 : cores
+    /// `work` in multiply-adds; `bytes` read from memory (a product whose weights do not fit in
+    /// cache is bound by memory bandwidth, which two cores share better than one).
+    static func count(forWork work: Int, bytes: Int = 0) -> Int {
+        work >= 1_000_000 || bytes >= 1 << 20 ? cores : 1
     }
 
     /// Runs `body` for every chunk index, on the compute team (or inline for one thread).

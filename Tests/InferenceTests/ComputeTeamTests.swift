@@ -1,0 +1,54 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Inference
+
+@Suite struct ComputeTeamTests {
+    /// Thousands of products back to back, of varying sizes, from several callers at once (a
+    /// caller that finds the team busy runs alone): every chunk of every product runs exactly
+    /// once, with that product's body, and `run` returns only when all of them have.
+    @Test func everyChunkOfEveryProductRunsExactlyOnce() async throws {
+        let team = ComputeTeam(workers: 2)
+        let failures = await withTaskGroup(of: Int.self) { group in
+            for caller in 0..<3 {
+                group.addTask {
+                    var failures = 0
+                    let slots = UnsafeMutableBufferPointer<Int>.allocate(capacity: 64)
+                    defer { slots.deallocate() }
+                    nonisolated(unsafe) let shared = slots
+                    for product in 0..<1_500 {
+                        let chunks = 1 + (product * 7 + caller) % 64
+                        shared.initialize(repeating: 0)
+                        let tag = caller * 1_000_000 + product * 100
+                        team.run(chunks: chunks) { index in
+                            // A stale body (another product's) or a chunk run twice shows here.
+                            shared[index] = shared[index] == 0 ? tag + index : -1
+                            if index % 5 == 0 { for _ in 0..<200 { withExtendedLifetime(index) {} } }
+                        }
+                        for index in 0..<64 where shared[index] != (index < chunks ? tag + index : 0) {
+                            failures += 1
+                        }
+                    }
+                    return failures
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(failures == 0)
+    }
+
+    /// A worker still running a slow chunk holds the product open; the caller returns after it.
+    @Test func runWaitsForChunksThatWorkersAreStillRunning() {
+        let team = ComputeTeam(workers: 1)
+        let finished = Mutex(0)
+        for _ in 0..<20 {
+            finished.withLock { $0 = 0 }
+            team.run(chunks: 2) { index in
+                if index == 1 { usleep(2_000) }
+                finished.withLock { $0 += 1 }
+            }
+            #expect(finished.withLock { $0 } == 2)
+        }
+    }
+}
