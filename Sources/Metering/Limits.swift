@@ -251,13 +251,32 @@ public struct LimitService: Sendable {
 
     /// Plan, tenant and key limits combined: the tighter wins, metric by metric.
     public func effective(tenant: UUID, plan: String, keyLimits: [String: Int]) async throws -> (tenant: LimitSettings, key: LimitSettings) {
-        let rows = try await pool.query(
-            """
-            SELECT \(LimitSettings.columns.split(separator: ",").map { "p.\($0.trimmingCharacters(in: .whitespaces))" }.joined(separator: ", ")),
-                   \(LimitSettings.columns.split(separator: ",").map { "t.\($0.trimmingCharacters(in: .whitespaces)) AS t_\($0.trimmingCharacters(in: .whitespaces))" }.joined(separator: ", "))
-            FROM plans p LEFT JOIN tenant_limits t ON t.tenant_id = $1 WHERE p.name = $2
-            """, [tenant, plan])
-        guard let row = rows.first else { return (LimitSettings(), LimitSettings(keyLimits: keyLimits)) }
+        let rows = try await pool.query(Self.effectiveQuery, [tenant, plan])
+        return try Self.effective(rows.first, keyLimits: keyLimits)
+    }
+
+    /// `effective` inside a transaction, with the database's `now()` in the same round trip.
+    static func effectiveNow(_ connection: PostgresConnection, tenant: UUID, plan: String, keyLimits: [String: Int]) throws
+        -> (now: Date, tenant: LimitSettings, key: LimitSettings)
+    {
+        let rows = try connection.query(Self.effectiveQuery, [tenant, plan])
+        guard let row = rows.first else { throw PostgresError(.decoding, "the limits query returned no row") }
+        let (tenantLimits, keyLimits) = try Self.effective(row, keyLimits: keyLimits)
+        return (try row.decode("now"), tenantLimits, keyLimits)
+    }
+
+    /// One row whatever exists: `now()`, the plan's limits (NULL without such a plan) and the
+    /// tenant's overrides (`t_` columns).
+    static let effectiveQuery = """
+        SELECT now() AS now, p.name AS plan_name, \(LimitSettings.columns.split(separator: ",").map { "p.\($0.trimmingCharacters(in: .whitespaces))" }.joined(separator: ", ")),
+               \(LimitSettings.columns.split(separator: ",").map { "t.\($0.trimmingCharacters(in: .whitespaces)) AS t_\($0.trimmingCharacters(in: .whitespaces))" }.joined(separator: ", "))
+        FROM (SELECT 1) AS one LEFT JOIN plans p ON p.name = $2 LEFT JOIN tenant_limits t ON t.tenant_id = $1 AND p.name IS NOT NULL
+        """
+
+    static func effective(_ row: PostgresRow?, keyLimits: [String: Int]) throws -> (tenant: LimitSettings, key: LimitSettings) {
+        guard let row, try row.decode("plan_name", as: String?.self) != nil else {
+            return (LimitSettings(), LimitSettings(keyLimits: keyLimits))
+        }
         let planLimits = try LimitSettings(row: row)
         let overrides = LimitSettings(
             requestsPerMinute: try row.decode("t_requests_per_minute"), tokensPerMinute: try row.decode("t_tokens_per_minute"),

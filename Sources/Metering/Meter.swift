@@ -78,10 +78,9 @@ public final class Meter: Sendable {
         let ttl = reservationTTL
         let key = principal.keyID
         do {
-            let (tenantLimits, keyLimits) = try await limits.effective(tenant: tenant, plan: plan, keyLimits: principal.limits)
             let budget = try await prices.worstCase(estimate, tenant: tenant)
             let admission = try await pool.transaction { connection -> Admission in
-                let now = try connection.query("SELECT now() AS now")[0].decode("now", as: Date.self)
+                let (now, tenantLimits, keyLimits) = try LimitService.effectiveNow(connection, tenant: tenant, plan: plan, keyLimits: principal.limits)
                 var requests: RateLimitStatus?
                 var tokens: RateLimitStatus?
                 // Rate limits: tenant first, then key (fixed order, no deadlocks).
@@ -149,13 +148,14 @@ public final class Meter: Sendable {
         refusal: () -> MeteringError
     ) throws {
         guard amount > 0 else { return }
-        try connection.execute(
-            "INSERT INTO quota_counters (subject, metric, period_start) VALUES ($1, $2, $3::date) ON CONFLICT DO NOTHING",
-            [subject, metric, period])
+        // One round trip: a new counter starts with this reservation if it fits at all; an
+        // existing one takes it only if used + reserved stays within the limit (row-locked).
         let updated = try connection.execute(
             """
-            UPDATE quota_counters SET reserved = reserved + $4
-            WHERE subject = $1 AND metric = $2 AND period_start = $3::date AND used + reserved + $4 <= $5
+            INSERT INTO quota_counters AS q (subject, metric, period_start, reserved)
+            SELECT $1, $2, $3::date, $4::bigint WHERE $4::bigint <= $5::bigint
+            ON CONFLICT (subject, metric, period_start) DO UPDATE SET reserved = q.reserved + EXCLUDED.reserved
+                WHERE q.used + q.reserved + EXCLUDED.reserved <= $5::bigint
             """, [subject, metric, period, amount, limit])
         if updated == 0 { throw refusal() }
     }
