@@ -3,6 +3,7 @@ import Foundation
 import Metering
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import Postgres
 import Synchronization
 import Tenancy
@@ -302,7 +303,10 @@ struct GatewayFixture {
 
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 100)
-        let floodClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        // The flooder is another client: its connections get their own event loop, not the
+        // one tenant B's responses are read on.
+        let floodLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let floodClient = HTTPClient(eventLoopGroupProvider: .shared(floodLoops), configuration: configuration)
         let stop = Shared(false)
         let flood = Task {
             await withTaskGroup(of: Void.self) { group in
@@ -327,6 +331,7 @@ struct GatewayFixture {
         stop.withLock { $0 = true }
         await flood.value
         try await floodClient.shutdown()
+        try await floodLoops.shutdownGracefully()
 
         let seen = statuses.withLock { $0 }
         #expect(seen[503, default: 0] > 0, "the flood never filled the queue: \(seen)")
