@@ -268,9 +268,9 @@ public struct LimitService: Sendable {
     /// One row whatever exists: `now()`, the plan's limits (NULL without such a plan) and the
     /// tenant's overrides (`t_` columns).
     static let effectiveQuery = """
-        SELECT now() AS now, p.name AS plan_name, \(LimitSettings.columns.split(separator: ",").map { "p.\($0.trimmingCharacters(in: .whitespaces))" }.joined(separator: ", ")),
-               \(LimitSettings.columns.split(separator: ",").map { "t.\($0.trimmingCharacters(in: .whitespaces)) AS t_\($0.trimmingCharacters(in: .whitespaces))" }.joined(separator: ", "))
-        FROM (SELECT 1) AS one LEFT JOIN plans p ON p.name = $2 LEFT JOIN tenant_limits t ON t.tenant_id = $1 AND p.name IS NOT NULL
+        SELECT now() AS now, p.name AS plan_name, \(LimitSettings.CodingKeys.allCases.map { "p.\($0.rawValue)" }.joined(separator: ", ")),
+               \(LimitSettings.CodingKeys.allCases.map { "t.\($0.rawValue) AS t_\($0.rawValue)" }.joined(separator: ", "))
+        FROM (SELECT 1) AS one LEFT JOIN plans p ON p.name = $2 LEFT JOIN tenant_limits t ON t.tenant_id = $1
         """
 
     static func effective(_ row: PostgresRow?, keyLimits: [String: Int]) throws -> (tenant: LimitSettings, key: LimitSettings) {
