@@ -40,6 +40,12 @@ struct ResNetReference: Decodable {
             let worst = zip(run.logits, got).map { abs($0 - $1) }.max() ?? 1
             #expect(worst < 1e-4, "\(name): max |Δ| \(worst)")
         }
+        // The basic-block fixtures reach Winograd's convolutions as well as the direct ones (the
+        // bottleneck one's 3x3 layers have too few channels and tiles to choose it).
+        let methods = model.methods(n: runs.count, height: size, width: size)
+        let winograd = methods.contains { if case .winograd = $0 { true } else { false } }
+        #expect(winograd == !model.bottleneck, "\(methods)")
+        #expect(methods.contains { if case .winograd = $0 { false } else { true } }, "\(methods)")
     }
 
     @Test func preprocessingMatchesTorchvisionWithinOneLevel() throws {
@@ -145,6 +151,8 @@ struct ResNetReference: Decodable {
         Shape(kernel: 1, stride: 2, padding: 0, inputChannels: 6, outputChannels: 16, n: 2, h: 9, w: 9),
         Shape(kernel: 1, stride: 1, padding: 0, inputChannels: 24, outputChannels: 40, n: 2, h: 5, w: 8),
         Shape(kernel: 3, stride: 1, padding: 1, inputChannels: 8, outputChannels: 16, n: 1, h: 4, w: 32),
+        Shape(kernel: 3, stride: 1, padding: 1, inputChannels: 19, outputChannels: 35, n: 3, h: 7, w: 6),
+        Shape(kernel: 3, stride: 1, padding: 1, inputChannels: 64, outputChannels: 64, n: 2, h: 8, w: 8),
     ]
 
     @Test(arguments: shapes) func everyMethodMatchesTheDefinition(shape: Shape) throws {
@@ -180,11 +188,15 @@ struct ResNetReference: Decodable {
         }
         var methods: [Convolution.Method] = [.tiled(rows: 12), .tiled(rows: 18), .patches]
         if k == 1 && s == 1 && p == 0 { methods.append(.pointwise) }
+        if k == 3 && s == 1 && p == 1 { methods += [.winograd(.fused(tiles: 16)), .winograd(.fused(tiles: 5)), .winograd(.phased)] }
         for method in methods {
             let (output, h, w) = convolution.apply(FloatBuffer(input), n: shape.n, h: shape.h, w: shape.w, relu: true, method: method)
             #expect(h == ho && w == wo)
             let worst = zip(output.array, expected).map { abs($0 - $1) }.max() ?? .infinity
-            #expect(worst < 1e-4, "\(method): largest difference \(worst)")
+            // Winograd's transforms cost float32 about one decimal digit: the bound is relative.
+            let largest = expected.map(abs).max() ?? 1
+            let bound: Float = if case .winograd = method { 2e-5 * max(1, largest) } else { 1e-4 }
+            #expect(worst < bound, "\(method): largest difference \(worst) (largest value \(largest))")
         }
     }
 }

@@ -11,6 +11,8 @@ public struct Convolution: Sendable {
     public let padding: Int
     let weights: PackedMatrix
     let bias: FloatBuffer
+    /// The same 3x3, stride-1 convolution by Winograd's F(4x4, 3x3), where it applies.
+    let winograd: WinogradConvolution?
 
     /// `weight` in PyTorch's layout `[cout, cin, kh, kw]` (kh = kw = `kernel`); `scale` and
     /// `shift` (per output channel) fold a following batch norm: `y = scale · conv(x) + shift`.
@@ -25,6 +27,7 @@ public struct Convolution: Sendable {
         self.padding = padding
         let rows = kernel * kernel * inputChannels
         let matrix = FloatBuffer(count: rows * outputChannels, zeroed: false)
+        let scaled = FloatBuffer(count: outputChannels * rows, zeroed: false)  // [cout, cin, k, k]
         for o in 0..<outputChannels {
             let factor = scale?[o] ?? 1
             for i in 0..<inputChannels {
@@ -33,19 +36,24 @@ public struct Convolution: Sendable {
                         let source = ((o * inputChannels + i) * kernel + ky) * kernel + kx
                         let row = (ky * kernel + kx) * inputChannels + i
                         matrix[row * outputChannels + o] = weight[source] * factor
+                        scaled[source] = weight[source] * factor
                     }
                 }
             }
         }
         weights = PackedMatrix(matrix, rows: rows, columns: outputChannels)
-        bias = FloatBuffer(shift ?? [Float](repeating: 0, count: outputChannels))
+        let bias = FloatBuffer(shift ?? [Float](repeating: 0, count: outputChannels))
+        self.bias = bias
+        winograd = kernel == 3 && stride == 1 && padding == 1
+            ? WinogradConvolution(weight: scaled.pointer, outputChannels: outputChannels, inputChannels: inputChannels, bias: bias)
+            : nil
     }
 
     public func outputSize(_ size: Int) -> Int { (size + 2 * padding - kernel) / stride + 1 }
 
     /// Applies the convolution to `[n, h, w, cin]`; returns `[n, ho, wo, cout]`, with ReLU if asked.
     public func apply(_ input: FloatBuffer, n: Int, h: Int, w: Int, relu: Bool = false) -> (FloatBuffer, Int, Int) {
-        apply(input, n: n, h: h, w: w, relu: relu, method: method(rows: n * outputSize(h) * outputSize(w)))
+        apply(input, n: n, h: h, w: w, relu: relu, method: method(n: n, h: h, w: w))
     }
 
     /// How the product is formed. All give the same result; they differ in memory traffic.
@@ -56,12 +64,34 @@ public struct Convolution: Sendable {
         case tiled(rows: Int)
         /// Every patch first (im2col), then one product.
         case patches
+        /// Winograd F(4x4, 3x3) (3x3, stride 1, padding 1 only).
+        case winograd(WinogradConvolution.Plan)
     }
 
-    /// The method with the least memory traffic for an output of `rows` positions.
-    func method(rows: Int) -> Method {
+    /// The method expected to take least time on `[n, h, w, cin]`: a direct method with the
+    /// least memory traffic, or Winograd's where its quarter of the multiplies outweighs its
+    /// transforms and its larger weights.
+    func method(n: Int, h: Int, w: Int) -> Method {
         if kernel == 1 && padding == 0 && stride == 1 { return .pointwise }
-        return fusedTile(rows: rows).map { .tiled(rows: $0) } ?? .patches
+        let rows = n * outputSize(h) * outputSize(w)
+        let tile = fusedTile(rows: rows)
+        let direct: Method = tile.map { .tiled(rows: $0) } ?? .patches
+        guard let winograd else { return direct }
+        let directTraffic = tile.map { (rows + $0 - 1) / $0 * weights.byteCount } ?? materialisedTraffic(rows: rows)
+        let directCost = Self.seconds(flops: 2 * rows * kernel * kernel * inputChannels * outputChannels, bytes: directTraffic)
+        let tiles = n * WinogradConvolution.tiles(h) * WinogradConvolution.tiles(w)
+        let threads = ComputeThreads.count(forWork: rows * kernel * kernel * inputChannels * outputChannels)
+        let plan = winograd.plan(tiles: tiles, threads: threads)
+        let winogradCost = Self.seconds(flops: winograd.flops(tiles: tiles), bytes: winograd.traffic(tiles: tiles, plan: plan))
+        return winogradCost < directCost ? .winograd(plan) : direct
+    }
+
+    /// A rough time for a product on this class of machine (two cores): arithmetic and memory
+    /// traffic do not overlap well enough to take the larger of the two.
+    static func seconds(flops: Int, bytes: Int) -> Double { Double(flops) / 150e9 + Double(bytes) / 25e9 }
+
+    func materialisedTraffic(rows: Int) -> Int {
+        2 * rows * kernel * kernel * inputChannels * 4 + (rows + PackedMatrix.rowTile - 1) / PackedMatrix.rowTile * weights.byteCount
     }
 
     func apply(_ input: FloatBuffer, n: Int, h: Int, w: Int, relu: Bool, method: Method) -> (FloatBuffer, Int, Int) {
@@ -75,6 +105,10 @@ public struct Convolution: Sendable {
             weights.multiply(input.pointer, m: rows, into: output.pointer, bias: bias.pointer)
         case .tiled(let tile):
             applyTiled(input.pointer, n: n, h: h, w: w, ho: ho, wo: wo, tile: tile, into: output.pointer)
+        case .winograd(let plan):
+            guard let winograd else { preconditionFailure("Winograd's method needs a 3x3, stride-1, padding-1 convolution") }
+            winograd.apply(input.pointer, n: n, h: h, w: w, relu: relu, into: output.pointer, plan: plan)
+            return (output, ho, wo)
         case .patches:
             let patch = kernel * kernel * inputChannels
             let patches = FloatBuffer(count: rows * patch, zeroed: false)
@@ -94,10 +128,8 @@ public struct Convolution: Sendable {
     func fusedTile(rows: Int) -> Int? {
         let patchBytes = kernel * kernel * inputChannels * 4
         let tile = max(12, min(PackedMatrix.rowTile, Self.tileBytes / patchBytes / 6 * 6))
-        let weightBytes = weights.byteCount
-        let tiled = (rows + tile - 1) / tile * weightBytes
-        let materialised = 2 * rows * patchBytes + (rows + PackedMatrix.rowTile - 1) / PackedMatrix.rowTile * weightBytes
-        return tiled <= materialised ? tile : nil
+        let tiled = (rows + tile - 1) / tile * weights.byteCount
+        return tiled <= materialisedTraffic(rows: rows) ? tile : nil
     }
 
     static let tileBytes = 512 << 10

@@ -96,6 +96,14 @@ public final class PackedMatrix: @unchecked Sendable {
         _ x: UnsafePointer<Float>, m: Int, into y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil,
         accumulate: Bool = false
     ) {
+        multiply(x, m: m, ldx: rows, into: y, ldy: columns, bias: bias, accumulate: accumulate)
+    }
+
+    /// `multiply` with rows of X `ldx` floats apart and rows of Y `ldy` apart.
+    func multiply(
+        _ x: UnsafePointer<Float>, m: Int, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int,
+        bias: UnsafePointer<Float>? = nil, accumulate: Bool = false
+    ) {
         let threads = ComputeThreads.count(forWork: m * rows * columns, bytes: storageBytes)
         // Work is cut into (panel range x row tile) chunks handed out in order: whichever thread
         // is free takes the next, so a thread that starts late does not hold the others back,
@@ -110,21 +118,21 @@ public final class PackedMatrix: @unchecked Sendable {
         nonisolated(unsafe) let x = x
         nonisolated(unsafe) let y = y
         nonisolated(unsafe) let bias = bias
-        let k = rows, n = columns
         ComputeThreads.run(threads: threads, chunks: panelChunks * rowTiles) { index in
             let first = (index / rowTiles) * chunk
             let row = (index % rowTiles) * rowTile
             self.multiplyPanels(
-                first..<min(self.panels, first + chunk), x + row * k, min(rowTile, m - row), y + row * n, bias, accumulate)
+                first..<min(self.panels, first + chunk), x + row * ldx, min(rowTile, m - row), y + row * ldy, bias, accumulate, ldx, ldy)
         }
     }
 
-    /// `multiply` on the calling thread alone (a caller that already shares out the work).
+    /// `multiply` on the calling thread alone (a caller that already shares out the work);
+    /// rows of X are `ldx` floats apart and rows of Y `ldy` (defaults: K and N, packed rows).
     func multiplySerial(
-        _ x: UnsafePointer<Float>, m: Int, into y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil,
-        accumulate: Bool = false
+        _ x: UnsafePointer<Float>, m: Int, ldx: Int? = nil, into y: UnsafeMutablePointer<Float>, ldy: Int? = nil,
+        bias: UnsafePointer<Float>? = nil, accumulate: Bool = false
     ) {
-        multiplyPanels(0..<panels, x, m, y, bias, accumulate)
+        multiplyPanels(0..<panels, x, m, y, bias, accumulate, ldx ?? rows, ldy ?? columns)
     }
 
     /// Rows per chunk when a product has many (a multiple of the 6-row micro-kernel).
@@ -132,18 +140,18 @@ public final class PackedMatrix: @unchecked Sendable {
 
     private func multiplyPanels(
         _ range: Range<Int>, _ x: UnsafePointer<Float>, _ m: Int, _ y: UnsafeMutablePointer<Float>,
-        _ bias: UnsafePointer<Float>?, _ accumulate: Bool
+        _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ ldx: Int, _ ldy: Int
     ) {
         switch format {
-        case .f32: multiplyPanels(range, x, m, y, bias, accumulate, F32Panel.self)
-        case .bf16: multiplyPanels(range, x, m, y, bias, accumulate, BF16Panel.self)
+        case .f32: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, F32Panel.self)
+        case .bf16: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, BF16Panel.self)
         }
     }
 
     @inline(__always)
     private func multiplyPanels<Element: PanelElement>(
         _ range: Range<Int>, _ x: UnsafePointer<Float>, _ m: Int, _ y: UnsafeMutablePointer<Float>,
-        _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type
+        _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ ldx: Int, _ ldy: Int, _ element: Element.Type
     ) {
         let k = rows
         let n = columns
@@ -166,15 +174,15 @@ public final class PackedMatrix: @unchecked Sendable {
                 // Blocks of 6 rows, ending 4 + 4 rather than 6 + 1 + 1 (a single-row block reads
                 // the panel again for one row's work).
                 while r + 6 <= m && m - r != 8 && m - r != 9 {
-                    Self.block6(w, kCount, x + r * k + kStart, k, y + r * n + column, n, count, sliceBias, sliceAccumulate, element)
+                    Self.block6(w, kCount, x + r * ldx + kStart, ldx, y + r * ldy + column, ldy, count, sliceBias, sliceAccumulate, element)
                     r += 6
                 }
                 while r + 4 <= m {
-                    Self.block4(w, kCount, x + r * k + kStart, k, y + r * n + column, n, count, sliceBias, sliceAccumulate, element)
+                    Self.block4(w, kCount, x + r * ldx + kStart, ldx, y + r * ldy + column, ldy, count, sliceBias, sliceAccumulate, element)
                     r += 4
                 }
                 while r < m {
-                    Self.block1(w, kCount, x + r * k + kStart, y + r * n + column, count, sliceBias, sliceAccumulate, element)
+                    Self.block1(w, kCount, x + r * ldx + kStart, y + r * ldy + column, count, sliceBias, sliceAccumulate, element)
                     r += 1
                 }
                 kStart += kCount

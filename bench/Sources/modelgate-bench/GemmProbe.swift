@@ -30,9 +30,13 @@ enum GemmProbe {
 enum ConvolutionGemmProbe {
     static func run() {
         BLAS.configureThreads()
-        // ResNet-18/50 at batch 8 (stage 1 3x3, stage 3 3x3, stage 4 3x3, a 1x1 expansion) and
-        // ResNet-20 CIFAR at batch 64.
-        let shapes = [(25088, 576, 64), (1568, 2304, 256), (392, 4608, 512), (6272, 256, 1024), (65536, 144, 16)]
+        // ResNet-18/50 at batch 8 (stage 1 3x3, stage 3 3x3, stage 4 3x3, 1x1 reduction and
+        // expansion) and ResNet-20 CIFAR at batch 64, direct (im2col) and as one of Winograd's
+        // 36 products per layer (rows = tiles).
+        let shapes = [
+            (25088, 576, 64), (1568, 2304, 256), (392, 4608, 512), (6272, 256, 1024), (25088, 256, 64), (25088, 64, 256),
+            (65536, 144, 16), (4096, 16, 16), (256, 64, 64),
+        ]
         for (m, k, n) in shapes {
             let w = FloatBuffer(count: k * n)
             for i in 0..<(k * n) { w[i] = Float(i % 13) * 0.01 }

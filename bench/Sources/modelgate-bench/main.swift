@@ -31,6 +31,8 @@ case "batch":
     try BatchProbe.run(seconds: seconds)
 case "packed":
     PackedProbe.run()
+case "conv":
+    ConvolutionProbe.run()
 case "convgemm":
     ConvolutionGemmProbe.run()
 case "resnet":

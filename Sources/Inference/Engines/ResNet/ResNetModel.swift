@@ -164,6 +164,22 @@ public final class ResNetModel: Sendable {
         return (0..<n).map { Array(UnsafeBufferPointer(start: logits.pointer + $0 * classes, count: classes)) }
     }
 
+    /// The method each convolution takes on a batch of `n` images, in the order they run.
+    func methods(n: Int, height: Int, width: Int) -> [Convolution.Method] {
+        var methods = [stem.method(n: n, h: height, w: width)]
+        var (h, w) = (stem.outputSize(height), stem.outputSize(width))
+        if family == .imagenet { (h, w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1) }
+        for block in stages.joined() {
+            let (inH, inW) = (h, w)
+            for convolution in block.convolutions {
+                methods.append(convolution.method(n: n, h: h, w: w))
+                (h, w) = (convolution.outputSize(h), convolution.outputSize(w))
+            }
+            if case .projection(let convolution) = block.shortcut { methods.append(convolution.method(n: n, h: inH, w: inW)) }
+        }
+        return methods
+    }
+
     public var description: String {
         let depth = blockCounts.reduce(0, +) * (bottleneck ? 3 : 2) + 2
         return "ResNet-\(depth)\(family == .cifar ? " (CIFAR)" : "")"

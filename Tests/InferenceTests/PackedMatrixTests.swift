@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+import TestSupport
+
+@testable import Inference
+
+/// Packed products against the definition: row counts that exercise every row block and its padding (1 to 40), tall products cut
+/// into row tiles, long ones cut into k-slices, products shared among threads, column tails, bias and accumulation, both formats.
+@Suite struct PackedMatrixTests {
+    struct Case: CustomStringConvertible, Sendable {
+        var m, k, n: Int
+        var description: String { "\(m)x\(k) · \(k)x\(n)" }
+    }
+
+    static let cases = (1...40).map { Case(m: $0, k: 37, n: 45) } + [
+        Case(m: 16, k: 768, n: 64), Case(m: 200, k: 70, n: 33), Case(m: 20, k: 2100, n: 17), Case(m: 3, k: 2100, n: 48),
+        Case(m: 8, k: 512, n: 300),  // shared among the compute threads
+    ]
+
+    @Test func productsMatchTheDefinition() {
+        var random = SeededGenerator(seed: 11)
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &random) } }
+        for format in [PackedMatrix.Format.f32, .bf16] {
+            for shape in Self.cases {
+                let (m, k, n) = (shape.m, shape.k, shape.n)
+                let w = values(k * n), x = values(m * k), bias = values(n), initial = values(m * n)
+                // bf16 weights are compared with the rounded values they store.
+                let stored = format == .f32 ? w : w.map { Float(bitPattern: UInt32(PackedMatrix.bfloat16($0)) << 16) }
+                let packed = PackedMatrix(FloatBuffer(w), rows: k, columns: n, format: format)
+                for accumulate in [false, true] {
+                    let y = FloatBuffer(initial)
+                    let xs = FloatBuffer(x), b = FloatBuffer(bias)
+                    packed.multiply(xs.pointer, m: m, into: y.pointer, bias: b.pointer, accumulate: accumulate)
+                    var worst: Float = 0
+                    for r in 0..<m {
+                        for c in 0..<n {
+                            var sum = Double(bias[c]) + (accumulate ? Double(initial[r * n + c]) : 0)
+                            for i in 0..<k { sum += Double(x[r * k + i]) * Double(stored[i * n + c]) }
+                            worst = max(worst, abs(y[r * n + c] - Float(sum)))
+                        }
+                    }
+                    #expect(worst < 2e-3, "\(format) \(shape) accumulate \(accumulate): largest difference \(worst)")
+                }
+            }
+        }
+    }
+}
