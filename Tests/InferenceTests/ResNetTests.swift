@@ -166,7 +166,7 @@ struct ResNetReference: Decodable {
         let convolution = Convolution(
             weight: weights.pointer, outputChannels: cout, inputChannels: cin, kernel: k, stride: s, padding: p, scale: scale, shift: shift)
         let (ho, wo) = (convolution.outputSize(shape.h), convolution.outputSize(shape.w))
-        var expected = [Float](repeating: 0, count: shape.n * ho * wo * cout)
+        var expected = [Float](repeating: 0, count: shape.n * ho * wo * cout)  // before ReLU
         for image in 0..<shape.n {
             for oy in 0..<ho {
                 for ox in 0..<wo {
@@ -181,7 +181,7 @@ struct ResNetReference: Decodable {
                                 }
                             }
                         }
-                        expected[((image * ho + oy) * wo + ox) * cout + o] = max(0, sum * scale[o] + shift[o])
+                        expected[((image * ho + oy) * wo + ox) * cout + o] = sum * scale[o] + shift[o]
                     }
                 }
             }
@@ -189,14 +189,21 @@ struct ResNetReference: Decodable {
         var methods: [Convolution.Method] = [.tiled(rows: 12), .tiled(rows: 18), .patches]
         if k == 1 && s == 1 && p == 0 { methods.append(.pointwise) }
         if k == 3 && s == 1 && p == 1 { methods += [.winograd(.fused(tiles: 16)), .winograd(.fused(tiles: 5)), .winograd(.phased)] }
+        // relu(conv(x)), and relu(conv(x) + residual) formed in the residual's buffer.
+        let residual = values(expected.count)
         for method in methods {
-            let (output, h, w) = convolution.apply(FloatBuffer(input), n: shape.n, h: shape.h, w: shape.w, relu: true, method: method)
-            #expect(h == ho && w == wo)
-            let worst = zip(output.array, expected).map { abs($0 - $1) }.max() ?? .infinity
-            // Winograd's transforms cost float32 about one decimal digit: the bound is relative.
-            let largest = expected.map(abs).max() ?? 1
-            let bound: Float = if case .winograd = method { 2e-5 * max(1, largest) } else { 1e-4 }
-            #expect(worst < bound, "\(method): largest difference \(worst) (largest value \(largest))")
+            for adding in [false, true] {
+                let target = adding ? zip(expected, residual).map { max(0, $0 + $1) } : expected.map { max(0, $0) }
+                let (output, h, w) = convolution.apply(
+                    FloatBuffer(input), n: shape.n, h: shape.h, w: shape.w, relu: true, adding: adding ? FloatBuffer(residual) : nil,
+                    method: method)
+                #expect(h == ho && w == wo)
+                let worst = zip(output.array, target).map { abs($0 - $1) }.max() ?? .infinity
+                // Winograd's transforms cost float32 about one decimal digit: the bound is relative.
+                let largest = target.map(abs).max() ?? 1
+                let bound: Float = if case .winograd = method { 2e-5 * max(1, largest) } else { 1e-4 }
+                #expect(worst < bound, "\(method), adding \(adding): largest difference \(worst) (largest value \(largest))")
+            }
         }
     }
 }

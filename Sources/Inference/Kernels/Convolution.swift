@@ -51,9 +51,12 @@ public struct Convolution: Sendable {
 
     public func outputSize(_ size: Int) -> Int { (size + 2 * padding - kernel) / stride + 1 }
 
-    /// Applies the convolution to `[n, h, w, cin]`; returns `[n, ho, wo, cout]`, with ReLU if asked.
-    public func apply(_ input: FloatBuffer, n: Int, h: Int, w: Int, relu: Bool = false) -> (FloatBuffer, Int, Int) {
-        apply(input, n: n, h: h, w: w, relu: relu, method: method(n: n, h: h, w: w))
+    /// Applies the convolution to `[n, h, w, cin]`; returns `[n, ho, wo, cout]`, with ReLU if
+    /// asked. With `residual` (`[n, ho, wo, cout]`, a residual block's shortcut) the result is
+    /// `relu(conv(x) + residual)`, written over `residual` and returned: the sum is formed as
+    /// the product is stored rather than by another pass over memory.
+    public func apply(_ input: FloatBuffer, n: Int, h: Int, w: Int, relu: Bool = false, adding residual: FloatBuffer? = nil) -> (FloatBuffer, Int, Int) {
+        apply(input, n: n, h: h, w: w, relu: relu, adding: residual, method: method(n: n, h: h, w: w))
     }
 
     /// How the product is formed. All give the same result; they differ in memory traffic.
@@ -94,26 +97,30 @@ public struct Convolution: Sendable {
         2 * rows * kernel * kernel * inputChannels * 4 + (rows + PackedMatrix.rowTile - 1) / PackedMatrix.rowTile * weights.byteCount
     }
 
-    func apply(_ input: FloatBuffer, n: Int, h: Int, w: Int, relu: Bool, method: Method) -> (FloatBuffer, Int, Int) {
+    func apply(
+        _ input: FloatBuffer, n: Int, h: Int, w: Int, relu: Bool, adding residual: FloatBuffer? = nil, method: Method
+    ) -> (FloatBuffer, Int, Int) {
         let ho = outputSize(h)
         let wo = outputSize(w)
         let rows = n * ho * wo
-        let output = FloatBuffer(count: rows * outputChannels, zeroed: false)
+        precondition(residual.map { $0.count == rows * outputChannels } ?? true, "the residual must have the output's shape")
+        let output = residual ?? FloatBuffer(count: rows * outputChannels, zeroed: false)
+        let accumulate = residual != nil
         switch method {
         case .pointwise:
             precondition(kernel == 1 && padding == 0 && stride == 1, "a pointwise product needs a 1x1, stride-1 convolution")
-            weights.multiply(input.pointer, m: rows, into: output.pointer, bias: bias.pointer)
+            weights.multiply(input.pointer, m: rows, into: output.pointer, bias: bias.pointer, accumulate: accumulate)
         case .tiled(let tile):
-            applyTiled(input.pointer, n: n, h: h, w: w, ho: ho, wo: wo, tile: tile, into: output.pointer)
+            applyTiled(input.pointer, n: n, h: h, w: w, ho: ho, wo: wo, tile: tile, into: output.pointer, accumulate: accumulate)
         case .winograd(let plan):
             guard let winograd else { preconditionFailure("Winograd's method needs a 3x3, stride-1, padding-1 convolution") }
-            winograd.apply(input.pointer, n: n, h: h, w: w, relu: relu, into: output.pointer, plan: plan)
+            winograd.apply(input.pointer, n: n, h: h, w: w, relu: relu, accumulate: accumulate, into: output.pointer, plan: plan)
             return (output, ho, wo)
         case .patches:
             let patch = kernel * kernel * inputChannels
             let patches = FloatBuffer(count: rows * patch, zeroed: false)
             Self.im2col(input.pointer, n: n, h: h, w: w, c: inputChannels, kernel: kernel, stride: stride, padding: padding, ho: ho, wo: wo, into: patches.pointer)
-            weights.multiply(patches.pointer, m: rows, into: output.pointer, bias: bias.pointer)
+            weights.multiply(patches.pointer, m: rows, into: output.pointer, bias: bias.pointer, accumulate: accumulate)
         }
         if relu { Kernels.relu(output.pointer, count: rows * outputChannels) }
         return (output, ho, wo)
@@ -137,7 +144,8 @@ public struct Convolution: Sendable {
     /// im2col and the product one tile of output rows at a time, tiles shared among the compute
     /// threads; each tile's patches go to a cache-sized scratch block.
     func applyTiled(
-        _ input: UnsafePointer<Float>, n: Int, h: Int, w: Int, ho: Int, wo: Int, tile: Int, into output: UnsafeMutablePointer<Float>
+        _ input: UnsafePointer<Float>, n: Int, h: Int, w: Int, ho: Int, wo: Int, tile: Int, into output: UnsafeMutablePointer<Float>,
+        accumulate: Bool
     ) {
         let rows = n * ho * wo
         let patch = kernel * kernel * inputChannels
@@ -155,7 +163,7 @@ public struct Convolution: Sendable {
             Self.im2col(
                 input, rows: first..<(first + count), h: h, w: w, c: c, kernel: kernel, stride: stride, padding: padding,
                 ho: ho, wo: wo, into: scratch.pointer)
-            weights.multiplySerial(scratch.pointer, m: count, into: output + first * cout, bias: bias.pointer)
+            weights.multiplySerial(scratch.pointer, m: count, into: output + first * cout, bias: bias.pointer, accumulate: accumulate)
         }
     }
 

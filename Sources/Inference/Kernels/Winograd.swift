@@ -91,8 +91,12 @@ struct WinogradConvolution: Sendable {
     /// Scratch of a fused block: about half of a 1 MiB L2, the rest for the weights streaming past.
     static let blockBytes = 512 << 10
 
-    /// `[n, h, w, cin]` -> `[n, h, w, cout]`, plus bias, then ReLU when asked.
-    func apply(_ input: UnsafePointer<Float>, n: Int, h: Int, w: Int, relu: Bool, into output: UnsafeMutablePointer<Float>, plan: Plan? = nil) {
+    /// `[n, h, w, cin]` -> `[n, h, w, cout]`, plus bias (plus what `output` holds when
+    /// `accumulate`), then ReLU when asked.
+    func apply(
+        _ input: UnsafePointer<Float>, n: Int, h: Int, w: Int, relu: Bool, accumulate: Bool = false,
+        into output: UnsafeMutablePointer<Float>, plan: Plan? = nil
+    ) {
         let tilesPerImage = Self.tiles(h) * Self.tiles(w)
         let tiles = n * tilesPerImage
         let threads = ComputeThreads.count(forWork: tiles * Self.positions * inputChannels * outputChannels)
@@ -114,7 +118,7 @@ struct WinogradConvolution: Sendable {
                         v + position * inputChannels, m: count, ldx: Self.positions * inputChannels,
                         into: m + position * outputChannels, ldy: Self.positions * outputChannels)
                 }
-                transformOutput(m, geometry, tiles: first..<(first + count), relu: relu, into: output)
+                transformOutput(m, geometry, tiles: first..<(first + count), relu: relu, accumulate: accumulate, into: output)
             }
         case .phased:
             let v = FloatBuffer(count: Self.positions * tiles * inputChannels, zeroed: false)
@@ -134,7 +138,9 @@ struct WinogradConvolution: Sendable {
             }
             ComputeThreads.run(threads: threads, chunks: chunks) { index in
                 let range = (index * chunk)..<min(tiles, (index + 1) * chunk)
-                transformOutput(mp + range.lowerBound * Self.positions * outputChannels, geometry, tiles: range, relu: relu, into: output)
+                transformOutput(
+                    mp + range.lowerBound * Self.positions * outputChannels, geometry, tiles: range, relu: relu, accumulate: accumulate,
+                    into: output)
             }
         }
     }
@@ -231,10 +237,12 @@ struct WinogradConvolution: Sendable {
         out[5 * outStep] = (d5 - five * d3).addingProduct(four, d1)
     }
 
-    /// `Y = Aᵀ M A` (+ bias, ReLU) for each tile; position p of the i-th tile is read from
-    /// `m + (i * 36 + p) * cout`. Output pixels outside the image are not written.
+    /// `Y = Aᵀ M A` (+ bias, + what `output` holds when `accumulate`, ReLU) for each tile;
+    /// position p of the i-th tile is read from `m + (i * 36 + p) * cout`. Output pixels outside
+    /// the image are not written.
     func transformOutput(
-        _ m: UnsafePointer<Float>, _ geometry: Geometry, tiles: Range<Int>, relu: Bool, into output: UnsafeMutablePointer<Float>
+        _ m: UnsafePointer<Float>, _ geometry: Geometry, tiles: Range<Int>, relu: Bool, accumulate: Bool,
+        into output: UnsafeMutablePointer<Float>
     ) {
         let c = outputChannels
         withUnsafeTemporaryAllocation(of: Lane.self, capacity: 60) { scratch in
@@ -262,9 +270,11 @@ struct WinogradConvolution: Sendable {
                     for r in 0..<rows {
                         Self.outputLine(UnsafeRawPointer(t + r * 6).assumingMemoryBound(to: Float.self), 8, s + r * 4, 1)
                         for col in 0..<columns {
+                            let destination = output + ((image * geometry.h + y0 + r) * geometry.w + x0 + col) * c + channel
                             var value = s[r * 4 + col] + b
+                            if accumulate { value += Self.load(destination, lanes) }
                             if relu { value.replace(with: Lane(), where: value .< Lane()) }
-                            Self.store(value, output + ((image * geometry.h + y0 + r) * geometry.w + x0 + col) * c + channel, lanes)
+                            Self.store(value, destination, lanes)
                         }
                     }
                     channel += 8

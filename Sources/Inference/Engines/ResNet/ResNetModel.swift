@@ -128,19 +128,22 @@ public final class ResNetModel: Sendable {
             for block in stage {
                 let residualInput = x
                 let (inH, inW) = (h, w)
+                let last = block.convolutions.count - 1
                 var y = x
-                for (index, convolution) in block.convolutions.enumerated() {
-                    let isLast = index == block.convolutions.count - 1
-                    (y, h, w) = convolution.apply(y, n: n, h: h, w: w, relu: !isLast)
+                for convolution in block.convolutions[..<last] {
+                    (y, h, w) = convolution.apply(y, n: n, h: h, w: w, relu: true)
                 }
-                let channels = block.convolutions[block.convolutions.count - 1].outputChannels
+                // The last convolution adds the shortcut (and applies ReLU) as it stores its result.
+                let final = block.convolutions[last]
                 switch block.shortcut {
                 case .identity:
-                    Kernels.add(y.pointer, residualInput.pointer, count: n * h * w * channels)
+                    (y, h, w) = final.apply(y, n: n, h: h, w: w, relu: true, adding: residualInput)
                 case .projection(let convolution):
                     let (projected, _, _) = convolution.apply(residualInput, n: n, h: inH, w: inW)
-                    Kernels.add(y.pointer, projected.pointer, count: n * h * w * channels)
+                    (y, h, w) = final.apply(y, n: n, h: h, w: w, relu: true, adding: projected)
                 case .padding(let stride, let extra):
+                    (y, h, w) = final.apply(y, n: n, h: h, w: w)
+                    let channels = final.outputChannels
                     let inputChannels = channels - extra
                     let pad = extra / 2
                     for image in 0..<n {
@@ -152,8 +155,8 @@ public final class ResNetModel: Sendable {
                             }
                         }
                     }
+                    Kernels.relu(y.pointer, count: n * h * w * channels)
                 }
-                Kernels.relu(y.pointer, count: n * h * w * channels)
                 x = y
             }
         }
