@@ -25,8 +25,9 @@ enum DecodeProbe {
 enum BatchProbe {
     static func run(seconds: Double, sequences: Int = 16) throws {
         let directory = NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
-        let model = try GPT2Model(directory: directory)
-        print("loaded; decoding \(sequences) sequences")
+        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
+        let model = try GPT2Model(directory: directory, format: format)
+        print("loaded; decoding \(sequences) sequences (\(format))")
         let start = Date()
         var steps = 0
         while Date().timeIntervalSince(start) < seconds {
