@@ -68,4 +68,24 @@ struct GPT2Reference: Decodable {
             #expect(zip(next[index], alone).allSatisfy { abs($0 - $1) < 1e-5 })
         }
     }
+
+    /// The same on a model wide enough that attention and the products are shared among the
+    /// compute threads (by sequence, and for a lone long prompt by group of heads).
+    @Test func aBatchedStepOnTheComputeThreadsEqualsSeparateSteps() throws {
+        let directory = NSTemporaryDirectory() + "mg-wide-gpt2-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try RandomGPT2.write(GPT2Model.Config(layers: 2, heads: 8, width: 256, contextLength: 128, vocabularySize: 300), seed: 9, to: directory)
+        let wide = try GPT2Model(directory: directory)
+        let prompts = (0..<12).map { index in (0..<(40 + 3 * index)).map { ($0 * 7 + index) % 300 } }
+        let caches = prompts.map { _ in wide.makeCache(capacity: 128) }
+        let batched = wide.forward(zip(prompts, caches).map { .init(tokens: $0, cache: $1) })
+        let next = wide.forward(caches.map { .init(tokens: [5], cache: $0) })
+        for (index, prompt) in prompts.enumerated() {
+            let cache = wide.makeCache(capacity: 128)
+            let alone = wide.forward([.init(tokens: prompt, cache: cache)])[0]
+            let step = wide.forward([.init(tokens: [5], cache: cache)])[0]
+            let worst = max(zip(batched[index], alone).map { abs($0 - $1) }.max() ?? 1, zip(next[index], step).map { abs($0 - $1) }.max() ?? 1)
+            #expect(worst < 1e-4, "sequence \(index): largest difference \(worst)")
+        }
+    }
 }

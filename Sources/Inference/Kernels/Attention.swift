@@ -6,16 +6,17 @@ import Foundation
 /// for keys and values. Token `t` sits at position `start + t` and attends to positions
 /// `0 ... start + t`. Kernels know nothing of models: the caller fills the cache first.
 public enum Attention {
+    /// `only` limits the work to some heads (callers that share the heads among threads).
     public static func causal(
         query: UnsafePointer<Float>, queryStride: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
         output: UnsafeMutablePointer<Float>, tokens: Int, start: Int, heads: Int, headSize: Int,
-        scores: UnsafeMutablePointer<Float>
+        scores: UnsafeMutablePointer<Float>, only: Range<Int>? = nil
     ) {
         let width = heads * headSize
         let scale = 1 / Float(headSize).squareRoot()
         for t in 0..<tokens {
             let visible = start + t + 1
-            for h in 0..<heads {
+            for h in only ?? 0..<heads {
                 let q = query + t * queryStride + h * headSize
                 for p in 0..<visible {
                     scores[p] = Kernels.dot(q, keys + p * width + h * headSize, count: headSize) * scale

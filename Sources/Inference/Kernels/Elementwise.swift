@@ -162,10 +162,18 @@ public enum Kernels {
 
 /// Vectorised transcendental functions (about 1 ulp of float over the ranges used).
 public enum Vector {
+    /// `x` limited to `[low, high]` lane by lane: two compares and blends (the standard
+    /// library's `clamped` goes through an out-of-line generic `pointwiseMin`/`pointwiseMax`).
+    @inline(__always)
+    static func clamp(_ x: SIMD8<Float>, _ low: Float, _ high: Float) -> SIMD8<Float> {
+        let lower = SIMD8<Float>(repeating: low), upper = SIMD8<Float>(repeating: high)
+        return x.replacing(with: lower, where: x .< lower).replacing(with: upper, where: x .> upper)
+    }
+
     /// e^x, by range reduction to [-ln2/2, ln2/2] and a degree-6 polynomial.
     @inline(__always)
     public static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-        let clamped = x.clamped(lowerBound: SIMD8(repeating: -87.3), upperBound: SIMD8(repeating: 88.3))
+        let clamped = clamp(x, -87.3, 88.3)
         let n = (clamped * 1.442_695_040_888_963_4).rounded(.toNearestOrEven)
         // r = x - n ln2, in two parts for accuracy.
         let high: SIMD8<Float> = n * 0.693_145_751_953_125
@@ -191,7 +199,7 @@ public enum Vector {
     @inline(__always)
     public static func tanh(_ x: SIMD8<Float>) -> SIMD8<Float> {
         let magnitude = x.replacing(with: -x, where: x .< 0)
-        let doubled: SIMD8<Float> = 2 * magnitude.clamped(lowerBound: SIMD8(repeating: 0), upperBound: SIMD8(repeating: 20))
+        let doubled: SIMD8<Float> = 2 * clamp(magnitude, 0, 20)
         let e = exp(doubled)
         let large: SIMD8<Float> = 1 - 2 / (e + 1)
         let signed = large.replacing(with: -large, where: x .< 0)

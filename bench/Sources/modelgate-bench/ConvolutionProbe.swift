@@ -16,7 +16,7 @@ enum ConvolutionProbe {
             let convolution = Convolution(
                 weight: weight.pointer, outputChannels: channels, inputChannels: inputChannels, kernel: 3, stride: 1, padding: 1)
             let input = FloatBuffer(count: n * size * size * inputChannels)
-            let tiny = ProcessInfo.processInfo.environment["TINY"] != nil; for i in 0..<input.count { input[i] = tiny ? Float(i % 11) * 1e-39 : Float(i % 11) * 0.1 }
+            for i in 0..<input.count { input[i] = Float(i % 11) * 0.1 }
             _ = convolution.apply(input, n: n, h: size, w: size, relu: true)
             // The best of many runs: this shared machine's neighbours add noise, never speed.
             var seconds = Double.infinity

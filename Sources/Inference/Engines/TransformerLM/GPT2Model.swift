@@ -102,6 +102,13 @@ public final class GPT2Model: Sendable {
 
     // MARK: Forward
 
+    /// One sequence's attention in a step: its cache and its rows.
+    struct AttentionJob: @unchecked Sendable {
+        let keys: UnsafeMutablePointer<Float>
+        let values: UnsafeMutablePointer<Float>
+        let first, tokens, start: Int
+    }
+
     /// The keys and values of one sequence's past positions, per layer: `[capacity, C]` each.
     public final class KVCache: @unchecked Sendable {
         public let capacity: Int
@@ -161,8 +168,15 @@ public final class GPT2Model: Sendable {
         let qkv = FloatBuffer(count: total * 3 * c, zeroed: false)
         let attended = FloatBuffer(count: total * c, zeroed: false)
         let hidden = FloatBuffer(count: total * 4 * c, zeroed: false)
-        let maxVisible = steps.map { $0.cache.length + $0.tokens.count }.max() ?? 1
-        let scores = FloatBuffer(count: maxVisible, zeroed: false)
+        var firstRows: [Int] = []  // each sequence's first row in the step
+        var attentionWork = 0
+        for step in steps {
+            firstRows.append(firstRows.isEmpty ? 0 : firstRows[firstRows.count - 1] + steps[firstRows.count - 1].tokens.count)
+            attentionWork += step.tokens.count * (step.cache.length + step.tokens.count) * 2 * c
+        }
+        let attentionThreads = ComputeThreads.count(forWork: attentionWork)
+        // Few sequences (a long prompt): their heads are shared out too.
+        let headGroups = steps.count >= 2 * ComputeThreads.cores ? 1 : min(config.heads, 4)
 
         // Embeddings.
         var row = 0
@@ -181,22 +195,30 @@ public final class GPT2Model: Sendable {
             // Attention: h = ln_1(x); q, k, v = h · c_attn; x += c_proj(attention(q, k, v)).
             Kernels.layerNorm(x.pointer, h.pointer, rows: total, width: c, weight: block.ln1Weight.pointer, bias: block.ln1Bias.pointer, epsilon: config.layerNormEpsilon)
             block.attentionWeight.multiply(h.pointer, m: total, into: qkv.pointer, bias: block.attentionBias.pointer)
-            var first = 0
-            for step in steps {
-                let count = step.tokens.count
-                let start = step.cache.length
-                let keys = step.cache.keys[layer].pointer
-                let values = step.cache.values[layer].pointer
-                for t in 0..<count {
-                    let source = qkv.pointer + (first + t) * 3 * c
-                    (keys + (start + t) * c).update(from: source + c, count: c)
-                    (values + (start + t) * c).update(from: source + 2 * c, count: c)
+            var jobs: [AttentionJob] = []
+            for (index, step) in steps.enumerated() {
+                let job = AttentionJob(
+                    keys: step.cache.keys[layer].pointer, values: step.cache.values[layer].pointer, first: firstRows[index],
+                    tokens: step.tokens.count, start: step.cache.length)
+                for t in 0..<job.tokens {
+                    let source = qkv.pointer + (job.first + t) * 3 * c
+                    (job.keys + (job.start + t) * c).update(from: source + c, count: c)
+                    (job.values + (job.start + t) * c).update(from: source + 2 * c, count: c)
                 }
-                Attention.causal(
-                    query: qkv.pointer + first * 3 * c, queryStride: 3 * c, keys: keys, values: values,
-                    output: attended.pointer + first * c, tokens: count, start: start, heads: config.heads,
-                    headSize: config.headSize, scores: scores.pointer)
-                first += count
+                jobs.append(job)
+            }
+            // Each (sequence, group of heads) attends on its own, shared among the compute
+            // threads when there is enough work (they write disjoint parts of `attended`).
+            let (heads, headSize) = (config.heads, config.headSize)
+            ComputeThreads.run(threads: attentionThreads, chunks: jobs.count * headGroups) { [jobs] chunk in
+                let job = jobs[chunk / headGroups]
+                let group = chunk % headGroups
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: job.start + job.tokens) { scores in
+                    Attention.causal(
+                        query: qkv.pointer + job.first * 3 * c, queryStride: 3 * c, keys: job.keys, values: job.values,
+                        output: attended.pointer + job.first * c, tokens: job.tokens, start: job.start, heads: heads, headSize: headSize,
+                        scores: scores.baseAddress!, only: (group * heads / headGroups)..<((group + 1) * heads / headGroups))
+                }
             }
             block.projectionWeight.multiply(attended.pointer, m: total, into: x.pointer, bias: block.projectionBias.pointer, accumulate: true)
 

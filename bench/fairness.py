@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Fairness under a flood, on the release binary: tenant B's completion latency while tenant A
+keeps 10x the model's queue outstanding (retrying after each 503 as Retry-After says, as the
+openai clients do), beside B's latency with the server idle, in one run. Prints one JSON line.
+
+    bench/fairness.py [seconds]     (run through bench/run fairness; needs .build/release/modelgate)
+
+The demo model gets a queue of 8 and batches of 4 (as the end-to-end fairness test does). B sends
+one request at a time; its p99 under the flood against its idle p99 is the ratio that matters.
+Client and server share this machine's cores: the flooder is 80 Python threads.
+"""
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+BINARY = os.path.join(ROOT, ".build", "release", "modelgate")
+SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 10
+QUEUE, BATCH, FLOODERS = 8, 4, 80
+BODY = json.dumps({"model": "shakespeare", "prompt": "KING:", "max_tokens": 16, "temperature": 0})
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    """One keep-alive connection."""
+
+    def __init__(self, port, key):
+        self.port, self.key, self.connection, self.processing = port, key, None, -1.0
+
+    def complete(self):
+        for attempt in range(2):
+            try:
+                if self.connection is None:
+                    self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                self.connection.request("POST", "/v1/completions", BODY,
+                                        {"Authorization": "Bearer " + self.key, "Content-Type": "application/json"})
+                response = self.connection.getresponse()
+                response.read()
+                self.processing = float(response.getheader("openai-processing-ms") or -1)
+                self.phases = response.getheader("x-phases")
+                return response.status, response.getheader("Retry-After")
+            except (OSError, http.client.HTTPException):
+                self.connection = None
+                if attempt == 1:
+                    return -1, None
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def measure(client, count):
+    """Round trips and server-side times (openai-processing-ms), in ms."""
+    latencies, server = [], []
+    for _ in range(count):
+        start = time.perf_counter()
+        status, _ = client.complete()
+        if status != 200:
+            raise SystemExit(f"tenant B got {status}")
+        latencies.append((time.perf_counter() - start) * 1000)
+        server.append(client.processing)
+        if os.environ.get("PHASES"): print(client.phases, file=sys.stderr)
+    return latencies, server
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="modelgate-bench-fairness-")
+    server = None
+    try:
+        models = os.path.join(work, "models", "shakespeare")
+        os.makedirs(models)
+        source = os.path.join(ROOT, "models", "shakespeare")
+        for name in os.listdir(source):
+            if name != "model.json":
+                os.symlink(os.path.join(source, name), os.path.join(models, name))
+        manifest = json.load(open(os.path.join(source, "model.json")))
+        manifest["options"] = {"queue_capacity": QUEUE, "max_batch": BATCH}
+        json.dump(manifest, open(os.path.join(models, "model.json"), "w"))
+        port = free_port()
+        environment = dict(os.environ, MODELGATE_LOG_LEVEL="warning", MODELGATE_MODELS_DIRECTORY=os.path.join(work, "models"))
+        log = open(os.path.join(work, "serve.log"), "w")
+        server = subprocess.Popen([BINARY, "serve", "--port", str(port)], cwd=work, env=environment, stdout=log, stderr=log)
+        for _ in range(600):
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                connection.request("GET", "/readyz")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+
+        def cli(*arguments):
+            return subprocess.check_output([BINARY, *arguments], cwd=work, env=dict(environment, MODELGATE_LOG_LEVEL="error"), text=True)
+
+        cli("plan", "create", "bench", "requests_per_minute=none", "tokens_per_minute=none", "max_concurrent=none",
+            "monthly_tokens=none", "monthly_images=none", "monthly_budget_micros=none")
+        keys = {}
+        for tenant in ("a", "b"):
+            cli("tenant", "create", "--slug", "fair-" + tenant, "--name", tenant, "--plan", "bench")
+            keys[tenant] = json.loads(cli("key", "create", "--tenant", "fair-" + tenant, "--name", tenant, "--json"))["key"]
+
+        b = Client(port, keys["b"])
+        count = max(50, int(SECONDS * 10))
+        measure(b, 10)  # warm
+        idle, idle_server = measure(b, count)
+
+        stop = threading.Event()
+        statuses = {}
+        lock = threading.Lock()
+
+        def flood():
+            client = Client(port, keys["a"])
+            while not stop.is_set():
+                status, retry = client.complete()
+                with lock:
+                    statuses[status] = statuses.get(status, 0) + 1
+                if status != 200:
+                    stop.wait(float(retry or 1))
+
+        threads = [threading.Thread(target=flood, daemon=True) for _ in range(FLOODERS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1)
+        if os.environ.get("PERF"):
+            subprocess.Popen(["perf", "record", "-a", "-g", "-o", os.environ["PERF"], "--", "sleep", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with lock:
+            before = statuses.get(200, 0)
+        started = time.time()
+        loaded, loaded_server = measure(b, count)
+        window = time.time() - started
+        with lock:
+            completed = statuses.get(200, 0) - before
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=35)
+        print(json.dumps({
+            "benchmark": "fairness", "requests": count,
+            "idle_p50_ms": round(percentile(idle, 50), 2), "idle_p99_ms": round(percentile(idle, 99), 2),
+            "flood_p50_ms": round(percentile(loaded, 50), 2), "flood_p99_ms": round(percentile(loaded, 99), 2),
+            "ratio_p99_flood_vs_idle": round(percentile(loaded, 99) / percentile(idle, 99), 2),
+            "server_idle_p50_ms": percentile(idle_server, 50), "server_flood_p50_ms": percentile(loaded_server, 50),
+            "server_flood_p99_ms": percentile(loaded_server, 99),
+            "flooder_statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "flooder_completions_per_second": round(completed / window, 1),
+        }), flush=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        subprocess.run([BINARY, "db", "stop"], cwd=work, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
