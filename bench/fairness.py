@@ -49,7 +49,6 @@ class Client:
                 response = self.connection.getresponse()
                 response.read()
                 self.processing = float(response.getheader("openai-processing-ms") or -1)
-                self.phases = response.getheader("x-phases")
                 return response.status, response.getheader("Retry-After")
             except (OSError, http.client.HTTPException):
                 self.connection = None
@@ -72,7 +71,6 @@ def measure(client, count):
             raise SystemExit(f"tenant B got {status}")
         latencies.append((time.perf_counter() - start) * 1000)
         server.append(client.processing)
-        if os.environ.get("PHASES"): print(client.phases, file=sys.stderr)
     return latencies, server
 
 
@@ -135,8 +133,6 @@ def main():
         for thread in threads:
             thread.start()
         time.sleep(1)
-        if os.environ.get("PERF"):
-            subprocess.Popen(["perf", "record", "-a", "-g", "-o", os.environ["PERF"], "--", "sleep", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         with lock:
             before = statuses.get(200, 0)
         started = time.time()
