@@ -109,9 +109,9 @@ struct WinogradConvolution: Sendable {
             ComputeThreads.run(threads: threads, chunks: blocks) { index in
                 let first = index * block
                 let count = min(block, tiles - first)
-                // One block for both (the buffer recycler keeps large blocks: no fresh pages).
-                let scratch = FloatBuffer(count: Self.positions * count * (inputChannels + outputChannels), zeroed: false)
-                let v = scratch.pointer, m = scratch.pointer + Self.positions * count * inputChannels
+                // The thread's own block: still in its core's cache from the previous block.
+                let v = ThreadScratch.floats(Self.positions * count * (inputChannels + outputChannels))
+                let m = v + Self.positions * count * inputChannels
                 transformInput(input, geometry, tiles: first..<(first + count), into: v)
                 for position in 0..<Self.positions {
                     transformed[position].multiplySerial(
@@ -192,11 +192,26 @@ struct WinogradConvolution: Sendable {
                         }
                         for col in 0..<6 { Self.inputLine(window + col * 8, 48, t + col, 6) }
                     }
-                    for r in 0..<6 {
-                        Self.inputLine(UnsafeRawPointer(t + r * 6).assumingMemoryBound(to: Float.self), 8, d + r * 6, 1)
-                    }
+                    // The row pass writes full vectors straight to V (position r * 6 + j is c floats
+                    // after the one before it); a channel tail goes through d.
                     let destination = v + i * Self.positions * c + channel
-                    for p in 0..<36 { Self.store(d[p], destination + p * c, lanes) }
+                    let raw = UnsafeMutableRawPointer(destination)
+                    for r in 0..<6 {
+                        let row = UnsafeRawPointer(t + r * 6).assumingMemoryBound(to: Float.self)
+                        if lanes == 8 {
+                            let (o0, o1, o2, o3, o4, o5) = Self.inputLine(row, 8)
+                            let base = r &* 6 &* c &* 4, step = c &* 4
+                            raw.storeBytes(of: o0, toByteOffset: base, as: Lane.self)
+                            raw.storeBytes(of: o1, toByteOffset: base &+ step, as: Lane.self)
+                            raw.storeBytes(of: o2, toByteOffset: base &+ 2 &* step, as: Lane.self)
+                            raw.storeBytes(of: o3, toByteOffset: base &+ 3 &* step, as: Lane.self)
+                            raw.storeBytes(of: o4, toByteOffset: base &+ 4 &* step, as: Lane.self)
+                            raw.storeBytes(of: o5, toByteOffset: base &+ 5 &* step, as: Lane.self)
+                        } else {
+                            Self.inputLine(row, 8, d + r * 6, 1)
+                            for j in 0..<6 { Self.store(d[r * 6 + j], destination + (r * 6 + j) * c, lanes) }
+                        }
+                    }
                     channel += 8
                 }
             }
@@ -206,12 +221,22 @@ struct WinogradConvolution: Sendable {
     /// One line of `Bᵀ x`: six vectors `step` floats apart in, six out.
     @inline(__always)
     static func inputLine(_ x: UnsafePointer<Float>, _ step: Int, _ out: UnsafeMutablePointer<Lane>, _ outStep: Int) {
+        let (o0, o1, o2, o3, o4, o5) = inputLine(x, step)
+        out[0] = o0
+        out[outStep] = o1
+        out[2 * outStep] = o2
+        out[3 * outStep] = o3
+        out[4 * outStep] = o4
+        out[5 * outStep] = o5
+    }
+
+    @inline(__always)
+    static func inputLine(_ x: UnsafePointer<Float>, _ step: Int) -> (Lane, Lane, Lane, Lane, Lane, Lane) {
         let raw = UnsafeRawPointer(x)
-        inputLine(
+        return inputLine(
             raw.loadUnaligned(as: Lane.self), raw.loadUnaligned(fromByteOffset: 4 * step, as: Lane.self),
             raw.loadUnaligned(fromByteOffset: 8 * step, as: Lane.self), raw.loadUnaligned(fromByteOffset: 12 * step, as: Lane.self),
-            raw.loadUnaligned(fromByteOffset: 16 * step, as: Lane.self), raw.loadUnaligned(fromByteOffset: 20 * step, as: Lane.self),
-            out, outStep)
+            raw.loadUnaligned(fromByteOffset: 16 * step, as: Lane.self), raw.loadUnaligned(fromByteOffset: 20 * step, as: Lane.self))
     }
 
     /// The same with only `rows` of the six read (a window over the image's top or bottom edge).
@@ -219,22 +244,21 @@ struct WinogradConvolution: Sendable {
     static func inputLine(_ x: UnsafePointer<Float>, _ step: Int, rows: Range<Int>, _ out: UnsafeMutablePointer<Lane>, _ outStep: Int) {
         let raw = UnsafeRawPointer(x)
         func row(_ r: Int) -> Lane { rows.contains(r) ? raw.loadUnaligned(fromByteOffset: 4 * r * step, as: Lane.self) : Lane() }
-        inputLine(row(0), row(1), row(2), row(3), row(4), row(5), out, outStep)
+        let (o0, o1, o2, o3, o4, o5) = inputLine(row(0), row(1), row(2), row(3), row(4), row(5))
+        out[0] = o0
+        out[outStep] = o1
+        out[2 * outStep] = o2
+        out[3 * outStep] = o3
+        out[4 * outStep] = o4
+        out[5 * outStep] = o5
     }
 
     @inline(__always)
-    static func inputLine(
-        _ d0: Lane, _ d1: Lane, _ d2: Lane, _ d3: Lane, _ d4: Lane, _ d5: Lane, _ out: UnsafeMutablePointer<Lane>, _ outStep: Int
-    ) {
+    static func inputLine(_ d0: Lane, _ d1: Lane, _ d2: Lane, _ d3: Lane, _ d4: Lane, _ d5: Lane) -> (Lane, Lane, Lane, Lane, Lane, Lane) {
         let four = Lane(repeating: 4), five = Lane(repeating: 5), two = Lane(repeating: 2)
-        out[0] = (d4 - five * d2).addingProduct(four, d0)
         let a = d4 - four * d2, b = d3 - four * d1
-        out[outStep] = a + b
-        out[2 * outStep] = a - b
         let e = d4 - d2, f = two * (d3 - d1)
-        out[3 * outStep] = e + f
-        out[4 * outStep] = e - f
-        out[5 * outStep] = (d5 - five * d3).addingProduct(four, d1)
+        return ((d4 - five * d2).addingProduct(four, d0), a + b, a - b, e + f, e - f, (d5 - five * d3).addingProduct(four, d1))
     }
 
     /// `Y = Aᵀ M A` (+ bias, + what `output` holds when `accumulate`, ReLU) for each tile;
