@@ -41,6 +41,7 @@ let package = Package(
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CPrefetch"),
 
         // MARK: Foundations
         .target(
@@ -75,7 +76,7 @@ let package = Package(
         // debug builds (tests run real models), for a CPU with AVX2 and FMA.
         .target(
             name: "Inference",
-            dependencies: ["CBLAS", "CTurboJPEG", "CPNG"],
+            dependencies: ["CBLAS", "CTurboJPEG", "CPNG", "CPrefetch"],
             swiftSettings: inferenceSettings
         ),
         // Plain SQL migrations, embedded into the binary so it runs from any directory.

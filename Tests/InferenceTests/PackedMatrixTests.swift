@@ -5,7 +5,7 @@ import TestSupport
 @testable import Inference
 
 /// Packed products against the definition: row counts that exercise every row block and its padding (1 to 40), tall products cut
-/// into row tiles, long ones cut into k-slices, products shared among threads, column tails, bias and accumulation, both formats.
+/// into row tiles, long ones cut into k-slices, products shared among threads, decoding batches that prefetch, column tails, bias and accumulation, both formats.
 @Suite struct PackedMatrixTests {
     struct Case: CustomStringConvertible, Sendable {
         var m, k, n: Int
@@ -15,6 +15,7 @@ import TestSupport
     static let cases = (1...40).map { Case(m: $0, k: 37, n: 45) } + [
         Case(m: 16, k: 768, n: 64), Case(m: 200, k: 70, n: 33), Case(m: 20, k: 2100, n: 17), Case(m: 3, k: 2100, n: 48),
         Case(m: 8, k: 512, n: 300),  // shared among the compute threads
+        Case(m: 16, k: 768, n: 350),  // weights past 1 MiB: the later row blocks prefetch
     ]
 
     @Test func productsMatchTheDefinition() {

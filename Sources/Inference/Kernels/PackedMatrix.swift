@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import CPrefetch
 
 /// A weight matrix `W[K, N]` stored in panels of 16 columns (`panel[p][k][0..<16]`), so that a
 /// product `Y = X · W` streams each panel once, contiguously, while 4 rows of `X` accumulate in
@@ -170,15 +171,32 @@ public final class PackedMatrix: @unchecked Sendable {
                 let first = kStart == 0
                 let sliceBias = first ? bias.map { $0 + column } : nil
                 let sliceAccumulate = first ? accumulate : true
+                // A decoding batch streams its weights from memory, and the first row block
+                // waits for them while the later ones work from cache: those later blocks fetch
+                // the data that comes next (the next slice or panel), so that memory and
+                // arithmetic overlap instead of taking turns.
+                let more = storageBytes >= Self.streamedBytes && (panel + 1 < range.upperBound || kStart + kCount < k)
+                let ahead = Self.prefetchAhead(m: m, kCount: kCount, more: more, bytesPerRow: Self.panelWidth * Element.bytes)
+                let next = w + kCount * Self.panelWidth * Element.bytes
                 var r = 0
+                var later = 0
+                func prefetch() -> UnsafeRawPointer? {
+                    guard let ahead, r > 0 else { return nil }
+                    defer { later += 1 }
+                    return next + later * ahead.lines * 64
+                }
                 // Blocks of 6 rows, ending 4 + 4 rather than 6 + 1 + 1 (a single-row block reads
                 // the panel again for one row's work).
                 while r + 6 <= m && m - r != 8 && m - r != 9 {
-                    Self.block6(w, kCount, x + r * ldx + kStart, ldx, y + r * ldy + column, ldy, count, sliceBias, sliceAccumulate, element)
+                    Self.block6(
+                        w, kCount, x + r * ldx + kStart, ldx, y + r * ldy + column, ldy, count, sliceBias, sliceAccumulate, element,
+                        prefetch: prefetch(), every: ahead?.every ?? 0)
                     r += 6
                 }
                 while r + 4 <= m {
-                    Self.block4(w, kCount, x + r * ldx + kStart, ldx, y + r * ldy + column, ldy, count, sliceBias, sliceAccumulate, element)
+                    Self.block4(
+                        w, kCount, x + r * ldx + kStart, ldx, y + r * ldy + column, ldy, count, sliceBias, sliceAccumulate, element,
+                        prefetch: prefetch(), every: ahead?.every ?? 0)
                     r += 4
                 }
                 while r < m {
@@ -191,19 +209,40 @@ public final class PackedMatrix: @unchecked Sendable {
     }
 
     static let kSlice = 1024
+    static let streamedBytes = 1 << 20
+
+    /// How each row block after the first shares out fetching the next `kCount` rows of
+    /// weights: `lines` cache lines, one every `2^every` iterations. Only for 7 to 32 rows (a
+    /// decoding batch: one block alone has no later block, and the weights of larger products
+    /// stay in cache anyway), and weights too large for the L2 cache (`streamedBytes`).
+    static func prefetchAhead(m: Int, kCount: Int, more: Bool, bytesPerRow: Int) -> (lines: Int, every: Int)? {
+        guard more, m > 6, m <= 32 else { return nil }
+        var blocks = 0
+        var r = 0
+        while r + 6 <= m && m - r != 8 && m - r != 9 { r += 6; blocks += 1 }
+        while r + 4 <= m { r += 4; blocks += 1 }
+        guard blocks > 1 else { return nil }
+        let lines = (kCount * bytesPerRow / 64 + blocks - 2) / (blocks - 1)
+        var every = 0
+        while kCount >> (every + 1) >= lines { every += 1 }
+        return (lines, every)
+    }
 
     /// Six rows of X against one panel: 12 accumulators, 2 weight vectors and a broadcast fill
     /// the 16 vector registers of AVX2.
     @inline(__always)
     static func block6<Element: PanelElement>(
         _ w: UnsafeRawPointer, _ k: Int, _ x: UnsafePointer<Float>, _ ldx: Int, _ y: UnsafeMutablePointer<Float>, _ ldy: Int,
-        _ count: Int, _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type
+        _ count: Int, _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type,
+        prefetch: UnsafeRawPointer? = nil, every: Int = 0
     ) {
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
         var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), d0 = SIMD8<Float>(), d1 = SIMD8<Float>()
         var e0 = SIMD8<Float>(), e1 = SIMD8<Float>(), f0 = SIMD8<Float>(), f1 = SIMD8<Float>()
         let x0 = x, x1 = x + ldx, x2 = x + 2 * ldx, x3 = x + 3 * ldx, x4 = x + 4 * ldx, x5 = x + 5 * ldx
+        let mask = (1 << every) - 1
         for kk in 0..<k {
+            if let prefetch, kk & mask == 0 { mg_prefetch(prefetch + (kk >> every) << 6) }
             let (w0, w1) = Element.row(w, kk)
             var s = SIMD8<Float>(repeating: x0[kk])
             a0 = a0.addingProduct(s, w0)
@@ -236,12 +275,15 @@ public final class PackedMatrix: @unchecked Sendable {
     @inline(__always)
     static func block4<Element: PanelElement>(
         _ w: UnsafeRawPointer, _ k: Int, _ x: UnsafePointer<Float>, _ ldx: Int, _ y: UnsafeMutablePointer<Float>, _ ldy: Int,
-        _ count: Int, _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type
+        _ count: Int, _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type,
+        prefetch: UnsafeRawPointer? = nil, every: Int = 0
     ) {
         var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
         var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), d0 = SIMD8<Float>(), d1 = SIMD8<Float>()
         let x0 = x, x1 = x + ldx, x2 = x + 2 * ldx, x3 = x + 3 * ldx
+        let mask = (1 << every) - 1
         for kk in 0..<k {
+            if let prefetch, kk & mask == 0 { mg_prefetch(prefetch + (kk >> every) << 6) }
             let (w0, w1) = Element.row(w, kk)
             let s0 = SIMD8<Float>(repeating: x0[kk])
             a0 = a0.addingProduct(s0, w0)
