@@ -169,12 +169,14 @@ public final class GPT2Model: Sendable {
         let attended = FloatBuffer(count: total * c, zeroed: false)
         let hidden = FloatBuffer(count: total * 4 * c, zeroed: false)
         var firstRows: [Int] = []  // each sequence's first row in the step
-        var attentionWork = 0
+        var attentionWork = 0, cacheBytes = 0  // per layer
         for step in steps {
             firstRows.append(firstRows.isEmpty ? 0 : firstRows[firstRows.count - 1] + steps[firstRows.count - 1].tokens.count)
             attentionWork += step.tokens.count * (step.cache.length + step.tokens.count) * 2 * c
+            cacheBytes += (step.cache.length + step.tokens.count) * 2 * c * 4
         }
-        let attentionThreads = ComputeThreads.count(forWork: attentionWork)
+        // A long context is worth sharing even for one token: its keys and values stream from memory.
+        let attentionThreads = ComputeThreads.count(forWork: attentionWork, bytes: cacheBytes)
         // Few sequences (a long prompt): their heads are shared out too.
         let headGroups = steps.count >= 2 * ComputeThreads.cores ? 1 : min(config.heads, 4)
 
