@@ -8,6 +8,7 @@ import sys
 def rows(records):
     gateway_healthz = next((r for r in records if r.get("benchmark") == "gateway" and r.get("route") == "healthz"), None)
     engine = {r["route"]: r["engine_ms_per_request"] for r in records if r.get("benchmark") == "engine"}
+    llamacpp = next((r for r in records if r.get("benchmark") == "llamacpp_gpt2_124m_f32" and "skipped" not in r), None)
     for r in records:
         kind = r.get("benchmark")
         if kind == "postgres_pool_select":
@@ -25,6 +26,11 @@ def rows(records):
         elif kind == "gpt2_124m_f32":
             yield ("GPT-2 124M decode, batch 1", r["decode_batch1_tokens_per_second"], "tok/s",
                    "memory-bandwidth ceiling", r["bandwidth_ceiling_tokens_per_second"])
+            if llamacpp:
+                yield ("GPT-2 124M decode, batch 1", r["decode_batch1_tokens_per_second"], "tok/s",
+                       "llama.cpp f32, same weights (tg128)", llamacpp["decode_batch1_tokens_per_second"])
+                yield ("GPT-2 124M prompt, 128 tokens", r["prefill_128_tokens_per_second"], "tok/s",
+                       "llama.cpp f32, same weights (pp128)", llamacpp["prefill_128_tokens_per_second"])
             concurrent = [(int(key.split("_")[1]), value) for key, value in r.items()
                           if key.startswith("concurrent_") and key.endswith("_tokens_per_second")]
             for streams, value in sorted(concurrent):

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Writes a Hugging Face GPT-2 folder (config.json, model.safetensors, F32) as a float32 GGUF file
+for llama.cpp, with GPT-2's byte-level BPE vocabulary, so llama.cpp runs the very weights the
+gpt2 benchmark runs. Needs numpy and llama.cpp's own gguf-py package (on PYTHONPATH).
+
+    bench/gguf_gpt2.py MODEL_DIR VOCAB_DIR OUT.gguf     (VOCAB_DIR: vocab.json, merges.txt)
+
+Tensor names and the Conv1D transposes follow llama.cpp's convert_hf_to_gguf.py for GPT-2.
+"""
+import json
+import struct
+import sys
+
+import numpy as np
+from gguf import GGUFWriter, TokenType
+
+
+def safetensors(path):
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        base = 8 + size
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if info["dtype"] != "F32":
+            raise SystemExit(f"{name}: {info['dtype']}, expected F32")
+        start, end = info["data_offsets"]
+        yield name, np.frombuffer(data[base + start:base + end], dtype=np.float32).reshape(info["shape"])
+
+
+def main():
+    model, vocab_dir, out = sys.argv[1:4]
+    config = json.load(open(model + "/config.json"))
+    writer = GGUFWriter(out, "gpt2")
+    writer.add_name("ModelGate bench GPT-2")
+    writer.add_block_count(config["n_layer"])
+    writer.add_context_length(config["n_positions"])
+    writer.add_embedding_length(config["n_embd"])
+    writer.add_feed_forward_length(4 * config["n_embd"])
+    writer.add_head_count(config["n_head"])
+    writer.add_layer_norm_eps(config.get("layer_norm_epsilon", 1e-5))
+    writer.add_file_type(0)  # all F32
+
+    vocab = json.load(open(vocab_dir + "/vocab.json"))
+    tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    if len(tokens) != config["vocab_size"]:
+        raise SystemExit(f"vocabulary of {len(tokens)} tokens, the model has {config['vocab_size']}")
+    merges = [line.rstrip("\n") for line in open(vocab_dir + "/merges.txt", encoding="utf-8") if line.strip() and not line.startswith("#")]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("gpt-2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([TokenType.CONTROL if token == "<|endoftext|>" else TokenType.NORMAL for token in tokens])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(vocab["<|endoftext|>"])
+    writer.add_eos_token_id(vocab["<|endoftext|>"])
+
+    names = {"wte.weight": "token_embd.weight", "wpe.weight": "position_embd.weight",
+             "ln_f.weight": "output_norm.weight", "ln_f.bias": "output_norm.bias"}
+    blocks = {"ln_1": "attn_norm", "ln_2": "ffn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
+              "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+    for name, array in safetensors(model + "/model.safetensors"):
+        name = name.removeprefix("transformer.")
+        if name.endswith(".attn.bias") or name.endswith(".attn.masked_bias") or name == "lm_head.weight":
+            continue  # causal-mask buffers; the output head is tied to wte
+        if name.startswith("h."):
+            _, layer, rest = name.split(".", 2)
+            module, kind = rest.rsplit(".", 1)
+            # Conv1D stores [in, out]; GGUF wants [out, in] as convert_hf_to_gguf.py writes it.
+            if kind == "weight" and module in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+                array = array.T
+            target = f"blk.{layer}.{blocks[module]}.{kind}"
+        else:
+            target = names[name]
+        writer.add_tensor(target, np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+if __name__ == "__main__":
+    main()
