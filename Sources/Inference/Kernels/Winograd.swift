@@ -157,7 +157,8 @@ struct WinogradConvolution: Sendable {
         let c = inputChannels
         let rowStep = geometry.w * c
         withUnsafeTemporaryAllocation(of: Lane.self, capacity: 72) { scratch in
-            let d = scratch.baseAddress!, t = d + 36
+            guard let d = scratch.baseAddress else { return }  // 72 lanes: never empty
+            let t = d + 36
             let window = UnsafeRawPointer(d).assumingMemoryBound(to: Float.self)
             for (i, tile) in tiles.enumerated() {
                 let image = tile / geometry.tilesPerImage
@@ -270,7 +271,8 @@ struct WinogradConvolution: Sendable {
     ) {
         let c = outputChannels
         withUnsafeTemporaryAllocation(of: Lane.self, capacity: 60) { scratch in
-            let s = scratch.baseAddress!, t = s + 36
+            guard let s = scratch.baseAddress else { return }  // 60 lanes: never empty
+            let t = s + 36
             let gathered = UnsafeRawPointer(s).assumingMemoryBound(to: Float.self)
             for (i, tile) in tiles.enumerated() {
                 let image = tile / geometry.tilesPerImage

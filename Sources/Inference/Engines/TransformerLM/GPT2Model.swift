@@ -216,10 +216,11 @@ public final class GPT2Model: Sendable {
                 let job = jobs[chunk / headGroups]
                 let group = chunk % headGroups
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: job.start + job.tokens) { scores in
+                    guard let scores = scores.baseAddress else { return }  // at least one position
                     Attention.causal(
                         query: qkv.pointer + job.first * 3 * c, queryStride: 3 * c, keys: job.keys, values: job.values,
                         output: attended.pointer + job.first * c, tokens: job.tokens, start: job.start, heads: heads, headSize: headSize,
-                        scores: scores.baseAddress!, only: (group * heads / headGroups)..<((group + 1) * heads / headGroups))
+                        scores: scores, only: (group * heads / headGroups)..<((group + 1) * heads / headGroups))
                 }
             }
             block.projectionWeight.multiply(attended.pointer, m: total, into: x.pointer, bias: block.projectionBias.pointer, accumulate: true)
