@@ -179,9 +179,11 @@ struct WinogradConvolution: Sendable {
                             if col < columnsFrom || col >= columnsTo {
                                 for r in 0..<6 { t[r * 6 + col] = Lane() }
                             } else if rowsFrom == 0 && rowsTo == 6 {
-                                Self.inputLine(origin + col * c + channel, rowStep, t + col, 6)
+                                Self.store(Self.inputLine(origin + col * c + channel, rowStep), to: t + col, stride: Self.tStride)
                             } else {
-                                Self.inputLine(origin + col * c + channel, rowStep, rows: rowsFrom..<rowsTo, t + col, 6)
+                                Self.store(
+                                    Self.inputLine(origin + col * c + channel, rowStep, rows: rowsFrom..<rowsTo), to: t + col,
+                                    stride: Self.tStride)
                             }
                         }
                     } else {
@@ -191,7 +193,7 @@ struct WinogradConvolution: Sendable {
                                 d[r * 6 + col] = outside ? Lane() : Self.load(origin + (r * geometry.w + col) * c + channel, lanes)
                             }
                         }
-                        for col in 0..<6 { Self.inputLine(window + col * 8, 48, t + col, 6) }
+                        for col in 0..<6 { Self.store(Self.inputLine(window + col * 8, 48), to: t + col, stride: Self.tStride) }
                     }
                     // The row pass writes full vectors straight to V (position r * 6 + j is c floats
                     // after the one before it); a channel tail goes through d.
@@ -200,16 +202,9 @@ struct WinogradConvolution: Sendable {
                     for r in 0..<6 {
                         let row = UnsafeRawPointer(t + r * 6).assumingMemoryBound(to: Float.self)
                         if lanes == 8 {
-                            let (o0, o1, o2, o3, o4, o5) = Self.inputLine(row, 8)
-                            let base = r &* 6 &* c &* 4, step = c &* 4
-                            raw.storeBytes(of: o0, toByteOffset: base, as: Lane.self)
-                            raw.storeBytes(of: o1, toByteOffset: base &+ step, as: Lane.self)
-                            raw.storeBytes(of: o2, toByteOffset: base &+ 2 &* step, as: Lane.self)
-                            raw.storeBytes(of: o3, toByteOffset: base &+ 3 &* step, as: Lane.self)
-                            raw.storeBytes(of: o4, toByteOffset: base &+ 4 &* step, as: Lane.self)
-                            raw.storeBytes(of: o5, toByteOffset: base &+ 5 &* step, as: Lane.self)
+                            Self.store(Self.inputLine(row, 8), to: raw + r &* 6 &* c &* 4, stride: c &* 4)
                         } else {
-                            Self.inputLine(row, 8, d + r * 6, 1)
+                            Self.store(Self.inputLine(row, 8), to: d + r * 6, stride: Self.laneBytes)
                             for j in 0..<6 { Self.store(d[r * 6 + j], destination + (r * 6 + j) * c, lanes) }
                         }
                     }
@@ -219,20 +214,30 @@ struct WinogradConvolution: Sendable {
         }
     }
 
-    /// One line of `Bᵀ x`: six vectors `step` floats apart in, six out.
+    typealias Six = (Lane, Lane, Lane, Lane, Lane, Lane)
+    static let laneBytes = MemoryLayout<Lane>.stride
+    /// Between the rows of the 6x6 intermediate `t` (column j of row r at `t + r * 6 + j`).
+    static let tStride = 6 * laneBytes
+
+    /// Six vectors to `to`, `stride` bytes apart.
     @inline(__always)
-    static func inputLine(_ x: UnsafePointer<Float>, _ step: Int, _ out: UnsafeMutablePointer<Lane>, _ outStep: Int) {
-        let (o0, o1, o2, o3, o4, o5) = inputLine(x, step)
-        out[0] = o0
-        out[outStep] = o1
-        out[2 * outStep] = o2
-        out[3 * outStep] = o3
-        out[4 * outStep] = o4
-        out[5 * outStep] = o5
+    static func store(_ six: Six, to: UnsafeMutableRawPointer, stride: Int) {
+        to.storeBytes(of: six.0, as: Lane.self)
+        to.storeBytes(of: six.1, toByteOffset: stride, as: Lane.self)
+        to.storeBytes(of: six.2, toByteOffset: 2 &* stride, as: Lane.self)
+        to.storeBytes(of: six.3, toByteOffset: 3 &* stride, as: Lane.self)
+        to.storeBytes(of: six.4, toByteOffset: 4 &* stride, as: Lane.self)
+        to.storeBytes(of: six.5, toByteOffset: 5 &* stride, as: Lane.self)
     }
 
     @inline(__always)
-    static func inputLine(_ x: UnsafePointer<Float>, _ step: Int) -> (Lane, Lane, Lane, Lane, Lane, Lane) {
+    static func store(_ six: Six, to: UnsafeMutablePointer<Lane>, stride: Int) {
+        store(six, to: UnsafeMutableRawPointer(to), stride: stride)
+    }
+
+    /// One line of `Bᵀ x`: six vectors `step` floats apart in, six out.
+    @inline(__always)
+    static func inputLine(_ x: UnsafePointer<Float>, _ step: Int) -> Six {
         let raw = UnsafeRawPointer(x)
         return inputLine(
             raw.loadUnaligned(as: Lane.self), raw.loadUnaligned(fromByteOffset: 4 * step, as: Lane.self),
@@ -242,20 +247,14 @@ struct WinogradConvolution: Sendable {
 
     /// The same with only `rows` of the six read (a window over the image's top or bottom edge).
     @inline(__always)
-    static func inputLine(_ x: UnsafePointer<Float>, _ step: Int, rows: Range<Int>, _ out: UnsafeMutablePointer<Lane>, _ outStep: Int) {
+    static func inputLine(_ x: UnsafePointer<Float>, _ step: Int, rows: Range<Int>) -> Six {
         let raw = UnsafeRawPointer(x)
         func row(_ r: Int) -> Lane { rows.contains(r) ? raw.loadUnaligned(fromByteOffset: 4 * r * step, as: Lane.self) : Lane() }
-        let (o0, o1, o2, o3, o4, o5) = inputLine(row(0), row(1), row(2), row(3), row(4), row(5))
-        out[0] = o0
-        out[outStep] = o1
-        out[2 * outStep] = o2
-        out[3 * outStep] = o3
-        out[4 * outStep] = o4
-        out[5 * outStep] = o5
+        return inputLine(row(0), row(1), row(2), row(3), row(4), row(5))
     }
 
     @inline(__always)
-    static func inputLine(_ d0: Lane, _ d1: Lane, _ d2: Lane, _ d3: Lane, _ d4: Lane, _ d5: Lane) -> (Lane, Lane, Lane, Lane, Lane, Lane) {
+    static func inputLine(_ d0: Lane, _ d1: Lane, _ d2: Lane, _ d3: Lane, _ d4: Lane, _ d5: Lane) -> Six {
         let four = Lane(repeating: 4), five = Lane(repeating: 5), two = Lane(repeating: 2)
         let a = d4 - four * d2, b = d3 - four * d1
         let e = d4 - d2, f = two * (d3 - d1)
