@@ -27,7 +27,6 @@ public struct Convolution: Sendable {
         self.padding = padding
         let rows = kernel * kernel * inputChannels
         let matrix = FloatBuffer(count: rows * outputChannels, zeroed: false)
-        let scaled = FloatBuffer(count: outputChannels * rows, zeroed: false)  // [cout, cin, k, k]
         for o in 0..<outputChannels {
             let factor = scale?[o] ?? 1
             for i in 0..<inputChannels {
@@ -36,7 +35,6 @@ public struct Convolution: Sendable {
                         let source = ((o * inputChannels + i) * kernel + ky) * kernel + kx
                         let row = (ky * kernel + kx) * inputChannels + i
                         matrix[row * outputChannels + o] = weight[source] * factor
-                        scaled[source] = weight[source] * factor
                     }
                 }
             }
@@ -45,7 +43,7 @@ public struct Convolution: Sendable {
         let bias = FloatBuffer(shift ?? [Float](repeating: 0, count: outputChannels))
         self.bias = bias
         winograd = kernel == 3 && stride == 1 && padding == 1
-            ? WinogradConvolution(weight: scaled.pointer, outputChannels: outputChannels, inputChannels: inputChannels, bias: bias)
+            ? WinogradConvolution(patchWeights: matrix.pointer, outputChannels: outputChannels, inputChannels: inputChannels, bias: bias)
             : nil
     }
 

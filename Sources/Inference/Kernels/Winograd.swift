@@ -18,8 +18,9 @@ struct WinogradConvolution: Sendable {
 
     static let positions = 36
 
-    /// `weight` `[cout, cin, 3, 3]` (PyTorch), already scaled by a folded batch norm.
-    init(weight: UnsafePointer<Float>, outputChannels: Int, inputChannels: Int, bias: FloatBuffer) {
+    /// `patchWeights` as the direct product has them, `[(ky · 3 + kx) · cin + i, cout]`, already
+    /// scaled by a folded batch norm.
+    init(patchWeights: UnsafePointer<Float>, outputChannels: Int, inputChannels: Int, bias: FloatBuffer) {
         self.inputChannels = inputChannels
         self.outputChannels = outputChannels
         self.bias = bias
@@ -28,14 +29,16 @@ struct WinogradConvolution: Sendable {
             [1.0 / 24, 1.0 / 12, 1.0 / 6], [1.0 / 24, -1.0 / 12, 1.0 / 6], [0, 0, 1],
         ]
         let matrices = (0..<Self.positions).map { _ in FloatBuffer(count: inputChannels * outputChannels, zeroed: false) }
+        var gg = [Double](repeating: 0, count: 18)  // G g, reused for every channel pair
         for o in 0..<outputChannels {
             for i in 0..<inputChannels {
-                let kernel = weight + (o * inputChannels + i) * 9
                 // G g (6x3), then (G g) Gᵀ (6x6), in double precision.
-                var gg = [Double](repeating: 0, count: 18)
                 for r in 0..<6 {
                     for c in 0..<3 {
-                        gg[r * 3 + c] = (0..<3).reduce(0.0) { $0 + g[r][$1] * Double(kernel[$1 * 3 + c]) }
+                        // g[ky][kx] = W[(ky · 3 + kx) · cin + i, o]
+                        gg[r * 3 + c] = (0..<3).reduce(0.0) {
+                            $0 + g[r][$1] * Double(patchWeights[(($1 * 3 + c) * inputChannels + i) * outputChannels + o])
+                        }
                     }
                 }
                 for r in 0..<6 {
