@@ -170,8 +170,10 @@ public final class GPT2Model: Sendable {
         let hidden = FloatBuffer(count: total * 4 * c, zeroed: false)
         var firstRows: [Int] = []  // each sequence's first row in the step
         var attentionWork = 0, cacheBytes = 0  // per layer
+        var rows = 0
         for step in steps {
-            firstRows.append(firstRows.isEmpty ? 0 : firstRows[firstRows.count - 1] + steps[firstRows.count - 1].tokens.count)
+            firstRows.append(rows)
+            rows += step.tokens.count
             attentionWork += step.tokens.count * (step.cache.length + step.tokens.count) * 2 * c
             cacheBytes += (step.cache.length + step.tokens.count) * 2 * c * 4
         }
