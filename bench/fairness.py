@@ -7,12 +7,15 @@ openai clients do), beside B's latency with the server idle, in one run. Prints 
 
 The demo model gets a queue of 8 and batches of 4 (as the end-to-end fairness test does). B sends
 one request at a time; its p99 under the flood against its idle p99 is the ratio that matters.
-Client and server share this machine's cores: the flooder is 80 Python threads.
+Client and server share this machine's cores. The flooder is 80 Python threads in a process of
+its own (`--flood`), as another tenant's clients would be: in B's own interpreter they would
+hold B's client thread back on the GIL.
 """
 import http.client
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,8 +24,8 @@ import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-BINARY = os.path.join(ROOT, ".build", "release", "modelgate")
-SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 10
+BINARY = os.environ.get("MODELGATE_BINARY") or os.path.join(ROOT, ".build", "release", "modelgate")
+SECONDS = float(sys.argv[1]) if len(sys.argv) == 2 else 10
 QUEUE, BATCH, FLOODERS = 8, 4, 80
 BODY = json.dumps({"model": "shakespeare", "prompt": "KING:", "max_tokens": 16, "temperature": 0})
 
@@ -116,33 +119,15 @@ def main():
         measure(b, 10)  # warm
         idle, idle_server = measure(b, count)
 
-        stop = threading.Event()
-        statuses = {}
-        lock = threading.Lock()
-
-        def flood():
-            client = Client(port, keys["a"])
-            while not stop.is_set():
-                status, retry = client.complete()
-                with lock:
-                    statuses[status] = statuses.get(status, 0) + 1
-                if status != 200:
-                    stop.wait(float(retry or 1))
-
-        threads = [threading.Thread(target=flood, daemon=True) for _ in range(FLOODERS)]
-        for thread in threads:
-            thread.start()
+        flooder = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--flood", str(port), keys["a"]],
+                                   stdout=subprocess.PIPE, text=True)
         time.sleep(1)
-        with lock:
-            before = statuses.get(200, 0)
         started = time.time()
         loaded, loaded_server = measure(b, count)
         window = time.time() - started
-        with lock:
-            completed = statuses.get(200, 0) - before
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=35)
+        flooder.send_signal(signal.SIGINT)
+        statuses = json.loads(flooder.communicate(timeout=60)[0])
+        completed = statuses.pop("completions_in_window")
         print(json.dumps({
             "benchmark": "fairness", "requests": count,
             "idle_p50_ms": round(percentile(idle, 50), 2), "idle_p99_ms": round(percentile(idle, 99), 2),
@@ -150,7 +135,7 @@ def main():
             "ratio_p99_flood_vs_idle": round(percentile(loaded, 99) / percentile(idle, 99), 2),
             "server_idle_p50_ms": percentile(idle_server, 50), "server_flood_p50_ms": percentile(loaded_server, 50),
             "server_flood_p99_ms": percentile(loaded_server, 99),
-            "flooder_statuses": {str(k): v for k, v in sorted(statuses.items())},
+            "flooder_statuses": statuses,
             "flooder_completions_per_second": round(completed / window, 1),
         }), flush=True)
     finally:
@@ -161,5 +146,39 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def flood(port, key):
+    """Tenant A: FLOODERS threads, each sending a request as soon as the last one finished (after
+    Retry-After on a 503), until SIGINT. Prints the statuses seen and the 200s after the first
+    second (the measurement window) as JSON."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    statuses, lock, started = {}, threading.Lock(), time.time()
+    windowed = [0]
+
+    def loop():
+        client = Client(port, key)
+        while not stopping.is_set():
+            status, retry = client.complete()
+            with lock:
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status == 200 and time.time() - started >= 1:
+                    windowed[0] += 1
+            if status != 200:
+                stopping.wait(float(retry or 1))
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(FLOODERS)]
+    for thread in threads:
+        thread.start()
+    while not stopping.is_set():
+        stopping.wait(0.1)
+    for thread in threads:
+        thread.join(timeout=35)
+    with lock:
+        print(json.dumps(dict(sorted(statuses.items()), completions_in_window=windowed[0])), flush=True)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--flood":
+        flood(int(sys.argv[2]), sys.argv[3])
+    else:
+        main()
