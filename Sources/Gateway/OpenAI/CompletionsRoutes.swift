@@ -218,7 +218,10 @@ struct CompletionsRoutes {
             throw OpenAIError.invalidRequest("Idempotency-Key cannot be combined with stream=true", param: "stream")
         }
         if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
-        try await pipeline.ensureRoom(request, principal: principal, generator.accepts(fairnessKey:))
+        let permit = try await pipeline.enter(.text(generator), request, principal: principal)
+        // Held until settlement: by the response body when streaming, otherwise until return.
+        var streaming = false
+        defer { if !streaming { permit.release() } }
         let started = ContinuousClock.now
         let promptTokens = prompts.reduce(0) { $0 + $1.tokens.count }
         let estimate = UsageEstimate(
@@ -249,7 +252,9 @@ struct CompletionsRoutes {
                 throw InferencePipeline.map(error)
             }
             let chunker = StreamChunker(id: id, created: created, model: model, chat: chat, n: parameters.n, tokenizer: generator.tokenizer)
+            streaming = true
             return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                defer { permit.release() }
                 let produced = Counter()
                 var status = 200
                 do {

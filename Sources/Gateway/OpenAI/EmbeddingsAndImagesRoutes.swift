@@ -99,7 +99,8 @@ struct EmbeddingsAndImagesRoutes {
         }
         guard (1...2048).contains(sequences.count) else { throw OpenAIError.invalidRequest("input must hold 1 to 2048 items", param: "input") }
         if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
-        try await pipeline.ensureRoom(request, principal: principal, service.accepts(fairnessKey:))
+        let permit = try await pipeline.enter(engine, request, principal: principal)
+        defer { permit.release() }
         let started = ContinuousClock.now
         let tokens = sequences.reduce(0) { $0 + $1.count }
         let admission: Admission
@@ -154,7 +155,8 @@ struct EmbeddingsAndImagesRoutes {
         }
         let inputs = prepared
         if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
-        try await pipeline.ensureRoom(request, principal: principal, service.accepts(fairnessKey:))
+        let permit = try await pipeline.enter(engine, request, principal: principal)
+        defer { permit.release() }
         let started = ContinuousClock.now
         let admission: Admission
         do {

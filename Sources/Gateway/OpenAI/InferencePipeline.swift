@@ -45,14 +45,30 @@ struct InferencePipeline: Sendable {
             param: "model", code: "model_not_found")
     }
 
-    /// 503 before admission when the model's queue would refuse this tenant anyway: a flood
-    /// of refused requests then costs no database work and no usage event.
-    func ensureRoom(_ request: Request, principal: Principal, _ accepts: (String) -> Bool) async throws {
-        guard accepts(principal.tenantID?.uuidString ?? "") else {
+    /// Waits for the tenant's share of a model that several tenants are using (`TenantShares`),
+    /// then answers 503 before admission when the model's queue would refuse this tenant
+    /// anyway: a flood of refused requests then costs no database work and no usage event.
+    /// The permit is held until the request is settled.
+    func enter(_ engine: Engine, _ request: Request, principal: Principal) async throws -> TenantShares.Permit {
+        let key = principal.tenantID?.uuidString ?? ""
+        let permit: TenantShares.Permit
+        do {
+            permit = try await engine.shares.acquire(key: key)
+        } catch let error as GenerationError {
+            GatewayMetrics.rejected("tenant_share")
+            await abandonIdempotent(request, principal: principal)
+            throw Self.map(error)
+        } catch {
+            await abandonIdempotent(request, principal: principal)
+            throw error
+        }
+        guard engine.accepts(fairnessKey: key) else {
+            permit.release()
             GatewayMetrics.rejected("queue_full")
             await abandonIdempotent(request, principal: principal)
             throw Self.map(GenerationError.overloaded("the model's queue is full; retry shortly"))
         }
+        return permit
     }
 
     func admit(_ estimate: UsageEstimate, principal: Principal) async throws -> Admission {

@@ -21,6 +21,24 @@ public enum Engine: Sendable {
         }
     }
 
+    /// The requests in flight per tenant while several tenants use this model.
+    public var shares: TenantShares {
+        switch self {
+        case .text(let generator): generator.shares
+        case .embeddings(let service): service.shares
+        case .images(let service): service.shares
+        }
+    }
+
+    /// Whether the engine's queue would take a request of this fairness key now.
+    public func accepts(fairnessKey: String) -> Bool {
+        switch self {
+        case .text(let generator): generator.accepts(fairnessKey: fairnessKey)
+        case .embeddings(let service): service.accepts(fairnessKey: fairnessKey)
+        case .images(let service): service.accepts(fairnessKey: fairnessKey)
+        }
+    }
+
     func shutdown() {
         switch self {
         case .text(let generator): generator.shutdown()
@@ -47,9 +65,12 @@ public enum EngineFactories {
 public final class EmbeddingService: Sendable {
     public let encoder: BertEncoder
     let worker: BatchWorker<[Int], [Float]>
+    /// The requests in flight per tenant while several use this model.
+    public let shares: TenantShares
 
     init(encoder: BertEncoder, maxBatch: Int = 64, capacity: Int = 512) {
         self.encoder = encoder
+        shares = TenantShares(slots: maxBatch, capacity: capacity)
         worker = BatchWorker(name: "embeddings", maxBatch: maxBatch, capacity: capacity) { sequences in
             encoder.embed(tokenIDs: sequences)
         }
@@ -70,9 +91,12 @@ public final class EmbeddingService: Sendable {
 public final class ClassificationService: Sendable {
     public let classifier: ImageClassifier
     let worker: BatchWorker<[Float], [Float]>
+    /// The requests in flight per tenant while several use this model.
+    public let shares: TenantShares
 
     init(classifier: ImageClassifier, maxBatch: Int = 16, capacity: Int = 256) {
         self.classifier = classifier
+        shares = TenantShares(slots: maxBatch, capacity: capacity)
         worker = BatchWorker(name: "images", maxBatch: maxBatch, capacity: capacity) { images in
             let size = classifier.preprocessing.crop
             return classifier.model.forward(images.flatMap { $0 }, n: images.count, height: size.height, width: size.width)

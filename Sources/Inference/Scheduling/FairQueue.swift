@@ -10,6 +10,9 @@ public struct FairQueue<Element> {
 
     public var isEmpty: Bool { count == 0 }
 
+    /// The keys with elements waiting, in service order from the start of the rotation.
+    public var keys: [String] { order }
+
     public mutating func append(_ element: Element, key: String) {
         if queues[key] == nil {
             queues[key] = []

@@ -52,6 +52,8 @@ public final class TextGenerator: Sendable {
     public let defaultMaxTokens: Int
     let maxBatch: Int
     let queueCapacity: Int
+    /// The requests in flight per tenant while several use this model.
+    public let shares: TenantShares
     private let state: SchedulerState
 
     public struct Statistics: Sendable {
@@ -67,6 +69,7 @@ public final class TextGenerator: Sendable {
         self.defaultMaxTokens = defaultMaxTokens
         self.maxBatch = maxBatch
         self.queueCapacity = queueCapacity
+        self.shares = TenantShares(slots: maxBatch, capacity: queueCapacity)
         self.state = SchedulerState()
         let thread = Thread { [state, model, tokenizer, maxBatch] in
             Scheduler(state: state, model: model, tokenizer: tokenizer, maxBatch: maxBatch).run()

@@ -1,0 +1,151 @@
+import Synchronization
+
+/// A model's requests in flight, shared fairly among tenants while more than one is using it.
+///
+/// A tenant alone may have as many requests in flight as the engine's queue takes. Once
+/// another tenant has used the model within `window`, each tenant holds at most
+/// `max(1, slots / active tenants)` requests in flight, counted over the whole request
+/// (admission, run, settlement); the rest wait, served round-robin across tenants, at most
+/// `capacity` of them in all. Beyond that a waiter of the tenant waiting most is refused
+/// (`GenerationError.overloaded`), never another tenant's.
+///
+/// The cap is deliberately not work-conserving. Every request costs CPU outside the engine
+/// (HTTP, metering in PostgreSQL, settlement), so a flooding tenant left to fill an engine that
+/// has room would take the whole machine, and a quiet tenant's request would wait for CPU
+/// behind it at every step. Capped at its share, the flood leaves the quiet tenant near its
+/// idle latency and gets the machine back once the other tenant has been gone for `window`.
+public final class TenantShares: Sendable {
+    public let slots: Int
+    public let capacity: Int
+    public let window: Duration
+
+    private struct Waiter {
+        let id: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct State {
+        var inFlight: [String: Int] = [:]
+        var lastActive: [String: ContinuousClock.Instant] = [:]
+        var waiting = FairQueue<Waiter>()
+        var cancelledBeforeWaiting: Set<UInt64> = []
+        var nextID: UInt64 = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init(slots: Int, capacity: Int, window: Duration = .seconds(1)) {
+        self.slots = max(1, slots)
+        self.capacity = max(0, capacity)
+        self.window = window
+    }
+
+    /// One request's place; released once, by `release()` or when the permit goes away.
+    public final class Permit: Sendable {
+        let shares: TenantShares
+        let key: String
+        private let released = Atomic<Bool>(false)
+
+        init(shares: TenantShares, key: String) {
+            self.shares = shares
+            self.key = key
+        }
+
+        public func release() {
+            guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+            shares.release(key)
+        }
+
+        deinit { release() }
+    }
+
+    /// Waits for `key`'s share to have room (at once when it does). Throws `.overloaded` when
+    /// the waiting room is full, and `CancellationError` when the calling task is cancelled.
+    public func acquire(key: String) async throws -> Permit {
+        let id = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        // A cancellation that came after the waiter left (granted or refused) leaves its mark.
+        defer { state.withLock { _ = $0.cancelledBeforeWaiting.remove(id) } }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let (outcome, evicted) = state.withLock { state -> (Result<Void, any Error>?, Waiter?) in
+                    if state.cancelledBeforeWaiting.remove(id) != nil { return (.failure(CancellationError()), nil) }
+                    let now = ContinuousClock.now
+                    state.lastActive[key] = now
+                    let share = share(&state, including: key, now: now)
+                    if state.waiting.peek(whereKey: { $0 == key }) == nil, state.inFlight[key, default: 0] < share {
+                        state.inFlight[key, default: 0] += 1
+                        return (.success(()), nil)
+                    }
+                    var evicted: Waiter?
+                    if state.waiting.count >= capacity {
+                        evicted = state.waiting.evictForFairness(incoming: key)
+                        guard evicted != nil else { return (.failure(Self.overloaded), nil) }
+                    }
+                    state.waiting.append(Waiter(id: id, continuation: continuation), key: key)
+                    return (nil, evicted)
+                }
+                evicted?.continuation.resume(throwing: Self.overloaded)
+                if let outcome { continuation.resume(with: outcome) }
+            }
+        } onCancel: {
+            let cancelled = state.withLock { state -> Waiter? in
+                var found: Waiter?
+                state.waiting.removeAll { waiter in
+                    guard waiter.id == id else { return false }
+                    found = waiter
+                    return true
+                }
+                if found == nil { state.cancelledBeforeWaiting.insert(id) }
+                return found
+            }
+            cancelled?.continuation.resume(throwing: CancellationError())
+        }
+        return Permit(shares: self, key: key)
+    }
+
+    /// In flight and waiting, per tenant (for tests and statistics).
+    public var snapshot: (inFlight: [String: Int], waiting: Int) {
+        state.withLock { state in (state.inFlight.filter { $0.value > 0 }, state.waiting.count) }
+    }
+
+    private static var overloaded: GenerationError {
+        .overloaded("the model is shared with other tenants and this tenant's share of it is full; retry shortly")
+    }
+
+    private func release(_ key: String) {
+        let granted = state.withLock { state -> [Waiter] in
+            let now = ContinuousClock.now
+            state.inFlight[key, default: 1] -= 1
+            if state.inFlight[key] == 0 { state.inFlight[key] = nil }
+            state.lastActive[key] = now
+            let share = share(&state, including: key, now: now)
+            var granted: [Waiter] = []
+            while let (next, waiter) = state.waiting.peek(whereKey: { [inFlight = state.inFlight] in inFlight[$0, default: 0] < share }) {
+                state.waiting.removeFirst(ofKey: next)
+                state.inFlight[next, default: 0] += 1
+                granted.append(waiter)
+            }
+            return granted
+        }
+        for waiter in granted { waiter.continuation.resume() }
+    }
+
+    /// Requests in flight allowed per tenant now: unlimited for a tenant alone (forgetting
+    /// tenants not seen within `window`); otherwise `slots / active tenants`, or, while some
+    /// other active tenant is under that and not waiting (a light user, whose next request
+    /// must not wait), `slots / (active tenants + 1)`, which keeps one share free. Never less
+    /// than one.
+    private func share(_ state: inout State, including key: String, now: ContinuousClock.Instant) -> Int {
+        state.lastActive = state.lastActive.filter { [inFlight = state.inFlight] in now - $0.value < window || inFlight[$0.key] != nil }
+        var active = Set(state.lastActive.keys).union(state.waiting.keys)
+        active.insert(key)
+        guard active.count > 1 else { return Int.max }
+        let even = max(1, slots / active.count)
+        let waiting = Set(state.waiting.keys)
+        let light = active.contains { $0 != key && state.inFlight[$0, default: 0] < even && !waiting.contains($0) }
+        return light ? max(1, slots / (active.count + 1)) : even
+    }
+}

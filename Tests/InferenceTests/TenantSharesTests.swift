@@ -1,0 +1,117 @@
+import Foundation
+import Inference
+import Testing
+
+@Suite struct TenantSharesTests {
+    /// Polls until `condition` holds (at most 10 s): waiters park on another task.
+    func eventually(_ condition: () -> Bool) async {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !condition(), ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(2)) }
+    }
+
+    /// A task waiting for a permit, and the permit once granted.
+    final class Pending: Sendable {
+        let task: Task<TenantShares.Permit, any Error>
+        init(_ shares: TenantShares, _ key: String) { task = Task { try await shares.acquire(key: key) } }
+    }
+
+    @Test func aTenantAloneIsNotCapped() async throws {
+        let shares = TenantShares(slots: 4, capacity: 8)
+        var permits: [TenantShares.Permit] = []
+        for _ in 0..<10 { permits.append(try await shares.acquire(key: "a")) }
+        #expect(shares.snapshot.inFlight == ["a": 10])
+        permits.removeAll()
+        #expect(shares.snapshot.inFlight.isEmpty)
+    }
+
+    @Test func aLightTenantCapsTheFloodAndIsServedAtOnce() async throws {
+        let shares = TenantShares(slots: 4, capacity: 8)
+        var flood = [try await shares.acquire(key: "a"), try await shares.acquire(key: "a"), try await shares.acquire(key: "a")]
+        // b is under its share: it never waits, however much a has in flight.
+        let quiet = try await shares.acquire(key: "b")
+        // a (3 in flight) is over 4 / (2 tenants + 1 kept free) = 1 while b is light: it waits.
+        let next = Pending(shares, "a")
+        await eventually { shares.snapshot.waiting == 1 }
+        #expect(shares.snapshot.waiting == 1)
+        flood.removeLast()
+        flood.removeLast()
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(shares.snapshot.inFlight == ["a": 1, "b": 1])
+        #expect(shares.snapshot.waiting == 1)
+        flood.removeLast()
+        let granted = try await next.task.value
+        #expect(shares.snapshot.inFlight == ["a": 1, "b": 1])
+        #expect(shares.snapshot.waiting == 0)
+        withExtendedLifetime((granted, quiet)) {}
+    }
+
+    @Test func tenantsThatBothFloodSplitTheSlotsEvenly() async throws {
+        let shares = TenantShares(slots: 4, capacity: 8)
+        var held = [try await shares.acquire(key: "a"), try await shares.acquire(key: "a")]
+        held.append(try await shares.acquire(key: "b"))
+        held.append(try await shares.acquire(key: "b"))
+        // Both at 2 = 4 / 2: neither is light, nothing is kept free, and a third waits.
+        let a = Pending(shares, "a")
+        let b = Pending(shares, "b")
+        await eventually { shares.snapshot.waiting == 2 }
+        #expect(shares.snapshot.inFlight == ["a": 2, "b": 2])
+        #expect(shares.snapshot.waiting == 2)
+        // A released slot of a goes to a's waiter, not b's (b is at its share).
+        held.remove(at: 0)
+        let grantedA = try await a.task.value
+        #expect(shares.snapshot.inFlight == ["a": 2, "b": 2])
+        #expect(shares.snapshot.waiting == 1)
+        held.removeAll()
+        let grantedB = try await b.task.value
+        withExtendedLifetime((grantedA, grantedB)) {}
+    }
+
+    @Test func aFullWaitingRoomRefusesTheFloodNotTheOthers() async throws {
+        let shares = TenantShares(slots: 2, capacity: 2)
+        let held = [try await shares.acquire(key: "a"), try await shares.acquire(key: "b"), try await shares.acquire(key: "c")]
+        // Three tenants on two slots: each may hold one; a's next two wait and fill the room.
+        let first = Pending(shares, "a")
+        await eventually { shares.snapshot.waiting == 1 }
+        let second = Pending(shares, "a")
+        await eventually { shares.snapshot.waiting == 2 }
+        // a's third is refused outright.
+        await #expect(throws: GenerationError.self) { _ = try await shares.acquire(key: "a") }
+        // b's waiter takes the room of a's newest waiter, which is refused.
+        let quiet = Pending(shares, "b")
+        await #expect(throws: GenerationError.self) { _ = try await second.task.value }
+        #expect(shares.snapshot.waiting == 2)
+        withExtendedLifetime(held) {}
+        first.task.cancel()
+        quiet.task.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await first.task.value }
+        await #expect(throws: CancellationError.self) { _ = try await quiet.task.value }
+    }
+
+    @Test func aCancelledWaiterLeavesTheRoom() async throws {
+        let shares = TenantShares(slots: 2, capacity: 4)
+        let held = [try await shares.acquire(key: "a"), try await shares.acquire(key: "b")]
+        let waiter = Pending(shares, "a")
+        await eventually { shares.snapshot.waiting == 1 }
+        waiter.task.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await waiter.task.value }
+        #expect(shares.snapshot.waiting == 0)
+        #expect(shares.snapshot.inFlight == ["a": 1, "b": 1])
+        withExtendedLifetime(held) {}
+    }
+
+    @Test func theCapLiftsOnceTheOtherTenantIsGoneForTheWindow() async throws {
+        let shares = TenantShares(slots: 4, capacity: 8, window: .milliseconds(100))
+        var flood = [try await shares.acquire(key: "a"), try await shares.acquire(key: "a")]
+        do { _ = try await shares.acquire(key: "b") }  // b comes and goes at once
+        let capped = Pending(shares, "a")
+        await eventually { shares.snapshot.waiting == 1 }
+        #expect(shares.snapshot.waiting == 1)
+        try await Task.sleep(for: .milliseconds(150))
+        // b has been gone for the window: a's next release lets its waiter in though a still
+        // has one in flight (a alone is not capped).
+        flood.removeLast()
+        let granted = try await capped.task.value
+        #expect(shares.snapshot.inFlight == ["a": 2])
+        withExtendedLifetime((flood, granted)) {}
+    }
+}
