@@ -100,18 +100,25 @@ import Testing
     }
 
     @Test func theCapLiftsOnceTheOtherTenantIsGoneForTheWindow() async throws {
-        let shares = TenantShares(slots: 4, capacity: 8, window: .milliseconds(100))
-        var flood = [try await shares.acquire(key: "a"), try await shares.acquire(key: "a")]
-        do { _ = try await shares.acquire(key: "b") }  // b comes and goes at once
+        let shares = TenantShares(slots: 4, capacity: 8, window: .seconds(1))
+        var flood: [TenantShares.Permit] = []
+        for _ in 0..<3 { flood.append(try await shares.acquire(key: "a")) }
+        var quiet = [try await shares.acquire(key: "b")]
         let capped = Pending(shares, "a")
         await eventually { shares.snapshot.waiting == 1 }
+        // b leaves. Within the window a stays capped at one: releasing one of its three does
+        // not let its waiter in.
+        quiet.removeAll()
+        flood.removeLast()
+        try await Task.sleep(for: .milliseconds(20))
         #expect(shares.snapshot.waiting == 1)
-        try await Task.sleep(for: .milliseconds(150))
-        // b has been gone for the window: a's next release lets its waiter in though a still
-        // has one in flight (a alone is not capped).
+        #expect(shares.snapshot.inFlight == ["a": 2])
+        // Once b has been gone for the window, a is alone and uncapped: its next release lets
+        // the waiter in although a still has one in flight.
+        try await Task.sleep(for: .milliseconds(1300))
         flood.removeLast()
         let granted = try await capped.task.value
         #expect(shares.snapshot.inFlight == ["a": 2])
-        withExtendedLifetime((flood, granted)) {}
+        withExtendedLifetime((flood, granted, quiet)) {}
     }
 }

@@ -2,14 +2,16 @@ import Foundation
 
 /// Causal multi-head attention against a key/value cache.
 ///
-/// Layout: `q` is `[tokens, heads * headSize]`; the cache holds `[positions, heads * headSize]`
-/// for keys and values. Token `t` sits at position `start + t` and attends to positions
-/// `0 ... start + t`. Kernels know nothing of models: the caller fills the cache first.
+/// Layout: `q` is `[tokens, heads * headSize]`. In the cache, head `h`'s key (and value) for
+/// position `p` starts at `h * headStride + p * positionStride`: `[heads, positions, headSize]`
+/// (one contiguous run per head, what decoding streams best) or `[positions, heads * headSize]`.
+/// Token `t` sits at position `start + t` and attends to positions `0 ... start + t`. Kernels
+/// know nothing of models: the caller fills the cache first.
 public enum Attention {
     /// `only` limits the work to some heads (callers that share the heads among threads).
     public static func causal(
         query: UnsafePointer<Float>, queryStride: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
-        output: UnsafeMutablePointer<Float>, tokens: Int, start: Int, heads: Int, headSize: Int,
+        positionStride: Int, headStride: Int, output: UnsafeMutablePointer<Float>, tokens: Int, start: Int, heads: Int, headSize: Int,
         scores: UnsafeMutablePointer<Float>, only: Range<Int>? = nil
     ) {
         let width = heads * headSize
@@ -18,15 +20,11 @@ public enum Attention {
             let visible = start + t + 1
             for h in only ?? 0..<heads {
                 let q = query + t * queryStride + h * headSize
-                for p in 0..<visible {
-                    scores[p] = Kernels.dot(q, keys + p * width + h * headSize, count: headSize) * scale
-                }
+                Self.scores(q, keys: keys + h * headStride, stride: positionStride, count: visible, headSize: headSize, scale: scale, into: scores)
                 Kernels.softmax(scores, count: visible)
-                let out = output + t * width + h * headSize
-                out.initialize(repeating: 0, count: headSize)
-                for p in 0..<visible {
-                    Kernels.axpy(scores[p], values + p * width + h * headSize, out, count: headSize)
-                }
+                Self.weightedSum(
+                    scores, values: values + h * headStride, stride: positionStride, count: visible, headSize: headSize,
+                    into: output + t * width + h * headSize)
             }
         }
     }
@@ -43,16 +41,97 @@ public enum Attention {
         for t in 0..<length {
             for h in 0..<heads {
                 let q = query + t * stride + h * headSize
-                for p in 0..<validLength {
-                    scores[p] = Kernels.dot(q, keys + p * stride + h * headSize, count: headSize) * scale
-                }
+                Self.scores(q, keys: keys + h * headSize, stride: stride, count: validLength, headSize: headSize, scale: scale, into: scores)
                 Kernels.softmax(scores, count: validLength)
-                let out = output + t * width + h * headSize
-                out.initialize(repeating: 0, count: headSize)
-                for p in 0..<validLength {
-                    Kernels.axpy(scores[p], values + p * stride + h * headSize, out, count: headSize)
-                }
+                Self.weightedSum(scores, values: values + h * headSize, stride: stride, count: validLength, headSize: headSize, into: output + t * width + h * headSize)
             }
         }
+    }
+
+    /// `scores[p] = scale * (q · keys[p * stride ..< p * stride + headSize])` for `p < count`.
+    /// Four positions at a time: each of `q`'s vectors is loaded once for four keys, and the four
+    /// sums are independent chains (one position's eight dependent FMAs would wait on latency).
+    @inline(__always)
+    static func scores(
+        _ q: UnsafePointer<Float>, keys: UnsafePointer<Float>, stride: Int, count: Int, headSize: Int, scale: Float,
+        into scores: UnsafeMutablePointer<Float>
+    ) {
+        guard headSize % 8 == 0 else {
+            for p in 0..<count { scores[p] = Kernels.dot(q, keys + p * stride, count: headSize) * scale }
+            return
+        }
+        let rq = UnsafeRawPointer(q)
+        var p = 0
+        while p + 4 <= count {
+            let k0 = UnsafeRawPointer(keys + p * stride), k1 = UnsafeRawPointer(keys + (p + 1) * stride)
+            let k2 = UnsafeRawPointer(keys + (p + 2) * stride), k3 = UnsafeRawPointer(keys + (p + 3) * stride)
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            var offset = 0
+            while offset < headSize * 4 {
+                let qv = rq.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self)
+                a0 = a0.addingProduct(qv, k0.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self))
+                a1 = a1.addingProduct(qv, k1.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self))
+                a2 = a2.addingProduct(qv, k2.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self))
+                a3 = a3.addingProduct(qv, k3.loadUnaligned(fromByteOffset: offset, as: SIMD8<Float>.self))
+                offset += 32
+            }
+            scores[p] = a0.sum() * scale
+            scores[p + 1] = a1.sum() * scale
+            scores[p + 2] = a2.sum() * scale
+            scores[p + 3] = a3.sum() * scale
+            p += 4
+        }
+        while p < count {
+            scores[p] = Kernels.dot(q, keys + p * stride, count: headSize) * scale
+            p += 1
+        }
+    }
+
+    /// `output[0 ..< headSize] = sum over p < count of weights[p] * values[p * stride ..< + headSize]`.
+    /// 32 dimensions at a time, summed in registers over every position (two positions per
+    /// round, eight independent chains) and stored once, instead of loading and storing the
+    /// output for each position.
+    @inline(__always)
+    static func weightedSum(
+        _ weights: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, count: Int, headSize: Int,
+        into output: UnsafeMutablePointer<Float>
+    ) {
+        var d = 0
+        while d + 32 <= headSize {
+            var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), a2 = SIMD8<Float>(), a3 = SIMD8<Float>()
+            var b0 = SIMD8<Float>(), b1 = SIMD8<Float>(), b2 = SIMD8<Float>(), b3 = SIMD8<Float>()
+            var p = 0
+            while p + 2 <= count {
+                let v = UnsafeRawPointer(values + p * stride + d), w = UnsafeRawPointer(values + (p + 1) * stride + d)
+                let x = SIMD8<Float>(repeating: weights[p]), y = SIMD8<Float>(repeating: weights[p + 1])
+                a0 = a0.addingProduct(x, v.loadUnaligned(fromByteOffset: 0, as: SIMD8<Float>.self))
+                a1 = a1.addingProduct(x, v.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self))
+                a2 = a2.addingProduct(x, v.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self))
+                a3 = a3.addingProduct(x, v.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self))
+                b0 = b0.addingProduct(y, w.loadUnaligned(fromByteOffset: 0, as: SIMD8<Float>.self))
+                b1 = b1.addingProduct(y, w.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self))
+                b2 = b2.addingProduct(y, w.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self))
+                b3 = b3.addingProduct(y, w.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self))
+                p += 2
+            }
+            if p < count {
+                let v = UnsafeRawPointer(values + p * stride + d)
+                let x = SIMD8<Float>(repeating: weights[p])
+                a0 = a0.addingProduct(x, v.loadUnaligned(fromByteOffset: 0, as: SIMD8<Float>.self))
+                a1 = a1.addingProduct(x, v.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self))
+                a2 = a2.addingProduct(x, v.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self))
+                a3 = a3.addingProduct(x, v.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self))
+            }
+            let out = UnsafeMutableRawPointer(output + d)
+            out.storeBytes(of: a0 + b0, toByteOffset: 0, as: SIMD8<Float>.self)
+            out.storeBytes(of: a1 + b1, toByteOffset: 32, as: SIMD8<Float>.self)
+            out.storeBytes(of: a2 + b2, toByteOffset: 64, as: SIMD8<Float>.self)
+            out.storeBytes(of: a3 + b3, toByteOffset: 96, as: SIMD8<Float>.self)
+            d += 32
+        }
+        guard d < headSize else { return }
+        let rest = output + d
+        rest.initialize(repeating: 0, count: headSize - d)
+        for p in 0..<count { Kernels.axpy(weights[p], values + p * stride + d, rest, count: headSize - d) }
     }
 }

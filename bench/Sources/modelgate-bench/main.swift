@@ -29,6 +29,8 @@ case "gemm":
     GemmProbe.run()
 case "batch":
     try BatchProbe.run(seconds: seconds)
+case "attention":
+    AttentionProbe.run()
 case "packed":
     PackedProbe.run()
 case "conv":

@@ -106,32 +106,49 @@ public final class GPT2Model: Sendable {
     struct AttentionJob: @unchecked Sendable {
         let keys: UnsafeMutablePointer<Float>
         let values: UnsafeMutablePointer<Float>
-        let first, tokens, start: Int
+        let first, tokens, start, headStride: Int
     }
 
-    /// The keys and values of one sequence's past positions, per layer: `[capacity, C]` each.
+    /// Keys and values per layer, `[heads, capacity, headSize]`: each head's positions are one
+    /// contiguous run, which a decoding step streams front to back (interleaved heads made
+    /// every head's read a 256-byte stride through all of them).
     public final class KVCache: @unchecked Sendable {
         public let capacity: Int
         public private(set) var length = 0
         let keys: [FloatBuffer]
         let values: [FloatBuffer]
-        let width: Int
+        let heads: Int
+        let headSize: Int
 
-        init(layers: Int, width: Int, capacity: Int) {
+        init(layers: Int, heads: Int, headSize: Int, capacity: Int) {
             self.capacity = capacity
-            self.width = width
-            keys = (0..<layers).map { _ in FloatBuffer(count: capacity * width, zeroed: false) }
-            values = (0..<layers).map { _ in FloatBuffer(count: capacity * width, zeroed: false) }
+            self.heads = heads
+            self.headSize = headSize
+            keys = (0..<layers).map { _ in FloatBuffer(count: heads * capacity * headSize, zeroed: false) }
+            values = (0..<layers).map { _ in FloatBuffer(count: heads * capacity * headSize, zeroed: false) }
         }
 
         func advance(by count: Int) { length += count }
 
+        /// Distance between two heads' runs.
+        var headStride: Int { capacity * headSize }
+
+        /// Stores the keys and values (`[heads * headSize]` each) of `position` in `layer`.
+        func store(layer: Int, position: Int, keys key: UnsafePointer<Float>, values value: UnsafePointer<Float>) {
+            for h in 0..<heads {
+                (keys[layer].pointer + h * headStride + position * headSize).update(from: key + h * headSize, count: headSize)
+                (values[layer].pointer + h * headStride + position * headSize).update(from: value + h * headSize, count: headSize)
+            }
+        }
+
         /// A copy (for `n` > 1 choices sharing one prompt).
         public func copy() -> KVCache {
-            let clone = KVCache(layers: keys.count, width: width, capacity: capacity)
+            let clone = KVCache(layers: keys.count, heads: heads, headSize: headSize, capacity: capacity)
             for layer in keys.indices {
-                clone.keys[layer].pointer.update(from: keys[layer].pointer, count: length * width)
-                clone.values[layer].pointer.update(from: values[layer].pointer, count: length * width)
+                for h in 0..<heads {
+                    clone.keys[layer].pointer.advanced(by: h * headStride).update(from: keys[layer].pointer + h * headStride, count: length * headSize)
+                    clone.values[layer].pointer.advanced(by: h * headStride).update(from: values[layer].pointer + h * headStride, count: length * headSize)
+                }
             }
             clone.length = length
             return clone
@@ -139,7 +156,7 @@ public final class GPT2Model: Sendable {
     }
 
     public func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: config.layers, width: config.width, capacity: min(capacity, config.contextLength))
+        KVCache(layers: config.layers, heads: config.heads, headSize: config.headSize, capacity: min(capacity, config.contextLength))
     }
 
     /// One sequence's part of a batched step: new tokens appended after what its cache holds.
@@ -203,11 +220,10 @@ public final class GPT2Model: Sendable {
             for (index, step) in steps.enumerated() {
                 let job = AttentionJob(
                     keys: step.cache.keys[layer].pointer, values: step.cache.values[layer].pointer, first: firstRows[index],
-                    tokens: step.tokens.count, start: step.cache.length)
+                    tokens: step.tokens.count, start: step.cache.length, headStride: step.cache.headStride)
                 for t in 0..<job.tokens {
                     let source = qkv.pointer + (job.first + t) * 3 * c
-                    (job.keys + (job.start + t) * c).update(from: source + c, count: c)
-                    (job.values + (job.start + t) * c).update(from: source + 2 * c, count: c)
+                    step.cache.store(layer: layer, position: job.start + t, keys: source + c, values: source + 2 * c)
                 }
                 jobs.append(job)
             }
@@ -221,7 +237,7 @@ public final class GPT2Model: Sendable {
                     guard let scores = scores.baseAddress else { return }  // at least one position
                     Attention.causal(
                         query: qkv.pointer + job.first * 3 * c, queryStride: 3 * c, keys: job.keys, values: job.values,
-                        output: attended.pointer + job.first * c, tokens: job.tokens, start: job.start, heads: heads, headSize: headSize,
+                        positionStride: headSize, headStride: job.headStride, output: attended.pointer + job.first * c, tokens: job.tokens, start: job.start, heads: heads, headSize: headSize,
                         scores: scores, only: (group * heads / headGroups)..<((group + 1) * heads / headGroups))
                 }
             }
