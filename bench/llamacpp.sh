@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # llama.cpp on the gpt2 benchmark's own GPT-2-124M-shaped weights (float32), as the baseline for
-# batch-1 decoding and 128-token prompt processing: llama-bench tg128 and pp128 on every core.
-# Prints one JSON line. Builds llama.cpp once (its sources come with the llama-cpp-python sdist
+# batch-1 decoding and 128-token prompt processing: llama-bench tg128 and pp128 on every core,
+# in rounds alternating with ours measured the same way. Prints one JSON line. Builds llama.cpp once (its sources come with the llama-cpp-python sdist
 # from PyPI, pinned) into a cache outside the repository; needs ../shared's GPT-2 vocabulary for
 # the GGUF file (skips with a message without it). Usage: bench/llamacpp.sh   (after bench/run gpt2,
 # which writes the weights)
@@ -40,10 +40,27 @@ if [ ! -f "$gguf" ] || [ "$weights/model.safetensors" -nt "$gguf" ]; then
   PYTHONPATH=$source_dir/gguf-py "$venv/bin/python" bench/gguf_gpt2.py "$weights" "$vocabulary" "$gguf" >&2
 fi
 
-"$bench" -m "$gguf" -p 128 -n 128 -t "$(nproc)" -r 3 -o json 2>/dev/null | python3 -c '
+# Alternating rounds (llama.cpp, then ours the same way: modelgate-bench tg128), so that both see
+# the same moments of this VM's memory bandwidth; medians and the per-round ratios.
+rounds=${LLAMACPP_ROUNDS:-9}
+for round in $(seq "$rounds"); do
+  "$bench" -m "$gguf" -p 128 -n 128 -t "$(nproc)" -r 1 -o json 2>/dev/null | python3 -c '
 import json, sys
 runs = json.load(sys.stdin)
 rate = {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in runs}
-print(json.dumps({"benchmark": "llamacpp_gpt2_124m_f32", "build": runs[0].get("build_commit"),
-                  "decode_batch1_tokens_per_second": round(rate["decode"], 1),
-                  "prefill_128_tokens_per_second": round(rate["prefill"], 1)}))'
+print(json.dumps({"llamacpp": rate, "build": runs[0].get("build_commit")}))'
+  .build/release/modelgate-bench tg128
+done | python3 -c '
+import json, statistics, sys
+lines = [json.loads(line) for line in sys.stdin]
+theirs = [line for line in lines if "llamacpp" in line]
+ours = [line for line in lines if line.get("benchmark") == "modelgate_tg128_pp128"]
+def median(values): return round(statistics.median(values), 1)
+decode = [o["decode_batch1_tokens_per_second"] / t["llamacpp"]["decode"] for t, o in zip(theirs, ours)]
+prefill = [o["prefill_128_tokens_per_second"] / t["llamacpp"]["prefill"] for t, o in zip(theirs, ours)]
+print(json.dumps({"benchmark": "llamacpp_gpt2_124m_f32", "build": theirs[0]["build"], "rounds": len(decode),
+                  "decode_batch1_tokens_per_second": median([t["llamacpp"]["decode"] for t in theirs]),
+                  "prefill_128_tokens_per_second": median([t["llamacpp"]["prefill"] for t in theirs]),
+                  "ours_decode_batch1_tokens_per_second": median([o["decode_batch1_tokens_per_second"] for o in ours]),
+                  "ours_prefill_128_tokens_per_second": median([o["prefill_128_tokens_per_second"] for o in ours]),
+                  "decode_ratios": [round(r, 2) for r in decode], "prefill_ratios": [round(r, 2) for r in prefill]}))'

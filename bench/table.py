@@ -26,11 +26,13 @@ def rows(records):
         elif kind == "gpt2_124m_f32":
             yield ("GPT-2 124M decode, batch 1", r["decode_batch1_tokens_per_second"], "tok/s",
                    "memory-bandwidth ceiling", r["bandwidth_ceiling_tokens_per_second"])
-            if llamacpp:
-                yield ("GPT-2 124M decode, batch 1", r["decode_batch1_tokens_per_second"], "tok/s",
-                       "llama.cpp f32, same weights (tg128)", llamacpp["decode_batch1_tokens_per_second"])
-                yield ("GPT-2 124M prompt, 128 tokens", r["prefill_128_tokens_per_second"], "tok/s",
-                       "llama.cpp f32, same weights (pp128)", llamacpp["prefill_128_tokens_per_second"])
+            if llamacpp and "ours_decode_batch1_tokens_per_second" in llamacpp:
+                rounds = llamacpp["rounds"]
+                for what, test, key in (("decode, batch 1", "tg128", "decode_batch1_tokens_per_second"),
+                                        ("prompt, 128 tokens", "pp128", "prefill_128_tokens_per_second")):
+                    ratios = llamacpp[("decode" if test == "tg128" else "prefill") + "_ratios"]
+                    yield (f"GPT-2 124M {what} ({test}, median of {rounds})", llamacpp["ours_" + key], "tok/s",
+                           f"llama.cpp f32, same weights, alternating (rounds {min(ratios)}-{max(ratios)}x)", llamacpp[key])
             concurrent = [(int(key.split("_")[1]), value) for key, value in r.items()
                           if key.startswith("concurrent_") and key.endswith("_tokens_per_second")]
             for streams, value in sorted(concurrent):

@@ -31,6 +31,8 @@ case "batch":
     try BatchProbe.run(seconds: seconds)
 case "attention":
     AttentionProbe.run()
+case "tg128":
+    try LlamaBenchShape.run()
 case "packed":
     PackedProbe.run()
 case "conv":

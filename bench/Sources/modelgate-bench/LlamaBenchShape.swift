@@ -1,0 +1,30 @@
+import Foundation
+import Inference
+
+/// The gpt2 benchmark's weights measured the way llama-bench measures: tg128 (128 tokens
+/// decoded one at a time from an empty context) and pp128 (a 128-token prompt in one pass),
+/// after a warm-up. One JSON line; bench/llamacpp.sh alternates it with llama-bench.
+enum LlamaBenchShape {
+    static func run() throws {
+        BLAS.configureThreads()
+        let model = try GPT2Model(directory: NSTemporaryDirectory() + "modelgate-bench-gpt2-124m")
+        let prompt = (0..<128).map { ($0 * 7919) % 50257 }
+        func generate() -> Double {
+            let cache = model.makeCache(capacity: 1024)
+            var token = 0
+            let start = Date()
+            for _ in 0..<128 { token = Sampler.argmax(model.forward([.init(tokens: [token], cache: cache)])[0]) }
+            return 128 / Date().timeIntervalSince(start)
+        }
+        func process() -> Double {
+            let start = Date()
+            _ = model.forward([.init(tokens: prompt, cache: model.makeCache(capacity: 1024))])
+            return 128 / Date().timeIntervalSince(start)
+        }
+        _ = process()
+        let prefill = process()
+        let decode = generate()
+        printJSON(["benchmark": "modelgate_tg128_pp128", "decode_batch1_tokens_per_second": (decode * 10).rounded() / 10,
+                   "prefill_128_tokens_per_second": (prefill * 10).rounded() / 10])
+    }
+}
