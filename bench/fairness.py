@@ -115,7 +115,7 @@ def main():
             keys[tenant] = json.loads(cli("key", "create", "--tenant", "fair-" + tenant, "--name", tenant, "--json"))["key"]
 
         b = Client(port, keys["b"])
-        count = max(50, int(SECONDS * 10))
+        count = max(300, int(SECONDS * 30))
         measure(b, 10)  # warm
         idle, idle_server = measure(b, count)
 
