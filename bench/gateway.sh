@@ -11,7 +11,7 @@ for tool in wrk nginx; do
   command -v $tool >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y $tool >/dev/null 2>&1; } || { echo "$tool is required" >&2; exit 1; }
 done
 repo=$PWD
-binary=$repo/.build/release/modelgate
+binary=${MODELGATE_BINARY:-$repo/.build/release/modelgate}
 work=$(mktemp -d /tmp/modelgate-bench-gateway.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 nginx_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -62,6 +62,17 @@ public final class TenantShares: Sendable {
     /// Waits for `key`'s share to have room (at once when it does). Throws `.overloaded` when
     /// the waiting room is full, and `CancellationError` when the calling task is cancelled.
     public func acquire(key: String) async throws -> Permit {
+        // The usual case, without suspending: nobody of this tenant waits and it is under its share.
+        let granted = state.withLock { state -> Bool in
+            let now = ContinuousClock.now
+            state.lastActive[key] = now
+            guard state.waiting.peek(whereKey: { $0 == key }) == nil, state.inFlight[key, default: 0] < share(&state, including: key, now: now) else {
+                return false
+            }
+            state.inFlight[key, default: 0] += 1
+            return true
+        }
+        if granted { return Permit(shares: self, key: key) }
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
