@@ -46,7 +46,7 @@ enum GatewayMetrics {
         if images > 0 { CoreMetrics.Counter(label: "modelgate_images_total", dimensions: [("model", model)]).increment(by: images) }
     }
 
-    /// An inference request refused before it ran: `rate_limit`, `quota`, `queue_full` or `unavailable`.
+    /// An inference request refused before it ran: `rate_limit`, `quota`, `queue_full`, `tenant_share` or `unavailable`.
     static func rejected(_ reason: String) {
         CoreMetrics.Counter(label: "modelgate_admission_rejections_total", dimensions: [("reason", reason)]).increment()
     }
