@@ -4,10 +4,11 @@ import Synchronization
 ///
 /// A tenant alone may have as many requests in flight as the engine's queue takes. Once
 /// another tenant has used the model within `window`, each tenant holds at most
-/// `max(1, slots / active tenants)` requests in flight, counted over the whole request
-/// (admission, run, settlement); the rest wait, served round-robin across tenants, at most
-/// `capacity` of them in all. Beyond that a waiter of the tenant waiting most is refused
-/// (`GenerationError.overloaded`), never another tenant's.
+/// `slots / active tenants` requests in flight, or `slots / (active tenants + 1)` while some
+/// other tenant is a light user under that (one share stays free for its next request), never
+/// less than one; counted over the whole request (admission, run, settlement). The rest wait,
+/// served round-robin across tenants, at most `capacity` of them in all. Beyond that a waiter
+/// of the tenant waiting most is refused (`GenerationError.overloaded`), never another tenant's.
 ///
 /// The cap is deliberately not work-conserving. Every request costs CPU outside the engine
 /// (HTTP, metering in PostgreSQL, settlement), so a flooding tenant left to fill an engine that
@@ -62,34 +63,21 @@ public final class TenantShares: Sendable {
     /// Waits for `key`'s share to have room (at once when it does). Throws `.overloaded` when
     /// the waiting room is full, and `CancellationError` when the calling task is cancelled.
     public func acquire(key: String) async throws -> Permit {
-        // The usual case, without suspending: nobody of this tenant waits and it is under its share.
-        let granted = state.withLock { state -> Bool in
-            let now = ContinuousClock.now
-            state.lastActive[key] = now
-            guard state.waiting.peek(whereKey: { $0 == key }) == nil, state.inFlight[key, default: 0] < share(&state, including: key, now: now) else {
-                return false
-            }
-            state.inFlight[key, default: 0] += 1
-            return true
-        }
-        if granted { return Permit(shares: self, key: key) }
-        let id = state.withLock { state in
+        // The usual case, without suspending: nobody of this tenant waits and it is under its
+        // share. Otherwise an id for the waiter.
+        let waiter = state.withLock { state -> UInt64? in
+            if enter(&state, key) { return nil }
             state.nextID += 1
             return state.nextID
         }
+        guard let id = waiter else { return Permit(shares: self, key: key) }
         // A cancellation that came after the waiter left (granted or refused) leaves its mark.
         defer { state.withLock { _ = $0.cancelledBeforeWaiting.remove(id) } }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let (outcome, evicted) = state.withLock { state -> (Result<Void, any Error>?, Waiter?) in
                     if state.cancelledBeforeWaiting.remove(id) != nil { return (.failure(CancellationError()), nil) }
-                    let now = ContinuousClock.now
-                    state.lastActive[key] = now
-                    let share = share(&state, including: key, now: now)
-                    if state.waiting.peek(whereKey: { $0 == key }) == nil, state.inFlight[key, default: 0] < share {
-                        state.inFlight[key, default: 0] += 1
-                        return (.success(()), nil)
-                    }
+                    if enter(&state, key) { return (.success(()), nil) }
                     var evicted: Waiter?
                     if state.waiting.count >= capacity {
                         evicted = state.waiting.evictForFairness(incoming: key)
@@ -124,6 +112,17 @@ public final class TenantShares: Sendable {
 
     private static var overloaded: GenerationError {
         .overloaded("the model is shared with other tenants and this tenant's share of it is full; retry shortly")
+    }
+
+    /// Counts `key` in flight if nobody of it waits and it is under its share.
+    private func enter(_ state: inout State, _ key: String) -> Bool {
+        let now = ContinuousClock.now
+        state.lastActive[key] = now
+        guard state.waiting.peek(whereKey: { $0 == key }) == nil, state.inFlight[key, default: 0] < share(&state, including: key, now: now) else {
+            return false
+        }
+        state.inFlight[key, default: 0] += 1
+        return true
     }
 
     private func release(_ key: String) {
