@@ -10,8 +10,8 @@ public struct FairQueue<Element> {
 
     public var isEmpty: Bool { count == 0 }
 
-    /// The keys with elements waiting, in service order from the start of the rotation.
-    public var keys: [String] { order }
+    /// Whether elements of `key` are waiting.
+    public func hasElements(forKey key: String) -> Bool { queues[key] != nil }
 
     public mutating func append(_ element: Element, key: String) {
         if queues[key] == nil {

@@ -27,7 +27,9 @@ public final class TenantShares: Sendable {
 
     private struct State {
         var inFlight: [String: Int] = [:]
+        /// Every tenant seen within `window`, in flight or waiting (pruned every `window / 8`).
         var lastActive: [String: ContinuousClock.Instant] = [:]
+        var nextPrune = ContinuousClock.now
         var waiting = FairQueue<Waiter>()
         var cancelledBeforeWaiting: Set<UInt64> = []
         var nextID: UInt64 = 0
@@ -143,19 +145,26 @@ public final class TenantShares: Sendable {
         for waiter in granted { waiter.continuation.resume() }
     }
 
-    /// Requests in flight allowed per tenant now: unlimited for a tenant alone (forgetting
-    /// tenants not seen within `window`); otherwise `slots / active tenants`, or, while some
+    /// Requests in flight allowed per tenant now: unlimited for a tenant alone (forgetting,
+    /// within an eighth of `window`, tenants not seen for `window`); otherwise `slots / active tenants`, or, while some
     /// other active tenant is under that and not waiting (a light user, whose next request
     /// must not wait), `slots / (active tenants + 1)`, which keeps one share free. Never less
     /// than one.
     private func share(_ state: inout State, including key: String, now: ContinuousClock.Instant) -> Int {
-        state.lastActive = state.lastActive.filter { [inFlight = state.inFlight] in now - $0.value < window || inFlight[$0.key] != nil }
-        var active = Set(state.lastActive.keys).union(state.waiting.keys)
-        active.insert(key)
-        guard active.count > 1 else { return Int.max }
-        let even = max(1, slots / active.count)
-        let waiting = Set(state.waiting.keys)
-        let light = active.contains { $0 != key && state.inFlight[$0, default: 0] < even && !waiting.contains($0) }
-        return light ? max(1, slots / (active.count + 1)) : even
+        // Pruning now and then, not per request: a model many tenants use stays cheap to admit to.
+        if now >= state.nextPrune {
+            state.lastActive = state.lastActive.filter { [inFlight = state.inFlight, waiting = state.waiting] in
+                now - $0.value < window || inFlight[$0.key] != nil || waiting.hasElements(forKey: $0.key)
+            }
+            state.nextPrune = now + window / 8
+        }
+        state.lastActive[key] = state.lastActive[key] ?? now
+        let active = state.lastActive.count
+        guard active > 1 else { return Int.max }
+        let even = max(1, slots / active)
+        let light = state.lastActive.keys.contains {
+            $0 != key && state.inFlight[$0, default: 0] < even && !state.waiting.hasElements(forKey: $0)
+        }
+        return light ? max(1, slots / (active + 1)) : even
     }
 }
