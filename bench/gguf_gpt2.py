@@ -3,16 +3,18 @@
 for llama.cpp, with GPT-2's byte-level BPE vocabulary, so llama.cpp runs the very weights the
 gpt2 benchmark runs. Needs numpy and llama.cpp's own gguf-py package (on PYTHONPATH).
 
-    bench/gguf_gpt2.py MODEL_DIR VOCAB_DIR OUT.gguf     (VOCAB_DIR: vocab.json, merges.txt)
+    bench/gguf_gpt2.py MODEL_DIR VOCAB_DIR OUT.gguf [bf16]     (VOCAB_DIR: vocab.json, merges.txt)
 
-Tensor names and the Conv1D transposes follow llama.cpp's convert_hf_to_gguf.py for GPT-2.
+Tensor names and the Conv1D transposes follow llama.cpp's convert_hf_to_gguf.py for GPT-2; with
+`bf16`, matrices are stored as bfloat16 and vectors as float32, as its `--outtype bf16` does.
 """
 import json
 import struct
 import sys
 
 import numpy as np
-from gguf import GGUFWriter, TokenType
+from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
+from gguf.quants import quantize
 
 
 def safetensors(path):
@@ -32,6 +34,7 @@ def safetensors(path):
 
 def main():
     model, vocab_dir, out = sys.argv[1:4]
+    bf16 = sys.argv[4:5] == ["bf16"]
     config = json.load(open(model + "/config.json"))
     writer = GGUFWriter(out, "gpt2")
     writer.add_name("ModelGate bench GPT-2")
@@ -41,7 +44,7 @@ def main():
     writer.add_feed_forward_length(4 * config["n_embd"])
     writer.add_head_count(config["n_head"])
     writer.add_layer_norm_eps(config.get("layer_norm_epsilon", 1e-5))
-    writer.add_file_type(0)  # all F32
+    writer.add_file_type(LlamaFileType.MOSTLY_BF16 if bf16 else LlamaFileType.ALL_F32)
 
     vocab = json.load(open(vocab_dir + "/vocab.json"))
     tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
@@ -73,7 +76,11 @@ def main():
             target = f"blk.{layer}.{blocks[module]}.{kind}"
         else:
             target = names[name]
-        writer.add_tensor(target, np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        if bf16 and array.ndim == 2:
+            writer.add_tensor(target, quantize(array, GGMLQuantizationType.BF16), raw_dtype=GGMLQuantizationType.BF16)
+        else:
+            writer.add_tensor(target, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

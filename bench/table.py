@@ -8,7 +8,7 @@ import sys
 def rows(records):
     gateway_healthz = next((r for r in records if r.get("benchmark") == "gateway" and r.get("route") == "healthz"), None)
     engine = {r["route"]: r["engine_ms_per_request"] for r in records if r.get("benchmark") == "engine"}
-    llamacpp = next((r for r in records if r.get("benchmark") == "llamacpp_gpt2_124m_f32" and "skipped" not in r), None)
+    llamacpp = [r for r in records if r.get("benchmark", "").startswith("llamacpp_gpt2_124m_") and "ours_decode_batch1_tokens_per_second" in r]
     for r in records:
         kind = r.get("benchmark")
         if kind == "postgres_pool_select":
@@ -26,13 +26,13 @@ def rows(records):
         elif kind == "gpt2_124m_f32":
             yield ("GPT-2 124M decode, batch 1", r["decode_batch1_tokens_per_second"], "tok/s",
                    "memory-bandwidth ceiling", r["bandwidth_ceiling_tokens_per_second"])
-            if llamacpp and "ours_decode_batch1_tokens_per_second" in llamacpp:
-                rounds = llamacpp["rounds"]
+            for baseline in llamacpp:
+                rounds, precision = baseline["rounds"], baseline["benchmark"].rsplit("_", 1)[1]
                 for what, test, key in (("decode, batch 1", "tg128", "decode_batch1_tokens_per_second"),
                                         ("prompt, 128 tokens", "pp128", "prefill_128_tokens_per_second")):
-                    ratios = llamacpp[("decode" if test == "tg128" else "prefill") + "_ratios"]
-                    yield (f"GPT-2 124M {what} ({test}, median of {rounds})", llamacpp["ours_" + key], "tok/s",
-                           f"llama.cpp f32, same weights, alternating (rounds {min(ratios)}-{max(ratios)}x)", llamacpp[key])
+                    ratios = baseline[("decode" if test == "tg128" else "prefill") + "_ratios"]
+                    yield (f"GPT-2 124M {precision} {what} ({test}, median of {rounds})", baseline["ours_" + key], "tok/s",
+                           f"llama.cpp {precision}, same weights, alternating (rounds {min(ratios)}-{max(ratios)}x)", baseline[key])
             concurrent = [(int(key.split("_")[1]), value) for key, value in r.items()
                           if key.startswith("concurrent_") and key.endswith("_tokens_per_second")]
             for streams, value in sorted(concurrent):

@@ -3,11 +3,13 @@ import Inference
 
 /// The gpt2 benchmark's weights measured the way llama-bench measures: tg128 (128 tokens
 /// decoded one at a time from an empty context) and pp128 (a 128-token prompt in one pass),
-/// after a warm-up. One JSON line; bench/llamacpp.sh alternates it with llama-bench.
+/// after a warm-up, with MODELGATE_WEIGHT_FORMAT's weights (f32 unless bf16). One JSON line;
+/// bench/llamacpp.sh alternates it with llama-bench.
 enum LlamaBenchShape {
     static func run() throws {
         BLAS.configureThreads()
-        let model = try GPT2Model(directory: NSTemporaryDirectory() + "modelgate-bench-gpt2-124m")
+        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
+        let model = try GPT2Model(directory: NSTemporaryDirectory() + "modelgate-bench-gpt2-124m", format: format)
         let prompt = (0..<128).map { ($0 * 7919) % 50257 }
         func generate() -> Double {
             let cache = model.makeCache(capacity: 1024)
@@ -24,7 +26,7 @@ enum LlamaBenchShape {
         _ = process()
         let prefill = process()
         let decode = generate()
-        printJSON(["benchmark": "modelgate_tg128_pp128", "decode_batch1_tokens_per_second": (decode * 10).rounded() / 10,
+        printJSON(["benchmark": "modelgate_tg128_pp128", "format": format.rawValue, "decode_batch1_tokens_per_second": (decode * 10).rounded() / 10,
                    "prefill_128_tokens_per_second": (prefill * 10).rounded() / 10])
     }
 }
