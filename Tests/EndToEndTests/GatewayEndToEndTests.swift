@@ -284,6 +284,7 @@ struct GatewayFixture {
         let body = #"{"model": "shakespeare", "prompt": "KING:", "max_tokens": 16, "temperature": 0}"#
         let statuses = Shared<[Int: Int]>([:])
         let shareRefusals = Shared(0)
+        let retryAfters = Shared<[String: Int]>([:])
         let processing = Shared<[Double]>([])
         func runB(_ count: Int) async throws -> [Double] {
             var latencies: [Double] = []
@@ -321,6 +322,9 @@ struct GatewayFixture {
                             if status == 503, result?.body.contains("this tenant's share of it is full") == true {
                                 shareRefusals.withLock { $0 += 1 }
                             }
+                            if status == 503 {
+                                retryAfters.withLock { $0[result?.headers.first(name: "Retry-After") ?? "none", default: 0] += 1 }
+                            }
                             // Refused: wait as told (Retry-After), as the openai clients do.
                             if status != 200 {
                                 let seconds = result?.headers.first(name: "Retry-After").flatMap(Double.init) ?? 1
@@ -341,6 +345,10 @@ struct GatewayFixture {
         let seen = statuses.withLock { $0 }
         #expect(seen[503, default: 0] > 0, "the flood never filled the queue: \(seen)")
         #expect(shareRefusals.withLock { $0 } > 0, "no refusal of A's surplus named its share: \(seen)")
+        // Refusals tell clients to come back after 1-3 s, spread, so that they do not all return at once.
+        let waits = retryAfters.withLock { $0 }
+        #expect(Set(waits.keys).isSubset(of: ["1", "2", "3"]), "Retry-After values: \(waits)")
+        if waits.values.reduce(0, +) >= 20 { #expect(waits.count > 1, "Retry-After values: \(waits)") }
         // The flooder sees 200s and 503s (and, on a loaded machine, its own client timeouts).
         #expect(Set(seen.keys).isSubset(of: [200, 503, -1]), "\(seen)")
         let p99Idle = idle[idle.count - 1]

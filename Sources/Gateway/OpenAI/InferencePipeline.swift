@@ -234,7 +234,8 @@ struct InferencePipeline: Sendable {
             // The prompt alone is too long, or it fits and max_tokens asks too much.
             .invalidRequest(error.description, param: prompt < context && requested > 0 ? "max_tokens" : "messages", code: "context_length_exceeded")
         case .emptyPrompt: .invalidRequest(error.description, param: "prompt")
-        case .overloaded(let message): .unavailable("The model is overloaded: \(message)", retryAfterSeconds: 2)
+        // Spread over 1-3 s: clients refused together by a full queue do not all come back together.
+        case .overloaded(let message): .unavailable("The model is overloaded: \(message)", retryAfterSeconds: Int.random(in: 1...3))
         case .cancelled: OpenAIError(status: .serviceUnavailable, message: "The request was cancelled.", type: "server_error", code: "cancelled")
         }
     }
