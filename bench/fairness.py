@@ -3,10 +3,13 @@
 keeps 10x the model's queue outstanding (retrying after each 503 as Retry-After says, as the
 openai clients do), beside B's latency with the server idle, in one run. Prints one JSON line.
 
-    bench/fairness.py [seconds]     (run through bench/run fairness; needs .build/release/modelgate)
+    bench/fairness.py [seconds] [--gpt2]   (bench/run fairness; needs .build/release/modelgate)
 
-The demo model gets a queue of 8 and batches of 4 (as the end-to-end fairness test does). B sends
-one request at a time; its p99 under the flood against its idle p99 is the ratio that matters.
+The demo model gets a queue of 8 and batches of 4 (as the end-to-end fairness test does), and
+completions of 16 tokens. With --gpt2 the model is instead the gpt2 benchmark's GPT-2 124M (an
+engine-bound model: queue 64, batches of 32, completions of 8 tokens, 40 of B's requests per
+phase; needs ../shared's GPT-2 vocabulary, skips without it). B sends one request at a time;
+its p99 under the flood against its idle p99 is the ratio that matters.
 Client and server share this machine's cores. The flooder is 80 Python threads in a process of
 its own (`--flood`), as another tenant's clients would be: in B's own interpreter they would
 hold B's client thread back on the GIL.
@@ -25,9 +28,14 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BINARY = os.environ.get("MODELGATE_BINARY") or os.path.join(ROOT, ".build", "release", "modelgate")
-SECONDS = float(sys.argv[1]) if len(sys.argv) == 2 else 10
-QUEUE, BATCH, FLOODERS = 8, 4, 80
-BODY = json.dumps({"model": "shakespeare", "prompt": "KING:", "max_tokens": 16, "temperature": 0})
+GPT2 = "--gpt2" in sys.argv
+SECONDS = next((float(a) for a in sys.argv[1:2] if not a.startswith("-")), 10)
+FLOODERS = 80
+if GPT2:
+    NAME, QUEUE, BATCH, TOKENS, COUNT = "gpt2-124m", 64, 32, 8, 40
+else:
+    NAME, QUEUE, BATCH, TOKENS, COUNT = "shakespeare", 8, 4, 16, max(300, int(SECONDS * 30))
+BODY = json.dumps({"model": NAME, "prompt": "KING:", "max_tokens": TOKENS, "temperature": 0})
 
 
 def free_port():
@@ -39,15 +47,15 @@ def free_port():
 class Client:
     """One keep-alive connection."""
 
-    def __init__(self, port, key):
-        self.port, self.key, self.connection, self.processing = port, key, None, -1.0
+    def __init__(self, port, key, body=BODY):
+        self.port, self.key, self.body, self.connection, self.processing = port, key, body, None, -1.0
 
     def complete(self):
         for attempt in range(2):
             try:
                 if self.connection is None:
                     self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                self.connection.request("POST", "/v1/completions", BODY,
+                self.connection.request("POST", "/v1/completions", self.body,
                                         {"Authorization": "Bearer " + self.key, "Content-Type": "application/json"})
                 response = self.connection.getresponse()
                 response.read()
@@ -81,13 +89,19 @@ def main():
     work = tempfile.mkdtemp(prefix="modelgate-bench-fairness-")
     server = None
     try:
-        models = os.path.join(work, "models", "shakespeare")
+        models = os.path.join(work, "models", NAME)
         os.makedirs(models)
-        source = os.path.join(ROOT, "models", "shakespeare")
-        for name in os.listdir(source):
-            if name != "model.json":
-                os.symlink(os.path.join(source, name), os.path.join(models, name))
-        manifest = json.load(open(os.path.join(source, "model.json")))
+        if GPT2:
+            manifest = gpt2_model(models)
+            if manifest is None:
+                print(json.dumps({"benchmark": "fairness_gpt2_124m", "skipped": "../shared/tokenizers/gpt2 is absent"}))
+                return
+        else:
+            source = os.path.join(ROOT, "models", "shakespeare")
+            for name in os.listdir(source):
+                if name != "model.json":
+                    os.symlink(os.path.join(source, name), os.path.join(models, name))
+            manifest = json.load(open(os.path.join(source, "model.json")))
         manifest["options"] = {"queue_capacity": QUEUE, "max_batch": BATCH}
         json.dump(manifest, open(os.path.join(models, "model.json"), "w"))
         port = free_port()
@@ -115,21 +129,21 @@ def main():
             keys[tenant] = json.loads(cli("key", "create", "--tenant", "fair-" + tenant, "--name", tenant, "--json"))["key"]
 
         b = Client(port, keys["b"])
-        count = max(300, int(SECONDS * 30))
+        count = COUNT
         measure(b, 10)  # warm
         idle, idle_server = measure(b, count)
 
-        flooder = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--flood", str(port), keys["a"]],
+        flooder = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--flood", str(port), keys["a"], BODY],
                                    stdout=subprocess.PIPE, text=True)
         time.sleep(1)
         started = time.time()
         loaded, loaded_server = measure(b, count)
         window = time.time() - started
         flooder.send_signal(signal.SIGINT)
-        statuses = json.loads(flooder.communicate(timeout=60)[0])
+        statuses = json.loads(flooder.communicate(timeout=180)[0])
         completed = statuses.pop("completions_in_window")
         print(json.dumps({
-            "benchmark": "fairness", "requests": count,
+            "benchmark": "fairness_gpt2_124m" if GPT2 else "fairness", "requests": count,
             "idle_p50_ms": round(percentile(idle, 50), 2), "idle_p99_ms": round(percentile(idle, 99), 2),
             "flood_p50_ms": round(percentile(loaded, 50), 2), "flood_p99_ms": round(percentile(loaded, 99), 2),
             "ratio_p99_flood_vs_idle": round(percentile(loaded, 99) / percentile(idle, 99), 2),
@@ -146,7 +160,24 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def flood(port, key):
+def gpt2_model(directory):
+    """The gpt2 benchmark's GPT-2 124M weights (written by modelgate-bench gpt2 if absent) with
+    GPT-2's real vocabulary from ../shared, as a model folder; its manifest, or None."""
+    vocabulary = os.path.join(ROOT, "..", "shared", "tokenizers", "gpt2")
+    if not os.path.isfile(os.path.join(vocabulary, "vocab.json")):
+        return None
+    weights = os.path.join(tempfile.gettempdir(), "modelgate-bench-gpt2-124m")
+    if not os.path.isfile(os.path.join(weights, "model.safetensors")):
+        subprocess.run([os.path.join(ROOT, ".build", "release", "modelgate-bench"), "gpt2", "--seconds", "1"],
+                       check=True, stdout=subprocess.DEVNULL)
+    for folder, name in ((weights, "model.safetensors"), (weights, "config.json"), (vocabulary, "vocab.json"), (vocabulary, "merges.txt")):
+        os.symlink(os.path.join(folder, name), os.path.join(directory, name))
+    return {"engine": "transformer-lm", "task": "text-generation", "display_name": "GPT-2 124M shape (random weights)",
+            "version": "1", "context_length": 1024, "visibility": "public",
+            "files": {"weights": "model.safetensors", "config": "config.json", "vocab": "vocab.json", "merges": "merges.txt"}}
+
+
+def flood(port, key, body):
     """Tenant A: FLOODERS threads, each sending a request as soon as the last one finished (after
     Retry-After on a 503), until SIGINT. Prints the statuses seen and the 200s after the first
     second (the measurement window) as JSON."""
@@ -156,7 +187,7 @@ def flood(port, key):
     windowed = [0]
 
     def loop():
-        client = Client(port, key)
+        client = Client(port, key, body)
         while not stopping.is_set():
             status, retry = client.complete()
             with lock:
@@ -178,7 +209,7 @@ def flood(port, key):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--flood":
-        flood(int(sys.argv[2]), sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--flood":
+        flood(int(sys.argv[2]), sys.argv[3], sys.argv[4])
     else:
         main()

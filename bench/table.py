@@ -47,8 +47,9 @@ def rows(records):
             floor = 1000 / engine[route] if route in engine and engine[route] else None
             yield (f"gateway {r['route']}, c={r['concurrency']} (p50 {r['p50_ms']} ms)", r["requests_per_second"], "req/s",
                    "engine alone, one request at a time", round(floor, 1) if floor else None)
-        elif kind == "fairness":
-            yield (f"tenant B p99 under tenant A's flood (p50 {r['flood_p50_ms']} ms)", r["flood_p99_ms"], "ms",
+        elif kind in ("fairness", "fairness_gpt2_124m") and "skipped" not in r:
+            model = " (GPT-2 124M)" if kind == "fairness_gpt2_124m" else ""
+            yield (f"tenant B p99 under tenant A's flood{model} (p50 {r['flood_p50_ms']} ms)", r["flood_p99_ms"], "ms",
                    "tenant B p99, server idle", r["idle_p99_ms"])
         elif kind == "gateway" and r.get("route") == "healthz":
             continue
