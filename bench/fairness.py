@@ -156,7 +156,7 @@ def main():
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
-        subprocess.run([BINARY, "db", "stop"], cwd=work, capture_output=True)
+            subprocess.run([BINARY, "db", "stop"], cwd=work, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
