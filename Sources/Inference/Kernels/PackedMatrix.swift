@@ -160,6 +160,7 @@ public final class PackedMatrix: @unchecked Sendable {
         // block takes its turn (partial sums go through y, which is tiny). One block streams
         // the panel straight through.
         let slice = m > 6 && k > 2 * Self.kSlice ? Self.kSlice : k
+        let blocks = Self.rowBlocks(m)
         for panel in range {
             let column = panel * Self.panelWidth
             let count = min(Self.panelWidth, n - column)
@@ -176,7 +177,7 @@ public final class PackedMatrix: @unchecked Sendable {
                 // the data that comes next (the next slice or panel), so that memory and
                 // arithmetic overlap instead of taking turns.
                 let more = storageBytes >= Self.streamedBytes && (panel + 1 < range.upperBound || kStart + kCount < k)
-                let ahead = Self.prefetchAhead(m: m, kCount: kCount, more: more, bytesPerRow: Self.panelWidth * Element.bytes)
+                let ahead = Self.prefetchAhead(m: m, blocks: blocks.six + blocks.four, kCount: kCount, more: more, bytesPerRow: Self.panelWidth * Element.bytes)
                 let next = w + kCount * Self.panelWidth * Element.bytes
                 var r = 0
                 var later = 0
@@ -185,15 +186,13 @@ public final class PackedMatrix: @unchecked Sendable {
                     defer { later += 1 }
                     return next + later * ahead.lines * 64
                 }
-                // Blocks of 6 rows, ending 4 + 4 rather than 6 + 1 + 1 (a single-row block reads
-                // the panel again for one row's work).
-                while r + 6 <= m && m - r != 8 && m - r != 9 {
+                for _ in 0..<blocks.six {
                     Self.block6(
                         w, kCount, x + r * ldx + kStart, ldx, y + r * ldy + column, ldy, count, sliceBias, sliceAccumulate, element,
                         prefetch: prefetch(), every: ahead?.every ?? 0)
                     r += 6
                 }
-                while r + 4 <= m {
+                for _ in 0..<blocks.four {
                     Self.block4(
                         w, kCount, x + r * ldx + kStart, ldx, y + r * ldy + column, ldy, count, sliceBias, sliceAccumulate, element,
                         prefetch: prefetch(), every: ahead?.every ?? 0)
@@ -211,17 +210,21 @@ public final class PackedMatrix: @unchecked Sendable {
     static let kSlice = 1024
     static let streamedBytes = 1 << 20
 
-    /// How each row block after the first shares out fetching the next `kCount` rows of
-    /// weights: `lines` cache lines, one every `2^every` iterations. Only for 7 to 32 rows (a
-    /// decoding batch: one block alone has no later block, and the weights of larger products
-    /// stay in cache anyway), and weights too large for the L2 cache (`streamedBytes`).
-    static func prefetchAhead(m: Int, kCount: Int, more: Bool, bytesPerRow: Int) -> (lines: Int, every: Int)? {
-        guard more, m > 6, m <= 32 else { return nil }
-        var blocks = 0
-        var r = 0
-        while r + 6 <= m && m - r != 8 && m - r != 9 { r += 6; blocks += 1 }
-        while r + 4 <= m { r += 4; blocks += 1 }
-        guard blocks > 1 else { return nil }
+    /// How `m` rows are taken: blocks of 6, ending 4 + 4 rather than 6 + 1 + 1 (a single-row
+    /// block reads the panel again for one row's work), then blocks of 4, then single rows.
+    static func rowBlocks(_ m: Int) -> (six: Int, four: Int) {
+        var r = 0, six = 0
+        while r + 6 <= m && m - r != 8 && m - r != 9 { r += 6; six += 1 }
+        return (six, (m - r) / 4)
+    }
+
+    /// How each of the `blocks` row blocks after the first shares out fetching the next
+    /// `kCount` rows of weights: `lines` cache lines, one every `2^every` iterations. Only for 7
+    /// to 32 rows (a decoding batch: one block alone has no later block, and the weights of
+    /// larger products stay in cache anyway), and weights too large for the L2 cache
+    /// (`streamedBytes`).
+    static func prefetchAhead(m: Int, blocks: Int, kCount: Int, more: Bool, bytesPerRow: Int) -> (lines: Int, every: Int)? {
+        guard more, m > 6, m <= 32, blocks > 1 else { return nil }
         let lines = (kCount * bytesPerRow / 64 + blocks - 2) / (blocks - 1)
         var every = 0
         while kCount >> (every + 1) >= lines { every += 1 }

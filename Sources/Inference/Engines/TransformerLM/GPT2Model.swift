@@ -146,8 +146,8 @@ public final class GPT2Model: Sendable {
             let clone = KVCache(layers: keys.count, heads: heads, headSize: headSize, capacity: capacity)
             for layer in keys.indices {
                 for h in 0..<heads {
-                    clone.keys[layer].pointer.advanced(by: h * headStride).update(from: keys[layer].pointer + h * headStride, count: length * headSize)
-                    clone.values[layer].pointer.advanced(by: h * headStride).update(from: values[layer].pointer + h * headStride, count: length * headSize)
+                    (clone.keys[layer].pointer + h * headStride).update(from: keys[layer].pointer + h * headStride, count: length * headSize)
+                    (clone.values[layer].pointer + h * headStride).update(from: values[layer].pointer + h * headStride, count: length * headSize)
                 }
             }
             clone.length = length
