@@ -10,6 +10,9 @@ completions of 16 tokens. With --gpt2 the model is instead the gpt2 benchmark's 
 engine-bound model: queue 64, batches of 32, completions of 8 tokens, 40 of B's requests per
 phase; needs ../shared's GPT-2 vocabulary, skips without it). B sends one request at a time;
 its p99 under the flood against its idle p99 is the ratio that matters.
+Idle and flood phases alternate in ROUNDS rounds (the flooder pauses between them), and each
+phase's samples are pooled over the rounds: this machine's speed drifts over tens of seconds,
+and two long phases one after the other measured the drift as much as the flood.
 Client and server share this machine's cores. The flooder is 80 Python threads in a process of
 its own (`--flood`), as another tenant's clients would be: in B's own interpreter they would
 hold B's client thread back on the GIL.
@@ -18,7 +21,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,10 +33,11 @@ BINARY = os.environ.get("MODELGATE_BINARY") or os.path.join(ROOT, ".build", "rel
 GPT2 = "--gpt2" in sys.argv
 SECONDS = next((float(a) for a in sys.argv[1:2] if not a.startswith("-")), 10)
 FLOODERS = 80
+ROUNDS = 5
 if GPT2:
     NAME, QUEUE, BATCH, TOKENS, COUNT = "gpt2-124m", 64, 32, 8, 40
 else:
-    NAME, QUEUE, BATCH, TOKENS, COUNT = "shakespeare", 8, 4, 16, max(300, int(SECONDS * 30))
+    NAME, QUEUE, BATCH, TOKENS, COUNT = "shakespeare", 8, 4, 16, max(600, int(SECONDS * 60))
 BODY = json.dumps({"model": NAME, "prompt": "KING:", "max_tokens": TOKENS, "temperature": 0})
 
 
@@ -129,28 +132,43 @@ def main():
             keys[tenant] = json.loads(cli("key", "create", "--tenant", "fair-" + tenant, "--name", tenant, "--json"))["key"]
 
         b = Client(port, keys["b"])
-        count = COUNT
         measure(b, 10)  # warm
-        idle, idle_server = measure(b, count)
-
         flooder = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--flood", str(port), keys["a"], BODY],
-                                   stdout=subprocess.PIPE, text=True)
-        time.sleep(1)
-        started = time.time()
-        loaded, loaded_server = measure(b, count)
-        window = time.time() - started
-        flooder.send_signal(signal.SIGINT)
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+        def tell(command):
+            flooder.stdin.write(command + "\n")
+            flooder.stdin.flush()
+
+        idle, idle_server, loaded, loaded_server, rounds = [], [], [], [], []
+        per_round = max(1, COUNT // ROUNDS)
+        for _ in range(ROUNDS):
+            latencies, server_ms = measure(b, per_round)
+            idle += latencies
+            idle_server += server_ms
+            tell("flood")
+            time.sleep(1)  # the flood builds up, and its first refusals come back
+            tell("count")
+            flooded, flooded_server = measure(b, per_round)
+            tell("pause")
+            loaded += flooded
+            loaded_server += flooded_server
+            rounds.append(round(percentile(flooded, 99) / percentile(latencies, 99), 2))
+            # A's requests in flight finish; its clients asleep on Retry-After stay asleep.
+            time.sleep(1.5 if not GPT2 else 3)
+        tell("stop")
         statuses = json.loads(flooder.communicate(timeout=180)[0])
-        completed = statuses.pop("completions_in_window")
+        completed, window = statuses.pop("completions_in_window"), statuses.pop("window_seconds")
         print(json.dumps({
-            "benchmark": "fairness_gpt2_124m" if GPT2 else "fairness", "requests": count,
+            "benchmark": "fairness_gpt2_124m" if GPT2 else "fairness", "requests": len(idle), "rounds": ROUNDS,
             "idle_p50_ms": round(percentile(idle, 50), 2), "idle_p99_ms": round(percentile(idle, 99), 2),
             "flood_p50_ms": round(percentile(loaded, 50), 2), "flood_p99_ms": round(percentile(loaded, 99), 2),
             "ratio_p99_flood_vs_idle": round(percentile(loaded, 99) / percentile(idle, 99), 2),
+            "ratio_p99_per_round": rounds,
             "server_idle_p50_ms": percentile(idle_server, 50), "server_flood_p50_ms": percentile(loaded_server, 50),
             "server_flood_p99_ms": percentile(loaded_server, 99),
             "flooder_statuses": statuses,
-            "flooder_completions_per_second": round(completed / window, 1),
+            "flooder_completions_per_second": round(completed / max(window, 1e-9), 1),
         }), flush=True)
     finally:
         if server is not None:
@@ -179,33 +197,49 @@ def gpt2_model(directory):
 
 def flood(port, key, body):
     """Tenant A: FLOODERS threads, each sending a request as soon as the last one finished (after
-    Retry-After on a 503), until SIGINT. Prints the statuses seen and the 200s after the first
-    second (the measurement window) as JSON."""
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    statuses, lock, started = {}, threading.Lock(), time.time()
-    windowed = [0]
+    Retry-After on a 503), while flooding. Commands on stdin: `flood` starts (or resumes),
+    `count` starts counting A's completions, `pause` stops both, `stop` prints the statuses
+    seen, the completions counted and the seconds counted as JSON, and exits."""
+    flooding, stopping = threading.Event(), threading.Event()
+    statuses, lock = {}, threading.Lock()
+    counted = {"completions": 0, "seconds": 0.0, "since": None}
 
     def loop():
         client = Client(port, key, body)
         while not stopping.is_set():
+            if not flooding.wait(0.1):
+                continue
             status, retry = client.complete()
             with lock:
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
-                if status == 200 and time.time() - started >= 1:
-                    windowed[0] += 1
+                if status == 200 and counted["since"] is not None:
+                    counted["completions"] += 1
             if status != 200:
                 stopping.wait(float(retry or 1))
 
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(FLOODERS)]
     for thread in threads:
         thread.start()
-    while not stopping.is_set():
-        stopping.wait(0.1)
+    for line in sys.stdin:
+        command = line.strip()
+        with lock:
+            if command == "flood":
+                flooding.set()
+            elif command == "count":
+                counted["since"] = time.time()
+            elif command in ("pause", "stop"):
+                flooding.clear()
+                if counted["since"] is not None:
+                    counted["seconds"] += time.time() - counted["since"]
+                    counted["since"] = None
+        if command == "stop":
+            break
+    stopping.set()
     for thread in threads:
         thread.join(timeout=35)
     with lock:
-        print(json.dumps(dict(sorted(statuses.items()), completions_in_window=windowed[0])), flush=True)
+        print(json.dumps(dict(sorted(statuses.items()), completions_in_window=counted["completions"],
+                              window_seconds=counted["seconds"])), flush=True)
 
 
 if __name__ == "__main__":
