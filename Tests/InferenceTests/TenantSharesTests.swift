@@ -25,7 +25,7 @@ import Testing
     }
 
     @Test func aLightTenantCapsTheFloodAndIsServedAtOnce() async throws {
-        let shares = TenantShares(slots: 4, capacity: 8)
+        let shares = TenantShares(slots: 4, capacity: 8, rest: 0)
         var flood = [try await shares.acquire(key: "a"), try await shares.acquire(key: "a"), try await shares.acquire(key: "a")]
         // b is under its share: it never waits, however much a has in flight.
         let quiet = try await shares.acquire(key: "b")
@@ -56,8 +56,10 @@ import Testing
         await eventually { shares.snapshot.waiting == 2 }
         #expect(shares.snapshot.inFlight == ["a": 2, "b": 2])
         #expect(shares.snapshot.waiting == 2)
-        // A released slot of a goes to a's waiter, not b's (b is at its share).
+        // A released slot of a goes to a's waiter, not b's (b is at its share), without a
+        // rest: no tenant is light.
         held.remove(at: 0)
+        #expect(shares.snapshot.resting == 0)
         let grantedA = try await a.task.value
         #expect(shares.snapshot.inFlight == ["a": 2, "b": 2])
         #expect(shares.snapshot.waiting == 1)
@@ -100,7 +102,7 @@ import Testing
     }
 
     @Test func theCapLiftsOnceTheOtherTenantIsGoneForTheWindow() async throws {
-        let shares = TenantShares(slots: 4, capacity: 8, window: .seconds(1))
+        let shares = TenantShares(slots: 4, capacity: 8, window: .seconds(1), rest: 0)
         var flood: [TenantShares.Permit] = []
         for _ in 0..<3 { flood.append(try await shares.acquire(key: "a")) }
         var quiet = [try await shares.acquire(key: "b")]
@@ -120,5 +122,55 @@ import Testing
         let granted = try await capped.task.value
         #expect(shares.snapshot.inFlight == ["a": 2])
         withExtendedLifetime((flood, granted, quiet)) {}
+    }
+
+    @Test func aFloodingTenantsSlotRestsWhileAnotherIsLight() async throws {
+        let shares = TenantShares(slots: 4, capacity: 8, rest: 1)
+        var flood = [try await shares.acquire(key: "a")]
+        let quiet = try await shares.acquire(key: "b")
+        // a is at 4 / (2 + 1) = 1 while b is light: its next request waits.
+        let next = Pending(shares, "a")
+        await eventually { shares.snapshot.waiting == 1 }
+        try await Task.sleep(for: .milliseconds(300))
+        // a's request held its slot at least 300 ms, so the slot rests at least as long.
+        let released = ContinuousClock.now
+        flood.removeAll()
+        #expect(shares.snapshot.resting == 1)
+        #expect(shares.snapshot.inFlight == ["a": 1, "b": 1])
+        #expect(shares.snapshot.waiting == 1)
+        let granted = try await next.task.value
+        #expect(ContinuousClock.now - released >= .milliseconds(300))
+        #expect(shares.snapshot.resting == 0)
+        #expect(shares.snapshot.inFlight == ["a": 1, "b": 1])
+        withExtendedLifetime((granted, quiet)) {}
+    }
+
+    @Test func aLightTenantWithNothingInFlightCostsTheFloodNoRest() async throws {
+        let shares = TenantShares(slots: 4, capacity: 8, rest: 2)
+        var flood = [try await shares.acquire(key: "a")]
+        // b has used the model (it is active and light) but has nothing in flight now.
+        try await shares.acquire(key: "b").release()
+        let next = Pending(shares, "a")
+        await eventually { shares.snapshot.waiting == 1 }
+        try await Task.sleep(for: .milliseconds(100))
+        flood.removeAll()
+        #expect(shares.snapshot.resting == 0)
+        let granted = try await next.task.value
+        #expect(shares.snapshot.inFlight == ["a": 1])
+        withExtendedLifetime(granted) {}
+    }
+
+    @Test func theManifestSetsTheRest() throws {
+        func manifest(_ options: String) throws -> ModelManifest {
+            try JSONDecoder().decode(ModelManifest.self, from: Data(#"{"engine": "transformer-lm", "task": "text-generation", "options": \#(options)}"#.utf8))
+        }
+        #expect(try manifest("{}").floodRest(in: "/m") == 2)
+        #expect(try manifest(#"{"flood_rest": 0.5}"#).floodRest(in: "/m") == 0.5)
+        #expect(try manifest(#"{"flood_rest": 0}"#).floodRest(in: "/m") == 0)
+        for bad in ["-1", #""2""#, "null"] {
+            #expect(throws: ModelLoadError(file: "/m/model.json", reason: "options.flood_rest must be a number of at least 0")) {
+                try manifest(#"{"flood_rest": \#(bad)}"#).floodRest(in: "/m")
+            }
+        }
     }
 }

@@ -62,6 +62,16 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         }
     }
 
+    /// `options.flood_rest`: how many times as long as its request a flooding tenant's slot rests
+    /// while another tenant's requests run (`TenantShares.rest`); 2 when absent, 0 for none.
+    public func floodRest(in directory: String) throws -> Double {
+        guard let value = options?["flood_rest"] else { return 2 }
+        guard let rest = value.number, rest >= 0, rest.isFinite else {
+            throw ModelLoadError(file: directory + "/model.json", reason: "options.flood_rest must be a number of at least 0")
+        }
+        return rest
+    }
+
     /// The file for `role` (e.g. "weights"), or `fallback`, as a path in `directory`.
     public func file(_ role: String, default fallback: String, in directory: String) -> String {
         directory + "/" + (files?[role] ?? fallback)

@@ -68,9 +68,9 @@ public final class EmbeddingService: Sendable {
     /// The requests in flight per tenant while several use this model.
     public let shares: TenantShares
 
-    init(encoder: BertEncoder, maxBatch: Int = 64, capacity: Int = 512) {
+    init(encoder: BertEncoder, maxBatch: Int = 64, capacity: Int = 512, floodRest: Double = 2) {
         self.encoder = encoder
-        shares = TenantShares(slots: maxBatch, capacity: capacity)
+        shares = TenantShares(slots: maxBatch, capacity: capacity, rest: floodRest)
         worker = BatchWorker(name: "embeddings", maxBatch: maxBatch, capacity: capacity) { sequences in
             encoder.embed(tokenIDs: sequences)
         }
@@ -94,9 +94,9 @@ public final class ClassificationService: Sendable {
     /// The requests in flight per tenant while several use this model.
     public let shares: TenantShares
 
-    init(classifier: ImageClassifier, maxBatch: Int = 16, capacity: Int = 256) {
+    init(classifier: ImageClassifier, maxBatch: Int = 16, capacity: Int = 256, floodRest: Double = 2) {
         self.classifier = classifier
-        shares = TenantShares(slots: maxBatch, capacity: capacity)
+        shares = TenantShares(slots: maxBatch, capacity: capacity, rest: floodRest)
         worker = BatchWorker(name: "images", maxBatch: maxBatch, capacity: capacity) { images in
             let size = classifier.preprocessing.crop
             return classifier.model.forward(images.flatMap { $0 }, n: images.count, height: size.height, width: size.width)
@@ -132,7 +132,8 @@ public enum TransformerLMFactory: EngineFactory {
         let maxTokens = manifest.defaults?["max_tokens"].map { Int($0) } ?? 16
         return .text(TextGenerator(
             model: model, tokenizer: tokenizer, defaultMaxTokens: maxTokens,
-            maxBatch: manifest.options?["max_batch"]?.int ?? 32, queueCapacity: manifest.options?["queue_capacity"]?.int ?? 256))
+            maxBatch: manifest.options?["max_batch"]?.int ?? 32, queueCapacity: manifest.options?["queue_capacity"]?.int ?? 256,
+            floodRest: try manifest.floodRest(in: directory)))
     }
 }
 
@@ -140,7 +141,8 @@ public enum TransformerEncoderFactory: EngineFactory {
     public static let name = "transformer-encoder"
 
     public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
-        .embeddings(EmbeddingService(encoder: try BertEncoder(directory: directory, options: manifest.options ?? [:])))
+        .embeddings(EmbeddingService(
+            encoder: try BertEncoder(directory: directory, options: manifest.options ?? [:]), floodRest: try manifest.floodRest(in: directory)))
     }
 }
 
@@ -148,7 +150,8 @@ public enum ResNetFactory: EngineFactory {
     public static let name = "resnet"
 
     public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
-        .images(ClassificationService(classifier: try ImageClassifier(directory: directory, manifest: manifest)))
+        .images(ClassificationService(
+            classifier: try ImageClassifier(directory: directory, manifest: manifest), floodRest: try manifest.floodRest(in: directory)))
     }
 }
 

@@ -63,13 +63,15 @@ public final class TextGenerator: Sendable {
         public var generatedTokens: Int
     }
 
-    public init(model: GPT2Model, tokenizer: GPT2Tokenizer, defaultMaxTokens: Int = 16, maxBatch: Int = 32, queueCapacity: Int = 256) {
+    public init(
+        model: GPT2Model, tokenizer: GPT2Tokenizer, defaultMaxTokens: Int = 16, maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2
+    ) {
         self.model = model
         self.tokenizer = tokenizer
         self.defaultMaxTokens = defaultMaxTokens
         self.maxBatch = maxBatch
         self.queueCapacity = queueCapacity
-        self.shares = TenantShares(slots: maxBatch, capacity: queueCapacity)
+        self.shares = TenantShares(slots: maxBatch, capacity: queueCapacity, rest: floodRest)
         self.state = SchedulerState()
         let thread = Thread { [state, model, tokenizer, maxBatch] in
             Scheduler(state: state, model: model, tokenizer: tokenizer, maxBatch: maxBatch).run()
