@@ -257,22 +257,28 @@ public final class Meter: Sendable {
 
     /// Settles one record idempotently: a request id already settled changes nothing.
     /// Returns false for a duplicate.
+    ///
+    /// One transaction of four round trips, plus one per quota counter touched: BEGIN, the price
+    /// in force, one statement that marks the request settled, takes its reservation back and
+    /// writes the usage event and the hourly rollup (all of it only if the request was not
+    /// settled before), the counters, COMMIT.
     @discardableResult
     public func settleInDatabase(_ record: SettlementRecord) async throws -> Bool {
-        let price = try await prices.price(model: record.model, tenant: record.tenantID, at: record.occurredAt)
-        return try await pool.transaction { connection -> Bool in
-            let fresh = try connection.query(
-                "INSERT INTO settled_requests (request_id, tenant_id, occurred_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
-                [record.requestID, record.tenantID, record.occurredAt])
-            guard !fresh.isEmpty else { return false }
+        try await pool.transaction { connection -> Bool in
+            let price = try PriceBook.price(connection, model: record.model, tenant: record.tenantID, at: record.occurredAt)
             let cost = price.cost(prompt: record.promptTokens, completion: record.completionTokens, images: record.images)
             let actualTokens = record.promptTokens + record.completionTokens
-            let reservation = try connection.query(
-                "DELETE FROM quota_reservations WHERE request_id = $1 RETURNING period_start::text AS period, tokens, images, budget, concurrent, subjects",
-                [record.requestID])
-            if let held = reservation.first {
+            let rows = try connection.query(
+                Self.settlementStatement,
+                [
+                    record.requestID, record.tenantID, record.keyID, record.model, record.route, record.promptTokens,
+                    record.completionTokens, record.images, record.status, record.latencyMs, price.prompt, price.completion,
+                    price.image, cost, record.occurredAt,
+                ])
+            guard let row = rows.first, try row.decode("fresh", as: Bool.self) else { return false }
+            if try row.decode("period", as: String?.self) != nil {
                 try Self.apply(
-                    Self.release(held, used: ["tokens": actualTokens, "images": record.images, "budget": cost]), on: connection)
+                    Self.release(row, used: ["tokens": actualTokens, "images": record.images, "budget": cost]), on: connection)
             } else {
                 // The reservation expired (a crash long ago) or never existed: count the usage.
                 let period = Self.monthStart(record.occurredAt)
@@ -285,32 +291,40 @@ public final class Meter: Sendable {
                 }
                 try Self.apply(changes, on: connection)
             }
-            try connection.execute(
-                """
-                INSERT INTO usage_events (request_id, tenant_id, key_id, model, route, prompt_tokens, completion_tokens, images,
-                    status, latency_ms, prompt_price, completion_price, image_price, cost_micros, occurred_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                """,
-                [
-                    record.requestID, record.tenantID, record.keyID, record.model, record.route, record.promptTokens,
-                    record.completionTokens, record.images, record.status, record.latencyMs, price.prompt, price.completion,
-                    price.image, cost, record.occurredAt,
-                ])
-            try connection.execute(
-                """
-                INSERT INTO usage_rollups (tenant_id, key_id, model, hour, requests, prompt_tokens, completion_tokens, images, cost_micros)
-                VALUES ($1, $2, $3, date_trunc('hour', $4::timestamptz), 1, $5, $6, $7, $8)
-                ON CONFLICT (tenant_id, key_id, model, hour) DO UPDATE SET
-                    requests = usage_rollups.requests + 1,
-                    prompt_tokens = usage_rollups.prompt_tokens + EXCLUDED.prompt_tokens,
-                    completion_tokens = usage_rollups.completion_tokens + EXCLUDED.completion_tokens,
-                    images = usage_rollups.images + EXCLUDED.images,
-                    cost_micros = usage_rollups.cost_micros + EXCLUDED.cost_micros
-                """,
-                [record.tenantID, record.keyID, record.model, record.occurredAt, record.promptTokens, record.completionTokens, record.images, cost])
             return true
         }
     }
+
+    /// Settlement's one statement ($1 request id, $2 tenant, $3 key, $4 model, $5 route, $6-$8
+    /// prompt tokens, completion tokens, images, $9 status, $10 latency, $11-$13 prices, $14
+    /// cost, $15 time): one row, `fresh` false for a request settled before (then nothing
+    /// changed), and the reservation taken back (its columns NULL when there was none).
+    static let settlementStatement = """
+        WITH fresh AS (
+            INSERT INTO settled_requests (request_id, tenant_id, occurred_at) VALUES ($1, $2, $15)
+            ON CONFLICT DO NOTHING RETURNING request_id
+        ), held AS (
+            DELETE FROM quota_reservations WHERE request_id = $1 AND EXISTS (SELECT 1 FROM fresh)
+            RETURNING period_start::text AS period, tokens, images, budget, concurrent, subjects
+        ), event AS (
+            INSERT INTO usage_events (request_id, tenant_id, key_id, model, route, prompt_tokens, completion_tokens, images,
+                status, latency_ms, prompt_price, completion_price, image_price, cost_micros, occurred_at)
+            SELECT $1, $2, $3::uuid, $4::text, $5::text, $6::bigint, $7::bigint, $8::bigint, $9::integer, $10::integer,
+                $11::bigint, $12::bigint, $13::bigint, $14::bigint, $15::timestamptz
+            FROM fresh
+        ), rollup AS (
+            INSERT INTO usage_rollups (tenant_id, key_id, model, hour, requests, prompt_tokens, completion_tokens, images, cost_micros)
+            SELECT $2, $3::uuid, $4::text, date_trunc('hour', $15::timestamptz), 1, $6::bigint, $7::bigint, $8::bigint, $14::bigint
+            FROM fresh
+            ON CONFLICT (tenant_id, key_id, model, hour) DO UPDATE SET
+                requests = usage_rollups.requests + 1,
+                prompt_tokens = usage_rollups.prompt_tokens + EXCLUDED.prompt_tokens,
+                completion_tokens = usage_rollups.completion_tokens + EXCLUDED.completion_tokens,
+                images = usage_rollups.images + EXCLUDED.images,
+                cost_micros = usage_rollups.cost_micros + EXCLUDED.cost_micros
+        )
+        SELECT EXISTS (SELECT 1 FROM fresh) AS fresh, held.* FROM (SELECT 1) AS one LEFT JOIN held ON true
+        """
 
     // MARK: Background work
 

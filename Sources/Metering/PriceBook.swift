@@ -84,7 +84,12 @@ public struct PriceBook: Sendable {
     /// The prices in force for `model` at `time` (tenant override first; 0 when none is set).
     /// Always read from the database, so settlement and `billing verify` agree exactly.
     public func price(model: String, tenant: UUID, at time: Date) async throws -> Price {
-        let rows = try await pool.query(
+        try await pool.withConnection { connection in try Self.price(connection, model: model, tenant: tenant, at: time) }
+    }
+
+    /// `price(model:tenant:at:)` on a connection already held (inside settlement's transaction).
+    static func price(_ connection: PostgresConnection, model: String, tenant: UUID, at time: Date) throws -> Price {
+        let rows = try connection.query(
             """
             SELECT DISTINCT ON (metric) metric, unit_price FROM prices
             WHERE model = $1 AND (tenant_id = $2 OR tenant_id IS NULL) AND effective_from <= $3
