@@ -62,6 +62,9 @@ final class MetricsExport: Sendable {
             case .images(let service):
                 gauge("modelgate_model_queue_depth", service.waiting, [("model", info.name)])
             }
+            let shares = engine.shares.snapshot
+            gauge("modelgate_model_share_waiting", shares.waiting, [("model", info.name)])
+            gauge("modelgate_model_share_resting", shares.resting, [("model", info.name)])
         }
         return registry.emitToBuffer()
     }

@@ -337,6 +337,16 @@ struct GatewayFixture {
         }
         try await Task.sleep(for: .milliseconds(500))
         let loaded = try await runB(20)
+        // A's surplus waiting for its share shows in the metrics (a few scrapes: it refills as
+        // A's refused clients come back).
+        var shareWaiting = 0.0
+        for _ in 0..<5 where shareWaiting == 0 {
+            let metrics = try await HTTP.send(.GET, fixture.server.baseURL + "/metrics").body
+            shareWaiting = metrics.split(separator: "\n").first { $0.hasPrefix("modelgate_model_share_waiting{") && $0.contains(#"model="shakespeare""#) }
+                .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } } ?? 0
+            if shareWaiting == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(shareWaiting > 0, "no request of A waiting for its share during the flood")
         stop.withLock { $0 = true }
         await flood.value
         try await floodClient.shutdown()

@@ -85,6 +85,8 @@ import TestSupport
         #expect(value("modelgate_admission_rejections_total", [#"reason="rate_limit""#]) == 1)
         #expect(value("modelgate_model_state", [#"model="shakespeare""#, #"state="ready""#]) == 1)
         #expect(value("modelgate_model_queue_depth", [#"model="shakespeare""#]) == 0)
+        #expect(value("modelgate_model_share_waiting", [#"model="shakespeare""#]) == 0)
+        #expect(value("modelgate_model_share_resting", [#"model="shakespeare""#]) == 0)
         #expect((value("modelgate_db_pool_connections") ?? 0) > 0)
         #expect(value("modelgate_key_cache_hit_ratio") != nil)
         #expect(lines.contains { $0.hasPrefix("modelgate_http_request_duration_seconds_bucket{") })
