@@ -133,7 +133,9 @@ def main():
 
         b = Client(port, keys["b"])
         measure(b, 10)  # warm
-        flooder = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--flood", str(port), keys["a"], BODY],
+        # A's key goes in the environment, not on a command line anyone on the machine can list.
+        flooder = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--flood", str(port), BODY],
+                                   env=dict(os.environ, MODELGATE_FLOOD_KEY=keys["a"]),
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
         def tell(command):
@@ -243,7 +245,7 @@ def flood(port, key, body):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--flood":
-        flood(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    if len(sys.argv) == 4 and sys.argv[1] == "--flood":
+        flood(int(sys.argv[2]), os.environ["MODELGATE_FLOOD_KEY"], sys.argv[3])
     else:
         main()
