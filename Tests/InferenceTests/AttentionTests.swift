@@ -76,4 +76,26 @@ import Testing
             }
         }
     }
+
+    /// Softmax against its definition in double precision, for counts on and off its eight-wide
+    /// rounds and values far apart (their exponentials span the whole float range).
+    @Test func softmaxMatchesTheDefinition() {
+        var random = SystemRandomNumberGenerator()
+        for count in [1, 2, 7, 8, 9, 15, 16, 17, 100, 1000] {
+            let values = (0..<count).map { _ in Float.random(in: -60...60, using: &random) }
+            var output = values
+            output.withUnsafeMutableBufferPointer { Kernels.softmax($0.baseAddress!, count: count) }
+            let maximum = Double(values.max() ?? 0)
+            let exponentials = values.map { exp(Double($0) - maximum) }
+            let sum = exponentials.reduce(0, +)
+            var largest = 0.0
+            for (value, exponential) in zip(output, exponentials) {
+                let probability = exponential / sum
+                // Probabilities under 1e-30 are past float's normal range (or 0 in float).
+                if probability > 1e-30 { largest = max(largest, abs(Double(value) - probability) / probability) }
+            }
+            #expect(largest < 1e-5, "count \(count): relative error \(largest)")
+            #expect(abs(output.reduce(0, +) - 1) < 1e-5, "count \(count): sums to \(output.reduce(0, +))")
+        }
+    }
 }

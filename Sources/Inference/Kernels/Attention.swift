@@ -1,3 +1,4 @@
+import CPrefetch
 import Foundation
 
 /// Causal multi-head attention against a key/value cache.
@@ -16,16 +17,42 @@ public enum Attention {
     ) {
         let width = heads * headSize
         let scale = 1 / Float(headSize).squareRoot()
+        // A decoding token reads each head's keys and values once, from memory (the weights
+        // have streamed through the caches since they were written). Each head fetches its
+        // values while its scores are computed, and the next head's keys while it finishes:
+        // the hardware prefetcher only ramps up some way into each new run. A prompt's tokens
+        // share their runs, which stay cached, so there this would be wasted instructions.
+        let run = (start + 1) * headSize * 4
+        let runBytes = tokens == 1 && positionStride == headSize && run <= Self.prefetchedRun ? run : 0
         for t in 0..<tokens {
             let visible = start + t + 1
-            for h in only ?? 0..<heads {
+            let range = only ?? 0..<heads
+            if let first = range.first { prefetch(keys + first * headStride, bytes: runBytes) }
+            for h in range {
                 let q = query + t * queryStride + h * headSize
+                prefetch(values + h * headStride, bytes: runBytes)
                 Self.scores(q, keys: keys + h * headStride, stride: positionStride, count: visible, headSize: headSize, scale: scale, into: scores)
+                if h + 1 < range.upperBound { prefetch(keys + (h + 1) * headStride, bytes: runBytes) }
                 Kernels.softmax(scores, count: visible)
                 Self.weightedSum(
                     scores, values: values + h * headStride, stride: positionStride, count: visible, headSize: headSize,
                     into: output + t * width + h * headSize)
             }
+        }
+    }
+
+    /// The longest run fetched ahead (a context of 256). Past it the hardware prefetcher has
+    /// long runs to work on, and on the attention probe fetching ahead did no better there.
+    static let prefetchedRun = 64 << 10
+
+    /// Asks for `bytes` from `run` into the cache, a line at a time (nothing for 0).
+    @inline(__always)
+    static func prefetch(_ run: UnsafePointer<Float>, bytes: Int) {
+        let raw = UnsafeRawPointer(run)
+        var offset = 0
+        while offset < bytes {
+            mg_prefetch(raw + offset)
+            offset += 64
         }
     }
 

@@ -9,7 +9,7 @@ enum AttentionProbe {
     static func run() {
         let (layers, heads, headSize) = (12, 12, 64)
         let width = heads * headSize
-        for length in [128, 512, 1000] {
+        for length in [48, 128, 512, 1000] {
             // Enough independent caches that one round's keys and values exceed 64 MiB.
             let copies = max(1, (64 << 20) / (layers * 2 * length * width * 4))
             let caches = (0..<copies * layers).map { _ in (keys: FloatBuffer(count: length * width), values: FloatBuffer(count: length * width)) }
@@ -47,6 +47,47 @@ enum AttentionProbe {
                 format: "context %4d: %.3f ms per token (former layout and kernel %.3f ms), %.2fx; %.1f GB/s", length, best.current * 1000,
                 best.former * 1000, best.former / best.current, Double(layers * 2 * length * width * 4) / best.current / 1e9))
         }
+        softmaxes()
+    }
+
+    /// A prompt's softmaxes (one per token and head, over the positions it sees): the
+    /// library's against scalar `expf`, as it was, alternating, best of five.
+    static func softmaxes() {
+        for length in [128, 1024] {
+            let rows = (1...length).map { visible in (0..<visible).map { Float(($0 * 37) % 101) * 0.05 - 2.5 } }
+            let buffer = FloatBuffer(count: length)
+            func run(_ softmax: (UnsafeMutablePointer<Float>, Int) -> Void) -> Double {
+                time {
+                    for _ in 0..<12 {
+                        for row in rows {
+                            for (i, value) in row.enumerated() { buffer[i] = value }
+                            softmax(buffer.pointer, row.count)
+                        }
+                    }
+                }
+            }
+            var best = (current: Double.infinity, former: Double.infinity)
+            for _ in 0..<5 {
+                best.current = min(best.current, run { Kernels.softmax($0, count: $1) })
+                best.former = min(best.former, run(formerSoftmax))
+            }
+            print(String(
+                format: "softmaxes of a %4d-token prompt (12 heads): %.3f ms (scalar expf %.3f ms), %.2fx", length, best.current * 1000,
+                best.former * 1000, best.former / best.current))
+        }
+    }
+
+    static func formerSoftmax(_ values: UnsafeMutablePointer<Float>, _ count: Int) {
+        var maximum = -Float.infinity
+        for i in 0..<count { maximum = max(maximum, values[i]) }
+        var sum: Float = 0
+        for i in 0..<count {
+            let e = expf(values[i] - maximum)
+            values[i] = e
+            sum += e
+        }
+        let inverse = 1 / sum
+        for i in 0..<count { values[i] *= inverse }
     }
 
     static func time(_ body: () -> Void) -> Double {
