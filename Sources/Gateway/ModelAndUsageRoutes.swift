@@ -45,10 +45,8 @@ struct ModelAndUsageRoutes {
     }
 
     static func admin(_ info: ModelInfo) -> AdminModel {
-        var reason: String?
-        if case .failed(let why) = info.status { reason = why }
-        return AdminModel(
-            name: info.name, engine: info.engine, task: info.task?.rawValue, version: info.version, status: info.status.name, reason: reason,
+        AdminModel(
+            name: info.name, engine: info.engine, task: info.task?.rawValue, version: info.version, status: info.status.name, reason: info.reason,
             visibility: info.tenants, loaded_at: info.loadedAt, display_name: info.displayName)
     }
 

@@ -17,17 +17,27 @@ public struct ModelControl: Sendable {
         self.logger = logger
     }
 
-    /// Asks every instance (this one included) to act on a model, and waits for this one.
+    /// Asks every instance (this one included) to act on a model, and waits for this one:
+    /// when its load fails, so does the request, with the reason (the others are asked all
+    /// the same; each keeps serving what it had).
     public func request(_ action: String, _ name: String) async throws {
-        try await apply(action, name)
+        var failure: (any Error)?
+        do { try await apply(action, name) } catch { failure = error }
         try await pool.execute("SELECT pg_notify($1, $2)", [Self.channel, action + ":" + name])
+        if let failure { throw failure }
     }
 
     func apply(_ action: String, _ name: String) async throws {
         switch action {
         case "unload": try registry.unload(name)
         case "load", "reload":
-            do { try await registry.load(name) } catch { logger.warning("model \(action) failed", metadata: ["model": "\(name)", "error": "\(error)"]) }
+            do {
+                try await registry.load(name)
+            } catch {
+                logger.warning("model \(action) failed", metadata: ["model": "\(name)", "error": "\(error)"])
+                await publish()
+                throw error
+            }
         default: return
         }
         await publish()
@@ -36,13 +46,11 @@ public struct ModelControl: Sendable {
     /// Writes every model's state to the `models` table.
     public func publish() async {
         for info in registry.models() {
-            var reason: String?
-            if case .failed(let why) = info.status { reason = why }
             _ = try? await pool.execute(
                 """
                 INSERT INTO models (name, engine, task, version, status, reason, tenants) VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (name) DO UPDATE SET engine = $2, task = $3, version = $4, status = $5, reason = $6, tenants = $7, updated_at = now()
-                """, [info.name, info.engine, info.task?.rawValue, info.version, info.status.name, reason, info.tenants])
+                """, [info.name, info.engine, info.task?.rawValue, info.version, info.status.name, info.reason, info.tenants])
         }
     }
 

@@ -68,7 +68,8 @@ struct ModelCommand: AsyncParsableCommand {
             while Date() < deadline {
                 if let row = try await rows(services, name: name).first, row.updated_at > before {
                     try ModelCommand.print([row], json: false)
-                    if row.status == "failed" { throw ExitCode(1) }
+                    // Failed, or (a reload) failed while the version before keeps serving.
+                    if row.status == "failed" || row.reason != nil { throw ExitCode(1) }
                     return
                 }
                 try await Task.sleep(for: .milliseconds(200))

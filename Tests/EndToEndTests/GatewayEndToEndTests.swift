@@ -272,6 +272,59 @@ struct GatewayFixture {
         #expect(try await fixture.events(fixture.tenantA).count > 10)
     }
 
+    /// A manifest's `defaults` reach requests that leave those parameters out (they were once
+    /// ignored over HTTP). A manifest whose defaults a request could not use fails its reload
+    /// with the reason, over HTTP (422) and from the CLI (non-zero exit), while the version
+    /// already loaded keeps serving; both used to report such a reload as a success.
+    @Test func theManifestsDefaultsApplyToRequestsThatLeaveThemOut() async throws {
+        let fixture = try await GatewayFixture.start()
+        defer { Task { await fixture.stop() } }
+        let manifestPath = fixture.models + "/shakespeare/model.json"
+        let original = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: manifestPath))) as? [String: Any] ?? [:]
+        func reload(defaults: [String: Any]) async throws -> HTTPResult {
+            var manifest = original
+            manifest["defaults"] = defaults
+            try JSONSerialization.data(withJSONObject: manifest).write(to: URL(fileURLWithPath: manifestPath))
+            return try await HTTP.send(.POST, fixture.server.baseURL + "/admin/v1/models/shakespeare/reload", key: fixture.harness.operatorKey)
+        }
+        func complete(_ extra: [String: Any]) async throws -> (text: String, tokens: Int) {
+            let result = try await HTTP.send(
+                .POST, fixture.server.baseURL + "/v1/completions", key: fixture.keyA,
+                json: ["model": "shakespeare", "prompt": "ROMEO:"].merging(extra) { $1 })
+            #expect(result.status == 200, "\(result.body)")
+            let text = (result.json["choices"] as? [[String: Any]])?.first?["text"] as? String ?? ""
+            return (text, (result.json["usage"] as? [String: Any])?["completion_tokens"] as? Int ?? -1)
+        }
+        // Greedy by default: the seed makes no difference; 7 tokens unless asked otherwise.
+        let greedy = try await reload(defaults: ["temperature": 0, "max_tokens": 7])
+        #expect(greedy.status == 200, "\(greedy.body)")
+        let first = try await complete(["seed": 1]), second = try await complete(["seed": 2])
+        #expect(first.text == second.text)
+        #expect(first.tokens == 7)
+        // A request's own temperature still wins.
+        let warm = try await complete(["seed": 1, "temperature": 1.5, "max_tokens": 20]), other = try await complete(["seed": 2, "temperature": 1.5, "max_tokens": 20])
+        #expect(warm.text != other.text)
+        for (defaults, reason) in [
+            (["temperature": 5] as [String: Any], "defaults.temperature: must be between 0 and 2"),
+            (["max_tokens": 1e300], "defaults.max_tokens must be a whole number"),
+        ] {
+            let refused = try await reload(defaults: defaults)
+            #expect(refused.status == 422 && refused.body.contains(reason), "\(refused.status) \(refused.body)")
+            #expect(try await complete(["seed": 3]).tokens == 7, "the loaded version keeps serving")
+        }
+        let models = try await HTTP.send(.GET, fixture.server.baseURL + "/admin/v1/models/shakespeare", key: fixture.harness.operatorKey)
+        #expect(models.json["status"] as? String == "ready")
+        #expect((models.json["reason"] as? String)?.contains("the latest load failed") == true, "\(models.body)")
+        let cli = try await fixture.harness.cli(["model", "reload", "shakespeare"])
+        #expect(cli.status != 0 && cli.output.contains("defaults.max_tokens must be a whole number"), "\(cli.status) \(cli.output)")
+        // A good manifest again: the reload succeeds and the failure is forgotten.
+        let fixed = try await reload(defaults: ["temperature": 0, "max_tokens": 5])
+        #expect(fixed.status == 200 && fixed.json["reason"] == nil, "\(fixed.body)")
+        #expect(try await complete([:]).tokens == 5)
+        let cliFixed = try await fixture.harness.cli(["model", "reload", "shakespeare"])
+        #expect(cliFixed.status == 0, "\(cliFixed.output)")
+    }
+
     @Test(.timeLimit(.minutes(2))) func aTenantFloodingAModelWithTenTimesItsQueueDoesNotLockAnotherOut() async throws {
         // Queue of 8, batches of 4: tenant A keeps 80 requests outstanding (retrying after each
         // 503 as Retry-After says); every one of tenant B's requests must still succeed, and A

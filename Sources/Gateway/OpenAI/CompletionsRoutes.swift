@@ -32,15 +32,16 @@ struct CompletionsRoutes {
         var logit_bias: [String: Double]?
         var user: String?
 
-        func parameters(defaults: [String: Double]?) throws -> SamplingParameters {
+        /// The request's parameters; those it leaves out come from the model's manifest.
+        func parameters(defaults: SamplingParameters) throws -> SamplingParameters {
             if let bias = logit_bias, !bias.isEmpty {
                 throw OpenAIError.invalidRequest("logit_bias is not supported by this server", param: "logit_bias", code: "unsupported_parameter")
             }
             var parameters = SamplingParameters()
             parameters.maxTokens = max_completion_tokens ?? max_tokens
-            parameters.temperature = temperature ?? defaults?["temperature"] ?? 1
-            parameters.topP = top_p ?? defaults?["top_p"] ?? 1
-            parameters.topK = top_k ?? Int(defaults?["top_k"] ?? 0)
+            parameters.temperature = temperature ?? defaults.temperature
+            parameters.topP = top_p ?? defaults.topP
+            parameters.topK = top_k ?? defaults.topK
             parameters.n = n ?? 1
             parameters.stop = stop?.list ?? []
             parameters.presencePenalty = presence_penalty ?? 0
@@ -162,7 +163,7 @@ struct CompletionsRoutes {
         if let bestOf = decoded.best_of, bestOf != (decoded.sampling.n ?? 1) {
             throw OpenAIError.invalidRequest("best_of is not supported (it must equal n)", param: "best_of", code: "unsupported_parameter")
         }
-        var parameters = try decoded.sampling.parameters(defaults: nil)
+        var parameters = try decoded.sampling.parameters(defaults: generator.defaults)
         parameters.logprobs = decoded.logprobs
         parameters.echo = decoded.echo ?? false
         let prompts: [PromptJob]
@@ -187,7 +188,7 @@ struct CompletionsRoutes {
         let decoded = try InferencePipeline.decode(ChatRequest.self, body)
         let (info, engine) = try pipeline.authorize(decoded.model, task: .textGeneration, principal: principal)
         guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
-        var parameters = try decoded.sampling.parameters(defaults: nil)
+        var parameters = try decoded.sampling.parameters(defaults: generator.defaults)
         if decoded.logprobs == true { parameters.logprobs = decoded.top_logprobs ?? 0 }
         if parameters.stop.count < 4 { parameters.stop.append("\n\nUser:") }
         let text = try Self.render(decoded.messages)

@@ -72,6 +72,37 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         return rest
     }
 
+    /// `defaults`: what a generation request that leaves them out gets (`max_tokens`,
+    /// `temperature`, `top_p`, `top_k`), checked as a request's own values are.
+    public func samplingDefaults(in directory: String) throws -> SamplingParameters {
+        let file = directory + "/model.json"
+        func whole(_ key: String) throws -> Int? {
+            guard let value = defaults?[key] else { return nil }
+            guard let int = Int(exactly: value) else { throw ModelLoadError(file: file, reason: "defaults.\(key) must be a whole number") }
+            return int
+        }
+        var parameters = SamplingParameters()
+        parameters.maxTokens = try whole("max_tokens")
+        parameters.topK = try whole("top_k") ?? 0
+        parameters.temperature = defaults?["temperature"] ?? 1
+        parameters.topP = defaults?["top_p"] ?? 1
+        do {
+            try parameters.validate()
+        } catch let error as GenerationError {
+            throw ModelLoadError(file: file, reason: "defaults.\(error)")
+        }
+        return parameters
+    }
+
+    /// `options.weight_format`: `f32` (the default) or `bf16`.
+    public func weightFormat(in directory: String) throws -> PackedMatrix.Format {
+        guard let value = options?["weight_format"] else { return .f32 }
+        guard let name = value.string, let format = PackedMatrix.Format(rawValue: name) else {
+            throw ModelLoadError(file: directory + "/model.json", reason: "options.weight_format must be \"f32\" or \"bf16\"")
+        }
+        return format
+    }
+
     /// The file for `role` (e.g. "weights"), or `fallback`, as a path in `directory`.
     public func file(_ role: String, default fallback: String, in directory: String) -> String {
         directory + "/" + (files?[role] ?? fallback)
@@ -106,7 +137,10 @@ public enum JSONValue: Codable, Sendable, Equatable {
 
     public var string: String? { if case .string(let value) = self { value } else { nil } }
     public var number: Double? { if case .number(let value) = self { value } else { nil } }
-    public var int: Int? { number.map { Int($0) } }
+    /// A whole number that fits an `Int` (JSON's 1e300 or 2.5 is not one).
+    public var int: Int? { number.flatMap { Int(exactly: $0) } }
+    /// A whole number of at least 1: every count and size in a manifest or config.
+    public var positiveInt: Int? { int.flatMap { $0 >= 1 ? $0 : nil } }
     public var bool: Bool? { if case .bool(let value) = self { value } else { nil } }
     public var array: [JSONValue]? { if case .array(let value) = self { value } else { nil } }
     public var object: [String: JSONValue]? { if case .object(let value) = self { value } else { nil } }
@@ -126,11 +160,27 @@ public struct HFConfig: Sendable {
         self.values = values
     }
 
+    /// The first of `keys` present, as a whole number of at least 1 (these are all sizes and
+    /// counts: a 0, negative or fractional one is an error, not a crash later).
     public func int(_ keys: String...) throws -> Int {
-        for key in keys { if let value = values[key]?.int { return value } }
+        for key in keys {
+            guard let value = values[key] else { continue }
+            guard let int = value.positiveInt else { throw ModelLoadError(file: path, reason: "\(key) must be a whole number of at least 1") }
+            return int
+        }
         throw ModelLoadError(file: path, reason: "missing integer \(keys.joined(separator: " or "))")
     }
 
     public func double(_ key: String, default fallback: Double) -> Double { values[key]?.number ?? fallback }
     public func string(_ key: String) -> String? { values[key]?.string }
+}
+
+extension [String: JSONValue] {
+    /// `self[key]` as a whole number of at least 1; nil when absent, an error naming the option
+    /// (in `file`) when it is anything else.
+    func positiveInt(_ key: String, file: String) throws -> Int? {
+        guard let value = self[key] else { return nil }
+        guard let int = value.positiveInt else { throw ModelLoadError(file: file, reason: "options.\(key) must be a whole number of at least 1") }
+        return int
+    }
 }

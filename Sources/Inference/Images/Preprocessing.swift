@@ -27,9 +27,10 @@ public struct ImagePreprocessing: Sendable, Equatable {
 
     /// From a manifest's options: `resize`, `crop` (or `input_size`), `mean`, `std`.
     public init(options: [String: JSONValue]) throws {
-        let input = options["crop"]?.int ?? options["input_size"]?.int ?? 224
+        let file = "model.json"
+        let input = try options.positiveInt("crop", file: file) ?? options.positiveInt("input_size", file: file) ?? 224
         self.init(
-            resize: options["resize"]?.int ?? (options["input_size"] == nil ? 256 : nil),
+            resize: try options.positiveInt("resize", file: file) ?? (options["input_size"] == nil ? 256 : nil),
             crop: (input, input),
             mean: options["mean"]?.array?.compactMap { $0.number.map(Float.init) } ?? Self.imagenetMean,
             std: options["std"]?.array?.compactMap { $0.number.map(Float.init) } ?? Self.imagenetStd)

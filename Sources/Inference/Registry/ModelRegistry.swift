@@ -125,14 +125,16 @@ public enum TransformerLMFactory: EngineFactory {
     public static let name = "transformer-lm"
 
     public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
-        let format = PackedMatrix.Format(rawValue: manifest.options?["weight_format"]?.string ?? "f32") ?? .f32
+        let options = manifest.options ?? [:], file = directory + "/model.json"
+        let maxBatch = try options.positiveInt("max_batch", file: file) ?? 32
+        let queueCapacity = try options.positiveInt("queue_capacity", file: file) ?? 256
         let model = try GPT2Model(
-            directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: format)
+            directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: try manifest.weightFormat(in: directory))
         let tokenizer = try GPT2Tokenizer(directory: directory)
-        let maxTokens = manifest.defaults?["max_tokens"].map { Int($0) } ?? 16
+        let defaults = try manifest.samplingDefaults(in: directory)
         return .text(TextGenerator(
-            model: model, tokenizer: tokenizer, defaultMaxTokens: maxTokens,
-            maxBatch: manifest.options?["max_batch"]?.int ?? 32, queueCapacity: manifest.options?["queue_capacity"]?.int ?? 256,
+            model: model, tokenizer: tokenizer, defaultMaxTokens: defaults.maxTokens ?? 16, defaults: defaults,
+            maxBatch: maxBatch, queueCapacity: queueCapacity,
             floodRest: try manifest.floodRest(in: directory)))
     }
 }
@@ -184,6 +186,16 @@ public struct ModelInfo: Sendable, Equatable {
     public var tenants: [String]?
     public var loadedAt: Date?
     public var directory: String
+    /// Why the latest load (a reload, say) failed while the version loaded before keeps
+    /// serving; nil once a load succeeds.
+    public var lastLoadFailure: String? = nil
+
+    /// What operators are told beside the status: why a model failed, or why its latest load
+    /// did while an earlier version serves.
+    public var reason: String? {
+        if case .failed(let why) = status { return why }
+        return lastLoadFailure.map { "the latest load failed: \($0); the version loaded before keeps serving" }
+    }
 
     public func visible(to tenant: String?) -> Bool {
         guard let tenants else { return true }
@@ -277,6 +289,7 @@ public final class ModelRegistry: Sendable {
         let engine = try state.withLock { models -> Engine? in
             guard var entry = models[name] else { throw ModelLoadError(file: name, reason: "no such model") }
             entry.info.status = .unloaded
+            entry.info.lastLoadFailure = nil
             let engine = entry.engine
             entry.engine = nil
             models[name] = entry
@@ -294,6 +307,7 @@ public final class ModelRegistry: Sendable {
         state.withLock { models in
             if var existing = models[name], existing.engine != nil {
                 existing.info.status = .ready  // the previous version keeps serving
+                existing.info.lastLoadFailure = reason
                 models[name] = existing
                 return
             }

@@ -69,7 +69,9 @@ public final class BertEncoder: Sendable {
             layers: try hf.int("num_hidden_layers"), heads: try hf.int("num_attention_heads"), width: try hf.int("hidden_size"),
             intermediate: try hf.int("intermediate_size"), maxPositions: maxPositions, vocabularySize: try hf.int("vocab_size"),
             layerNormEpsilon: Float(hf.double("layer_norm_eps", default: 1e-12)),
-            maxSequenceLength: min(options["max_sequence_length"]?.int ?? sentence?.values["max_seq_length"]?.int ?? maxPositions, maxPositions),
+            maxSequenceLength: min(
+                try options.positiveInt("max_sequence_length", file: directory + "/model.json") ?? sentence?.values["max_seq_length"]?.positiveInt
+                    ?? maxPositions, maxPositions),
             pooling: pooling, normalize: normalize)
         let lowercase = (try? HFConfig(path: directory + "/tokenizer_config.json"))?.values["do_lower_case"]?.bool ?? true
         tokenizer = try WordPieceTokenizer(vocabularyFile: directory + "/vocab.txt", lowercase: lowercase)

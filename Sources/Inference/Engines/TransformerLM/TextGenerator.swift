@@ -50,6 +50,8 @@ public final class TextGenerator: Sendable {
     public let model: GPT2Model
     public let tokenizer: GPT2Tokenizer
     public let defaultMaxTokens: Int
+    /// The manifest's sampling defaults, for requests that leave a parameter out.
+    public let defaults: SamplingParameters
     let maxBatch: Int
     let queueCapacity: Int
     /// The requests in flight per tenant while several use this model.
@@ -64,11 +66,13 @@ public final class TextGenerator: Sendable {
     }
 
     public init(
-        model: GPT2Model, tokenizer: GPT2Tokenizer, defaultMaxTokens: Int = 16, maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2
+        model: GPT2Model, tokenizer: GPT2Tokenizer, defaultMaxTokens: Int = 16, defaults: SamplingParameters = SamplingParameters(),
+        maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2
     ) {
         self.model = model
         self.tokenizer = tokenizer
         self.defaultMaxTokens = defaultMaxTokens
+        self.defaults = defaults
         self.maxBatch = maxBatch
         self.queueCapacity = queueCapacity
         self.shares = TenantShares(slots: maxBatch, capacity: queueCapacity, rest: floodRest)
