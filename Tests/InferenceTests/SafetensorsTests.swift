@@ -63,6 +63,15 @@ import Testing
             #expect(error.description.contains("model.safetensors"))
             #expect(error.reason.contains("Q4_K"))
         }
+        // Sizes whose products overflow, and offsets past any file (these trapped once).
+        path = try write(["w": ["dtype": "F32", "shape": [1 << 40, 1 << 40], "data_offsets": [0, 8]]], data: [UInt8](repeating: 0, count: 8))
+        #expect(throws: ModelLoadError(file: path, tensor: "w", reason: "shape [1099511627776, 1099511627776] is too large")) {
+            try SafetensorsFile(path: path)
+        }
+        path = try write(["w": ["dtype": "U8", "shape": [Int.max - 1], "data_offsets": [1, Int.max]]], data: [0])
+        #expect(throws: ModelLoadError(file: path, tensor: "w", reason: "truncated: data ends past the end of the file")) {
+            try SafetensorsFile(path: path)
+        }
         // Overlapping ranges.
         path = try write([
             "a": ["dtype": "F32", "shape": [2], "data_offsets": [0, 8]],

@@ -81,13 +81,19 @@ public final class SafetensorsFile: @unchecked Sendable {
                     throw ModelLoadError(file: path, tensor: name, reason: "unknown dtype \(dtype)")
                 }
                 guard shape.allSatisfy({ $0 >= 0 }) else { throw ModelLoadError(file: path, tensor: name, reason: "negative dimension") }
-                let count = shape.reduce(1, *)
-                guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] - offsets[0] == count * size else {
+                // A header may claim anything: sizes are multiplied with overflow checks.
+                var bytes = size
+                for dimension in shape {
+                    let (product, overflow) = bytes.multipliedReportingOverflow(by: dimension)
+                    guard !overflow else { throw ModelLoadError(file: path, tensor: name, reason: "shape \(shape) is too large") }
+                    bytes = product
+                }
+                guard offsets[0] >= 0, offsets[1] >= offsets[0], offsets[1] - offsets[0] == bytes else {
                     throw ModelLoadError(
                         file: path, tensor: name,
                         reason: "data size \(offsets[1] - offsets[0]) bytes does not match shape \(shape) of \(dtype)")
                 }
-                guard dataStart + offsets[1] <= length else {
+                guard offsets[1] <= length - dataStart else {
                     throw ModelLoadError(file: path, tensor: name, reason: "truncated: data ends past the end of the file")
                 }
                 tensors[name] = TensorInfo(dtype: dtype, shape: shape, start: offsets[0], end: offsets[1])
