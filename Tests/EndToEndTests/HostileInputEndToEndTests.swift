@@ -26,6 +26,9 @@ import Testing
             ("invalid UTF-8", "/v1/completions", invalidUTF8, 400, nil),
             ("oversized body", "/v1/completions", oversized, 413, nil),
             ("huge max_tokens", "/v1/completions", ["model": "shakespeare", "prompt": "KING:", "max_tokens": 1_000_000_000_000], 400, "max_tokens"),
+            // Int.max overflowed the context check and killed the server once.
+            ("max_tokens of Int.max", "/v1/completions", ["model": "shakespeare", "prompt": "KING:", "max_tokens": Int.max], 400, "max_tokens"),
+            ("max_completion_tokens of Int.max", "/v1/chat/completions", ["model": "shakespeare", "messages": [["role": "user", "content": "hi"]], "max_completion_tokens": Int.max], 400, "max_tokens"),
             ("negative max_tokens", "/v1/completions", ["model": "shakespeare", "prompt": "KING:", "max_tokens": -1], 400, "max_tokens"),
             ("huge n", "/v1/completions", ["model": "shakespeare", "prompt": "KING:", "n": 1_000_000, "max_tokens": 1], 400, "n"),
             ("huge logprobs", "/v1/completions", ["model": "shakespeare", "prompt": "KING:", "logprobs": 1_000_000, "max_tokens": 1], 400, "logprobs"),

@@ -165,6 +165,10 @@ func collect(_ stream: GenerationStream) async throws -> Completion {
         #expect(throws: GenerationError.self) { try generator.generate(greedy([600], maxTokens: 1)) }
         let message = GenerationError.contextExceeded(promptTokens: 60, requested: 10, contextLength: 64).description
         #expect(message.contains("64") && message.contains("60") && message.contains("70"))
+        // A max_tokens near Int.max is refused, and said, without overflowing (that trapped once).
+        let huge = GenerationError.contextExceeded(promptTokens: 2, requested: Int.max, contextLength: 64)
+        #expect(throws: huge) { try generator.generate(greedy([1, 2], maxTokens: Int.max)) }
+        #expect(huge.description.contains("9223372036854775809 tokens"))
         generator.shutdown()
     }
 

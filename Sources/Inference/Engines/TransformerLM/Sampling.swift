@@ -57,7 +57,7 @@ public enum GenerationError: Error, Equatable, Sendable, CustomStringConvertible
         case .invalidParameter(let name, let message): "\(name): \(message)"
         case .contextExceeded(let prompt, let requested, let context):
             requested > 0
-                ? "This model's maximum context length is \(context) tokens, however you requested \(prompt + requested) tokens (\(prompt) in your prompt; \(requested) for the completion). Please reduce your prompt or completion length."
+                ? "This model's maximum context length is \(context) tokens, however you requested \(UInt(prompt) + UInt(requested)) tokens (\(prompt) in your prompt; \(requested) for the completion). Please reduce your prompt or completion length."
                 : "This model's maximum context length is \(context) tokens, however your prompt has \(prompt) tokens. Please reduce the length of the prompt."
         case .emptyPrompt: "prompt: must contain at least one token"
         case .overloaded(let message): message

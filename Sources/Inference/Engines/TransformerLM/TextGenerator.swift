@@ -104,7 +104,8 @@ public final class TextGenerator: Sendable {
             throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: 0, contextLength: context)
         }
         if let requested = request.parameters.maxTokens {
-            if request.prompt.count + requested > context {
+            // Compared without adding: a max_tokens near Int.max must not overflow.
+            if requested > context - request.prompt.count {
                 throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: requested, contextLength: context)
             }
             return requested
