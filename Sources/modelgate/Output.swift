@@ -15,15 +15,23 @@ enum Output {
         return ISO8601DateFormatter().string(from: date)
     }
 
-    /// `24h`, `30m`, `90s`, `7d` or plain seconds.
+    /// `24h`, `30m`, `90s`, `7d` or plain seconds; at most 100 years (a product past Int.max
+    /// trapped once: `--grace 999999999999999d`).
     static func duration(_ text: String, option: String) throws -> Duration {
         let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
-        if let seconds = Int(text), seconds >= 0 { return .seconds(seconds) }
-        if let unit = text.last, let multiplier = units[unit], let value = Int(text.dropLast()), value >= 0 {
-            return .seconds(value * multiplier)
+        var seconds: Int?
+        if let value = Int(text), value >= 0 {
+            seconds = value
+        } else if let unit = text.last, let multiplier = units[unit], let value = Int(text.dropLast()), value >= 0 {
+            let (product, overflow) = value.multipliedReportingOverflow(by: multiplier)
+            seconds = overflow ? Int.max : product
         }
-        throw TenancyError.invalid(field: option, message: "'\(text)' is not a duration (examples: 90s, 30m, 24h, 7d)")
+        guard let seconds else { throw TenancyError.invalid(field: option, message: "'\(text)' is not a duration (examples: 90s, 30m, 24h, 7d)") }
+        guard seconds <= maximumDuration else { throw TenancyError.invalid(field: option, message: "'\(text)' is longer than 100 years") }
+        return .seconds(seconds)
     }
+
+    static let maximumDuration = 100 * 365 * 86_400
 
     /// An ISO 8601 time, or a duration from now (`30d`).
     static func expiry(_ text: String) throws -> Date {
