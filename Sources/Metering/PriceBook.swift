@@ -16,7 +16,14 @@ public struct Price: Sendable, Equatable {
     }
 
     public static func tokens(_ count: Int, at pricePerMillion: Int) -> Int {
-        (count * pricePerMillion + 500_000) / 1_000_000
+        millionths(count, pricePerMillion, plus: 500_000)
+    }
+
+    /// `(count · price + round) / 1 000 000` without forming `count · price`, which a large
+    /// count at a large price takes past Int.max: whole millions first, then the rest.
+    static func millionths(_ count: Int, _ price: Int, plus round: Int) -> Int {
+        let (millions, rest) = count.quotientAndRemainder(dividingBy: 1_000_000)
+        return millions * price + (rest * price + round) / 1_000_000
     }
 }
 
@@ -39,6 +46,9 @@ public struct PriceEntry: Sendable, Equatable, Encodable {
 /// per-tenant overrides. Lookups are cached briefly.
 public struct PriceBook: Sendable {
     public static let metrics = ["prompt_tokens", "completion_tokens", "images"]
+    /// The highest price (per 1M tokens, or per image): one currency unit per token. Keeps
+    /// every cost a request can have, and the reports' per-event products, inside 64 bits.
+    public static let maximumUnitPrice = 1_000_000_000_000
     let pool: PostgresPool
 
     public init(pool: PostgresPool) { self.pool = pool }
@@ -53,6 +63,9 @@ public struct PriceBook: Sendable {
             throw MeteringError.invalid("metric", "one of \(Self.metrics.joined(separator: ", "))")
         }
         guard unitPrice >= 0 else { throw MeteringError.invalid("price", "must not be negative") }
+        guard unitPrice <= Self.maximumUnitPrice else {
+            throw MeteringError.invalid("price", "must be at most \(Self.maximumUnitPrice) micro-units")
+        }
         guard !model.isEmpty, model.count <= 200 else { throw MeteringError.invalid("model", "1-200 characters") }
         let from = effectiveFrom ?? Date()
         if !allowPast, from < Date().addingTimeInterval(-60) {
@@ -118,7 +131,11 @@ public struct PriceBook: Sendable {
             price = try await self.price(model: estimate.model, tenant: tenant, at: now)
             PriceCache.shared.put(model: estimate.model, tenant: tenant, time: now, price: price)
         }
-        let tokens = (estimate.promptTokens * price.prompt + estimate.maxCompletionTokens * price.completion + 999_999) / 1_000_000
+        // Rounded up once over both terms, as the sum of the products would be.
+        let (promptMillions, promptRest) = estimate.promptTokens.quotientAndRemainder(dividingBy: 1_000_000)
+        let (completionMillions, completionRest) = estimate.maxCompletionTokens.quotientAndRemainder(dividingBy: 1_000_000)
+        let tokens = promptMillions * price.prompt + completionMillions * price.completion
+            + (promptRest * price.prompt + completionRest * price.completion + 999_999) / 1_000_000
         return tokens + estimate.images * price.image
     }
 }

@@ -318,6 +318,37 @@ final class Tally: Sendable {
 }
 
 @Suite struct BillingTests {
+    /// Costs and worst-case reservations against 128-bit arithmetic, up to the highest price a
+    /// price may be and far more tokens than a request can have (the products trapped once), and
+    /// a price above the highest is refused.
+    @Test func costsAreExactAndCannotOverflowAtTheHighestPrice() async throws {
+        var random = SystemRandomNumberGenerator()
+        let highest = PriceBook.maximumUnitPrice
+        func reference(_ terms: [(Int, Int)], round: Int) -> Int {
+            Int((terms.reduce(Int128(0)) { $0 + Int128($1.0) * Int128($1.1) } + Int128(round)) / 1_000_000)
+        }
+        for _ in 0..<2000 {
+            let prompt = Int.random(in: 0...10_000_000_000, using: &random), completion = Int.random(in: 0...10_000_000_000, using: &random)
+            let promptPrice = Bool.random(using: &random) ? highest : Int.random(in: 0...highest, using: &random)
+            let completionPrice = Int.random(in: 0...highest, using: &random)
+            #expect(Price.tokens(prompt, at: promptPrice) == reference([(prompt, promptPrice)], round: 500_000))
+            let price = Price(prompt: promptPrice, completion: completionPrice, image: highest)
+            #expect(price.cost(prompt: prompt, completion: completion, images: 64)
+                == reference([(prompt, promptPrice)], round: 500_000) + reference([(completion, completionPrice)], round: 500_000) + 64 * highest)
+        }
+        let setup = try await MeteringSetup.make(limits: LimitSettings())
+        defer { Task { await setup.close() } }
+        let book = PriceBook(pool: setup.system.pool)
+        try await book.set(model: "dear", metric: "prompt_tokens", unitPrice: highest, actor: .init("test"))
+        try await book.set(model: "dear", metric: "completion_tokens", unitPrice: highest - 1, actor: .init("test"))
+        await #expect(throws: MeteringError.invalid("price", "must be at most \(highest) micro-units")) {
+            try await book.set(model: "dear", metric: "images", unitPrice: highest + 1, actor: .init("test"))
+        }
+        let estimate = UsageEstimate(requestID: "r", model: "dear", promptTokens: 8_388_607, maxCompletionTokens: 8_388_608)
+        #expect(try await book.worstCase(estimate, tenant: setup.tenant.id)
+            == reference([(8_388_607, highest), (8_388_608, highest - 1)], round: 999_999))
+    }
+
     @Test func aMidMonthPriceChangeAppliesFromItsTimeAndMoneyStaysInteger() async throws {
         let setup = try await MeteringSetup.make(limits: LimitSettings())
         defer { Task { await setup.close() } }
