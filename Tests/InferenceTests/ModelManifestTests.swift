@@ -87,6 +87,18 @@ import Testing
         }
     }
 
+    @Test func aTokenizerLargerThanTheModelFailsTheLoad() throws {
+        let folder = try Self.folder(manifest: Self.manifest())
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var vocabulary = try JSONDecoder().decode([String: Int].self, from: Data(contentsOf: URL(fileURLWithPath: Self.shakespeare + "/vocab.json")))
+        vocabulary["an extra token"] = vocabulary.count
+        try FileManager.default.removeItem(atPath: folder + "/vocab.json")
+        try JSONEncoder().encode(vocabulary).write(to: URL(fileURLWithPath: folder + "/vocab.json"))
+        #expect(throws: ModelLoadError(file: folder + "/vocab.json", reason: "token ids run to \(vocabulary.count - 1), past the model's \(vocabulary.count - 1) embeddings")) {
+            _ = try Self.load(folder)
+        }
+    }
+
     @Test func configSizesThatAreNotWholePositiveNumbersFailTheLoad() throws {
         for (key, bad) in [("n_head", 0 as Any), ("n_layer", -2), ("n_embd", 1e300), ("n_positions", 64.5), ("vocab_size", "1024")] {
             let folder = try Self.folder(manifest: Self.manifest()) { $0[key] = bad }

@@ -184,3 +184,11 @@ extension [String: JSONValue] {
         return int
     }
 }
+
+/// A tokenizer with ids past the model's embeddings is a broken folder: its extra tokens would
+/// silently read the last embedding. (Fewer is fine: some models pad their embeddings.)
+func checkVocabulary(tokenizer size: Int, file: String, model vocabulary: Int) throws {
+    guard size <= vocabulary else {
+        throw ModelLoadError(file: file, reason: "token ids run to \(size - 1), past the model's \(vocabulary) embeddings")
+    }
+}

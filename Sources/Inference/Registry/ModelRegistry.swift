@@ -131,6 +131,7 @@ public enum TransformerLMFactory: EngineFactory {
         let model = try GPT2Model(
             directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: try manifest.weightFormat(in: directory))
         let tokenizer = try GPT2Tokenizer(directory: directory)
+        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + "/vocab.json", model: model.config.vocabularySize)
         let defaults = try manifest.samplingDefaults(in: directory)
         return .text(TextGenerator(
             model: model, tokenizer: tokenizer, defaultMaxTokens: defaults.maxTokens ?? 16, defaults: defaults,

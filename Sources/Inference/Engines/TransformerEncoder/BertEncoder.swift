@@ -75,6 +75,7 @@ public final class BertEncoder: Sendable {
             pooling: pooling, normalize: normalize)
         let lowercase = (try? HFConfig(path: directory + "/tokenizer_config.json"))?.values["do_lower_case"]?.bool ?? true
         tokenizer = try WordPieceTokenizer(vocabularyFile: directory + "/vocab.txt", lowercase: lowercase)
+        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + "/vocab.txt", model: config.vocabularySize)
 
         let file = try SafetensorsFile(path: directory + "/" + (options["weights"]?.string ?? "model.safetensors"))
         let prefix = file.contains("bert.embeddings.word_embeddings.weight") ? "bert." : ""
