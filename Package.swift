@@ -42,6 +42,9 @@ let package = Package(
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CPrefetch"),
+        // Our own C: the AVX512-BF16 instructions of bf16 products, which Swift cannot spell,
+        // compiled per function for that extension and chosen at run time.
+        .target(name: "CBFloat16", cSettings: [.unsafeFlags(["-O3"])]),
 
         // MARK: Foundations
         .target(
@@ -76,7 +79,7 @@ let package = Package(
         // debug builds (tests run real models), for a CPU with AVX2 and FMA.
         .target(
             name: "Inference",
-            dependencies: ["CBLAS", "CTurboJPEG", "CPNG", "CPrefetch"],
+            dependencies: ["CBLAS", "CTurboJPEG", "CPNG", "CPrefetch", "CBFloat16"],
             swiftSettings: inferenceSettings
         ),
         // Plain SQL migrations, embedded into the binary so it runs from any directory.

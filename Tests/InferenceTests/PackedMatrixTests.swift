@@ -21,26 +21,31 @@ import TestSupport
     @Test func productsMatchTheDefinition() {
         var random = SeededGenerator(seed: 11)
         func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &random) } }
-        for format in [PackedMatrix.Format.f32, .bf16] {
+        func rounded(_ values: [Float]) -> [Float] { values.map { Float(bitPattern: UInt32(PackedMatrix.bfloat16($0)) << 16) } }
+        // bf16 products both on the CPU's bfloat16 instructions (where it has them, from
+        // `nativeRows` rows) and in float32 arithmetic.
+        for (format, native) in [(PackedMatrix.Format.f32, false), (.bf16, true), (.bf16, false)] {
             for shape in Self.cases {
                 let (m, k, n) = (shape.m, shape.k, shape.n)
                 let w = values(k * n), x = values(m * k), bias = values(n), initial = values(m * n)
-                // bf16 weights are compared with the rounded values they store.
-                let stored = format == .f32 ? w : w.map { Float(bitPattern: UInt32(PackedMatrix.bfloat16($0)) << 16) }
+                // bf16 weights are compared with the rounded values they store, and the native
+                // instructions' X with its rounded values too.
+                let stored = format == .f32 ? w : rounded(w)
                 let packed = PackedMatrix(FloatBuffer(w), rows: k, columns: n, format: format)
+                let used = native && packed.usesNativeBF16(m: m) ? rounded(x) : x
                 for accumulate in [false, true] {
                     let y = FloatBuffer(initial)
                     let xs = FloatBuffer(x), b = FloatBuffer(bias)
-                    packed.multiply(xs.pointer, m: m, into: y.pointer, bias: b.pointer, accumulate: accumulate)
+                    packed.multiply(xs.pointer, m: m, ldx: k, into: y.pointer, ldy: n, bias: b.pointer, accumulate: accumulate, native: native)
                     var worst: Float = 0
                     for r in 0..<m {
                         for c in 0..<n {
                             var sum = Double(bias[c]) + (accumulate ? Double(initial[r * n + c]) : 0)
-                            for i in 0..<k { sum += Double(x[r * k + i]) * Double(stored[i * n + c]) }
+                            for i in 0..<k { sum += Double(used[r * k + i]) * Double(stored[i * n + c]) }
                             worst = max(worst, abs(y[r * n + c] - Float(sum)))
                         }
                     }
-                    #expect(worst < 2e-3, "\(format) \(shape) accumulate \(accumulate): largest difference \(worst)")
+                    #expect(worst < 2e-3, "\(format) native \(native) \(shape) accumulate \(accumulate): largest difference \(worst)")
                 }
             }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import CBFloat16
 import CPrefetch
 
 /// A weight matrix `W[K, N]` stored in panels of 16 columns (`panel[p][k][0..<16]`), so that a
@@ -100,30 +101,92 @@ public final class PackedMatrix: @unchecked Sendable {
         multiply(x, m: m, ldx: rows, into: y, ldy: columns, bias: bias, accumulate: accumulate)
     }
 
-    /// `multiply` with rows of X `ldx` floats apart and rows of Y `ldy` apart.
+    /// `multiply` with rows of X `ldx` floats apart and rows of Y `ldy` apart. `native: false`
+    /// keeps bf16 products off the CPU's bfloat16 instructions (tests compare both).
     func multiply(
         _ x: UnsafePointer<Float>, m: Int, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int,
-        bias: UnsafePointer<Float>? = nil, accumulate: Bool = false
+        bias: UnsafePointer<Float>? = nil, accumulate: Bool = false, native: Bool = true
     ) {
-        let threads = ComputeThreads.count(forWork: m * rows * columns, bytes: storageBytes)
-        // Work is cut into (panel range x row tile) chunks handed out in order: whichever thread
-        // is free takes the next, so a thread that starts late does not hold the others back,
-        // and a matrix with few columns (a convolution with few channels) still spreads over rows.
-        let rowTile = m <= Self.rowTile ? m : Self.rowTile
-        let rowTiles = (m + rowTile - 1) / rowTile
-        // With many row tiles, a chunk takes every panel for its rows: the rows are read from
-        // memory once and stay cached while the panels stream past (tall products: convolutions).
-        let chunk = threads == 1 || rowTiles >= threads * 4 ? panels : max(1, panels / (threads * 8))
-        let panelChunks = (panels + chunk - 1) / chunk
+        if native && usesNativeBF16(m: m) { return multiplyNative(x, m: m, ldx: ldx, into: y, ldy: ldy, bias: bias, accumulate: accumulate) }
+        let chunks = Chunks(m: m, of: self)
         // The threads write disjoint parts of y and only read x, bias and the panels.
         nonisolated(unsafe) let x = x
         nonisolated(unsafe) let y = y
         nonisolated(unsafe) let bias = bias
-        ComputeThreads.run(threads: threads, chunks: panelChunks * rowTiles) { index in
-            let first = (index / rowTiles) * chunk
+        ComputeThreads.run(threads: chunks.threads, chunks: chunks.count) { index in
+            let (panels, row, rows) = chunks[index]
+            self.multiplyPanels(panels, x + row * ldx, rows, y + row * ldy, bias, accumulate, ldx, ldy)
+        }
+    }
+
+    /// How a product's work is cut into (panel range x row tile) chunks, handed out in order:
+    /// whichever thread is free takes the next, so a thread that starts late does not hold the
+    /// others back, and a matrix with few columns (a convolution with few channels) still
+    /// spreads over rows.
+    struct Chunks {
+        let threads, rowTile, rowTiles, panelsPerChunk, panels, m: Int
+
+        init(m: Int, of matrix: PackedMatrix) {
+            self.m = m
+            panels = matrix.panels
+            threads = ComputeThreads.count(forWork: m * matrix.rows * matrix.columns, bytes: matrix.storageBytes)
+            rowTile = m <= PackedMatrix.rowTile ? m : PackedMatrix.rowTile
+            rowTiles = (m + rowTile - 1) / rowTile
+            // With many row tiles, a chunk takes every panel for its rows: the rows are read from
+            // memory once and stay cached while the panels stream past (tall products: convolutions).
+            panelsPerChunk = threads == 1 || rowTiles >= threads * 4 ? panels : max(1, panels / (threads * 8))
+        }
+
+        var count: Int { (panels + panelsPerChunk - 1) / panelsPerChunk * rowTiles }
+
+        /// Chunk `index`: its panels, its first row and its number of rows.
+        subscript(index: Int) -> (panels: Range<Int>, row: Int, rows: Int) {
+            let first = (index / rowTiles) * panelsPerChunk
             let row = (index % rowTiles) * rowTile
-            self.multiplyPanels(
-                first..<min(self.panels, first + chunk), x + row * ldx, min(rowTile, m - row), y + row * ldy, bias, accumulate, ldx, ldy)
+            return (first..<min(panels, first + panelsPerChunk), row, min(rowTile, m - row))
+        }
+    }
+
+    // MARK: Native bfloat16 products
+
+    /// Rows from which bf16 products run on the CPU's own bfloat16 dot products (AVX512-BF16:
+    /// twice the multiply-adds of float32 FMAs per instruction), with X rounded to bfloat16 as
+    /// well. Fewer rows (decoding) are bound by memory, where the float32 path reads the same
+    /// bytes and keeps X exact. `MODELGATE_BF16_NATIVE=0` turns them off.
+    static let nativeRows = Int(ProcessInfo.processInfo.environment["MODELGATE_BF16_NATIVE_ROWS"] ?? "") ?? 8
+    static let nativeAvailable = mg_bf16_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_BF16_NATIVE"] != "0"
+
+    func usesNativeBF16(m: Int) -> Bool { format == .bf16 && m >= Self.nativeRows && Self.nativeAvailable }
+
+    private func multiplyNative(
+        _ x: UnsafePointer<Float>, m: Int, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, bias: UnsafePointer<Float>?,
+        accumulate: Bool
+    ) {
+        // X once as bfloat16 pairs of K rows; each chunk re-lays its panels in pairs of K rows
+        // (in its thread's own scratch, L2-resident) and runs every row of its tile against them.
+        let kPairs = (rows + 1) / 2, block = Int(MG_BF16_BLOCK)
+        let pairs = UnsafeMutablePointer<UInt32>.allocate(capacity: (m + block - 1) / block * block * kPairs)
+        defer { pairs.deallocate() }
+        mg_bf16_pack_rows(x, ldx, Int32(m), Int32(rows), pairs)
+        let chunks = Chunks(m: m, of: self)
+        nonisolated(unsafe) let pairsRead = UnsafePointer(pairs)
+        nonisolated(unsafe) let y = y
+        nonisolated(unsafe) let bias = bias
+        ComputeThreads.run(threads: chunks.threads, chunks: chunks.count) { index in
+            let (panels, row, tileRows) = chunks[index]
+            let paired = UnsafeMutableRawPointer(ThreadScratch.floats(kPairs * Self.panelWidth, slot: .pairedPanel))
+                .bindMemory(to: UInt32.self, capacity: kPairs * Self.panelWidth)
+            let panelBytes = self.rows * Self.panelWidth * 2
+            for panel in panels {
+                let column = panel * Self.panelWidth
+                let source = self.storage + panel * panelBytes
+                mg_bf16_pair_panel(source.assumingMemoryBound(to: UInt16.self), Int32(self.rows), paired)
+                // Row tiles start on a block: rowTile is a multiple of 12.
+                mg_bf16_panel_product(
+                    pairsRead + row * kPairs, Int32(tileRows), paired, Int32(kPairs), y + row * ldy + column, ldy,
+                    Int32(min(Self.panelWidth, self.columns - column)), bias.map { $0 + column }, accumulate ? 1 : 0,
+                    panel + 1 < panels.upperBound ? UnsafeRawPointer(source + panelBytes) : nil)
+            }
         }
     }
 

@@ -5,9 +5,13 @@ import Foundation
 /// finds it in the L2 cache of its own core; a block from the shared recycler was often last
 /// written by the other core and came across through memory.
 enum ThreadScratch {
-    private final class Block {
-        var buffer: FloatBuffer
-        init(_ buffer: FloatBuffer) { self.buffer = buffer }
+    /// Separate blocks for kernels that may run inside one another's work.
+    enum Slot: Int, CaseIterable {
+        case winograd, pairedPanel
+    }
+
+    private final class Blocks {
+        var buffers: [FloatBuffer?] = Array(repeating: nil, count: Slot.allCases.count)
     }
 
     private static let key: pthread_key_t = {
@@ -19,15 +23,18 @@ enum ThreadScratch {
         return key
     }()
 
-    /// At least `count` floats for the calling thread, valid until its next call.
-    static func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    /// At least `count` floats for the calling thread, valid until its next call for `slot`.
+    static func floats(_ count: Int, slot: Slot = .winograd) -> UnsafeMutablePointer<Float> {
+        let blocks: Blocks
         if let raw = pthread_getspecific(key) {
-            let block = Unmanaged<Block>.fromOpaque(raw).takeUnretainedValue()
-            if block.buffer.count < count { block.buffer = FloatBuffer(count: count, zeroed: false) }
-            return block.buffer.pointer
+            blocks = Unmanaged<Blocks>.fromOpaque(raw).takeUnretainedValue()
+        } else {
+            blocks = Blocks()
+            pthread_setspecific(key, Unmanaged.passRetained(blocks as AnyObject).toOpaque())
         }
-        let block = Block(FloatBuffer(count: count, zeroed: false))
-        pthread_setspecific(key, Unmanaged.passRetained(block as AnyObject).toOpaque())
-        return block.buffer.pointer
+        if let buffer = blocks.buffers[slot.rawValue], buffer.count >= count { return buffer.pointer }
+        let buffer = FloatBuffer(count: count, zeroed: false)
+        blocks.buffers[slot.rawValue] = buffer
+        return buffer.pointer
     }
 }

@@ -42,3 +42,22 @@ enum BatchProbe {
         print("batch \(sequences): \(Double(steps * sequences) / Date().timeIntervalSince(start)) tok/s")
     }
 }
+
+/// 128-token prompts, one after another, for profiling prompt processing.
+enum PrefillProbe {
+    static func run(seconds: Double) throws {
+        BLAS.configureThreads()
+        let directory = NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
+        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
+        let model = try GPT2Model(directory: directory, format: format)
+        let prompt = (0..<128).map { ($0 * 7919) % 50257 }
+        print("loaded; prompts of 128 tokens (\(format))")
+        let start = Date()
+        var prompts = 0
+        while Date().timeIntervalSince(start) < seconds {
+            _ = model.forward([.init(tokens: prompt, cache: model.makeCache(capacity: 256))])
+            prompts += 1
+        }
+        print("prefill: \(Double(prompts * 128) / Date().timeIntervalSince(start)) tok/s")
+    }
+}

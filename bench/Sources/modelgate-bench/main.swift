@@ -29,6 +29,8 @@ case "gemm":
     GemmProbe.run()
 case "batch":
     try BatchProbe.run(seconds: seconds)
+case "prefill":
+    try PrefillProbe.run(seconds: seconds)
 case "attention":
     AttentionProbe.run()
 case "tg128":
