@@ -160,7 +160,9 @@ struct ModelAndUsageRoutes {
             }
             return value
         } ?? .day
-        return (try time("start") ?? monthStart, try time("end") ?? Date(), grouping)
+        let (start, end) = (try time("start") ?? monthStart, try time("end") ?? Date())
+        try Reports.checkWindow(start, end, names: ("start", "end"))
+        return (start, end, grouping)
     }
 }
 

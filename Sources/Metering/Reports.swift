@@ -75,6 +75,20 @@ public struct Reports: Sendable {
 
     /// Usage of a tenant in [from, to), grouped. Every group's numbers are sums of rollups, which
     /// are kept consistent with the events in the settlement transaction.
+    /// Years a report window may name (usage is never older, and no later time is meant).
+    public static let windowRange = Date(timeIntervalSince1970: 0)...Date(timeIntervalSince1970: 253_402_300_799)  // to 9999-12-31T23:59:59Z
+
+    /// Checks a window given by a caller, naming its bounds as the caller does (`start`/`end`
+    /// over HTTP, `from`/`to` from the CLI): both within `windowRange`, the start not after the
+    /// end. (A start of 1e300 seconds once trapped on its way to the database.)
+    public static func checkWindow(_ from: Date, _ to: Date, names: (String, String)) throws {
+        // Not finite compares as inside any range (`<=` is `!(>)`), so it is checked first.
+        for (date, name) in [(from, names.0), (to, names.1)] where !date.timeIntervalSince1970.isFinite || !windowRange.contains(date) {
+            throw MeteringError.invalid(name, "must be between 1970-01-01 and 9999-12-31")
+        }
+        guard from <= to else { throw MeteringError.invalid(names.0, "must not be after \(names.1)") }
+    }
+
     public func usage(tenant: UUID, from: Date, to: Date, groupBy: UsageGrouping, key: UUID? = nil) async throws -> [UsageRow] {
         let group: String
         switch groupBy {

@@ -3,25 +3,35 @@ import Foundation
 /// `timestamptz` in PostgreSQL's ISO text form. Connections run with `TimeZone=UTC` and
 /// `DateStyle=ISO`, so the server writes `2026-11-29 02:36:11.123456+00`.
 enum PostgresTimestamp {
+    /// Within PostgreSQL's range (4714 BC to the end of 294276), in seconds from 1970: a time
+    /// past it, or not finite, is sent as `infinity` or `-infinity` (it trapped on the
+    /// conversion to whole seconds).
+    static let range = -210_000_000_000.0..<9_224_318_016_000.0
+
     static func format(_ date: Date) -> String {
-        let totalMicros = (date.timeIntervalSince1970 * 1_000_000).rounded()
+        let interval = date.timeIntervalSince1970
+        guard range.contains(interval) else { return interval > 0 ? "infinity" : "-infinity" }
+        let totalMicros = (interval * 1_000_000).rounded()
         let seconds = Int(floor(totalMicros / 1_000_000))
         let micros = Int(totalMicros - Double(seconds) * 1_000_000)
         var parts = tm()
         var time = time_t(seconds)
         gmtime_r(&time, &parts)
         let year = Int(parts.tm_year) + 1900
+        // Year 0 and before are 1 BC and before.
         return String(
-            format: "%04d-%02d-%02d %02d:%02d:%02d.%06d+00",
-            year, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
-            Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), micros)
+            format: "%04d-%02d-%02d %02d:%02d:%02d.%06d+00%@",
+            year > 0 ? year : 1 - year, Int(parts.tm_mon) + 1, Int(parts.tm_mday),
+            Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), micros, year > 0 ? "" : " BC")
     }
 
-    /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]]`; also `infinity`/`-infinity`.
+    /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff][+HH[:MM[:SS]]][ BC]` (years of 4 to 6 digits, as
+    /// the server writes them); also `infinity`/`-infinity`.
     static func parse(_ text: String) -> Date? {
         if text == "infinity" { return .distantFuture }
         if text == "-infinity" { return .distantPast }
-        let bytes = Array(text.utf8)
+        let era = text.hasSuffix(" BC") ? -1 : 1
+        let bytes = Array((era < 0 ? text.dropLast(3) : text[...]).utf8)
         var index = 0
         func number(_ digits: Int) -> Int? {
             guard index + digits <= bytes.count else { return nil }
@@ -39,10 +49,13 @@ enum PostgresTimestamp {
             index += 1
             return true
         }
-        guard let year = number(4), expect(45), let month = number(2), expect(45), let day = number(2),
+        var yearDigits = 0
+        while yearDigits < bytes.count, bytes[yearDigits] >= 48, bytes[yearDigits] <= 57 { yearDigits += 1 }
+        guard (4...6).contains(yearDigits), let written = number(yearDigits), expect(45), let month = number(2), expect(45), let day = number(2),
             expect(32) || expect(84), let hour = number(2), expect(58), let minute = number(2), expect(58),
             let second = number(2)
         else { return nil }
+        let year = era > 0 ? written : 1 - written
         var micros = 0
         if expect(46) {
             var digits = 0

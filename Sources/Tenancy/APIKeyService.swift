@@ -223,6 +223,10 @@ public struct APIKeyService: Sendable {
         if let expiresAt = request.expiresAt, expiresAt <= Date() {
             throw TenancyError.invalid(field: "expires_at", message: "must be in the future")
         }
+        // Four-digit years: ISO 8601 as every client reads it.
+        if let expiresAt = request.expiresAt, expiresAt.timeIntervalSince1970 >= 253_402_300_800 {
+            throw TenancyError.invalid(field: "expires_at", message: "must be before 10000-01-01")
+        }
         for model in request.allowedModels where model.isEmpty || model.count > 200 {
             throw TenancyError.invalid(field: "allowed_models", message: "model names are 1-200 characters")
         }

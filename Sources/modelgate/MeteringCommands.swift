@@ -203,6 +203,7 @@ struct UsageCommand: AsyncParsableCommand {
                 let id = try await services.tenants.resolve(tenant)
                 let start = try from.map(parseTime) ?? monthStart()
                 let end = try to.map(parseTime) ?? Date()
+                try Reports.checkWindow(start, end, names: ("--from", "--to"))
                 let rows = try await services.reports.usage(tenant: id, from: start, to: end, groupBy: grouping)
                 switch format {
                 case .json: try Output.json(rows)

@@ -49,6 +49,16 @@ import TestSupport
             result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "bad", "--expires", huge])
             #expect(result.status == 1 && result.output.contains("--expires") && result.output.split(separator: "\n").count == 1, "\(huge): \(result.output)")
         }
+        // A five-digit year was stored, then no listing of the tenant's keys could read it back.
+        result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "far", "--expires", "99999-01-01T00:00:00Z"])
+        #expect(result.status == 1 && result.output.contains("expires_at: must be before 10000-01-01"), "\(result.output)")
+        for (window, message) in [
+            (["--from", "2026-12-01", "--to", "2026-01-01"], "--from: must not be after --to"),
+            (["--from", "0001-01-01"], "--from: must be between 1970-01-01 and 9999-12-31"),
+        ] {
+            result = try await harness.cli(["usage", "report", "--tenant", "acme"] + window)
+            #expect(result.status == 1 && result.output.contains(message), "\(window): \(result.output)")
+        }
         result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "bad", "--scopes", "root"])
         #expect(result.status == 1)
         #expect(result.output.contains("unknown scope"))

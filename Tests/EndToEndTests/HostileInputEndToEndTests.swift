@@ -51,6 +51,13 @@ import Testing
             #expect(error?["type"] as? String == "invalid_request_error", "\(hostile.name): \(result.body.prefix(300))")
             if let param = hostile.param { #expect(error?["param"] as? String == param, "\(hostile.name): \(result.body.prefix(300))") }
         }
+        // Report windows no database time can hold (start=1e300 trapped and killed the server).
+        for query in ["start=1e300", "start=nan", "end=-inf", "start=0001-01-01T00:00:00Z", "start=2030-01-01T00:00:00Z&end=2020-01-01T00:00:00Z"] {
+            let result = try await HTTP.send(.GET, base + "/v1/usage?" + query, key: fixture.keyA)
+            #expect(result.status == 400, "\(query): \(result.status) \(result.body.prefix(300))")
+            let param = (result.json["error"] as? [String: Any])?["param"] as? String
+            #expect(param == "start" || param == "end", "\(query): \(result.body.prefix(300))")
+        }
         // Still healthy; the only billed request is the one that ran.
         #expect(fixture.server.isRunning)
         #expect(try await HTTP.send(.GET, base + "/healthz").status == 200)

@@ -79,6 +79,32 @@ import TestSupport
         #expect(try rows[0].decode("inf", as: Date.self) == .distantFuture)
     }
 
+    /// Times far from now go through both ways: years of five and six digits and BC years, as
+    /// the server writes them (one such key expiry made every listing of its tenant's keys
+    /// fail), and times past PostgreSQL's range or not finite go as infinity (they trapped).
+    @Test func timesFarFromNowRoundTripAndTimesPastTheRangeAreInfinite() async throws {
+        let database = try await TestDatabase.createEmpty(poolSize: 1)
+        defer { Task { await database.drop() } }
+        let written = try await database.pool.query(
+            """
+            SELECT '99999-01-01 00:00:00+00'::timestamptz AS five, '294276-12-31 23:59:59+00'::timestamptz AS six,
+                   '0044-03-15 12:00:00+00 BC'::timestamptz AS bc, '0001-01-01 00:00:00+00'::timestamptz AS first
+            """)
+        // Seconds from 1970 in the proleptic Gregorian calendar (what timegm counts).
+        #expect(try written[0].decode("five", as: Date.self) == Date(timeIntervalSince1970: 3_093_496_444_800))
+        #expect(try written[0].decode("six", as: Date.self) == Date(timeIntervalSince1970: 9_224_318_015_999))
+        #expect(try written[0].decode("bc", as: Date.self) == Date(timeIntervalSince1970: -63_517_780_800))
+        #expect(try written[0].decode("first", as: Date.self) == Date(timeIntervalSince1970: -62_135_596_800))
+        for seconds in [3_093_496_444_800.0, -63_517_780_800, -62_135_596_800, 9_224_318_015_999, 1_764_374_400.25] {
+            let back = try await database.pool.query("SELECT $1::timestamptz AS t", [Date(timeIntervalSince1970: seconds)])
+            #expect(try back[0].decode("t", as: Date.self) == Date(timeIntervalSince1970: seconds), "\(seconds)")
+        }
+        for (seconds, infinite) in [(1e300, "infinity"), (-1e300, "-infinity"), (.infinity, "infinity"), (.nan, "-infinity")] as [(Double, String)] {
+            let rows = try await database.pool.query("SELECT $1::timestamptz::text AS t", [Date(timeIntervalSince1970: seconds)])
+            #expect(try rows[0].decode("t", as: String.self) == infinite, "\(seconds)")
+        }
+    }
+
     @Test func textWithNulIsRefusedNotTruncated() async throws {
         let database = try await TestDatabase.createEmpty(poolSize: 1)
         defer { Task { await database.drop() } }
