@@ -126,7 +126,8 @@ public final class PackedMatrix: @unchecked Sendable {
     struct Chunks {
         let threads, rowTile, rowTiles, panelsPerChunk, panels, m: Int
 
-        init(m: Int, of matrix: PackedMatrix) {
+        /// `pairs`: chunks of whole pairs of panels (but for the last), for kernels that take two.
+        init(m: Int, of matrix: PackedMatrix, pairs: Bool = false) {
             self.m = m
             panels = matrix.panels
             threads = ComputeThreads.count(forWork: m * matrix.rows * matrix.columns, bytes: matrix.storageBytes)
@@ -134,7 +135,8 @@ public final class PackedMatrix: @unchecked Sendable {
             rowTiles = (m + rowTile - 1) / rowTile
             // With many row tiles, a chunk takes every panel for its rows: the rows are read from
             // memory once and stay cached while the panels stream past (tall products: convolutions).
-            panelsPerChunk = threads == 1 || rowTiles >= threads * 4 ? panels : max(1, panels / (threads * 8))
+            let perChunk = threads == 1 || rowTiles >= threads * 4 ? panels : max(1, panels / (threads * 8))
+            panelsPerChunk = pairs ? (perChunk + 1) & ~1 : perChunk
         }
 
         var count: Int { (panels + panelsPerChunk - 1) / panelsPerChunk * rowTiles }
@@ -162,30 +164,34 @@ public final class PackedMatrix: @unchecked Sendable {
         _ x: UnsafePointer<Float>, m: Int, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, bias: UnsafePointer<Float>?,
         accumulate: Bool
     ) {
-        // X once as bfloat16 pairs of K rows; each chunk re-lays its panels in pairs of K rows
-        // (in its thread's own scratch, L2-resident) and runs every row of its tile against them.
+        // X once as bfloat16 pairs of K rows; each chunk re-lays its panels two at a time in
+        // pairs of K rows (in its thread's own scratch, L2-resident) and runs every row of its
+        // tile against them, 8 rows at a time.
         let kPairs = (rows + 1) / 2, block = Int(MG_BF16_BLOCK)
         let pairs = UnsafeMutablePointer<UInt32>.allocate(capacity: (m + block - 1) / block * block * kPairs)
         defer { pairs.deallocate() }
         mg_bf16_pack_rows(x, ldx, Int32(m), Int32(rows), pairs)
-        let chunks = Chunks(m: m, of: self)
+        let chunks = Chunks(m: m, of: self, pairs: true)
         nonisolated(unsafe) let pairsRead = UnsafePointer(pairs)
         nonisolated(unsafe) let y = y
         nonisolated(unsafe) let bias = bias
         ComputeThreads.run(threads: chunks.threads, chunks: chunks.count) { index in
             let (panels, row, tileRows) = chunks[index]
-            let paired = UnsafeMutableRawPointer(ThreadScratch.floats(kPairs * Self.panelWidth, slot: .pairedPanel))
-                .bindMemory(to: UInt32.self, capacity: kPairs * Self.panelWidth)
+            let width = 2 * Self.panelWidth
+            let paired = UnsafeMutableRawPointer(ThreadScratch.floats(kPairs * width, slot: .pairedPanel))
+                .bindMemory(to: UInt32.self, capacity: kPairs * width)
             let panelBytes = self.rows * Self.panelWidth * 2
-            for panel in panels {
+            for panel in stride(from: panels.lowerBound, to: panels.upperBound, by: 2) {
                 let column = panel * Self.panelWidth
-                let source = self.storage + panel * panelBytes
-                mg_bf16_pair_panel(source.assumingMemoryBound(to: UInt16.self), Int32(self.rows), paired)
-                // Row tiles start on a block: rowTile is a multiple of 12.
-                mg_bf16_panel_product(
+                let first = self.storage + panel * panelBytes
+                let second = panel + 1 < panels.upperBound ? first + panelBytes : nil
+                mg_bf16_pair_panels(
+                    first.assumingMemoryBound(to: UInt16.self), second?.assumingMemoryBound(to: UInt16.self), Int32(self.rows), paired)
+                // Row tiles start on a block: rowTile is a multiple of 8.
+                mg_bf16_panels_product(
                     pairsRead + row * kPairs, Int32(tileRows), paired, Int32(kPairs), y + row * ldy + column, ldy,
-                    Int32(min(Self.panelWidth, self.columns - column)), bias.map { $0 + column }, accumulate ? 1 : 0,
-                    panel + 1 < panels.upperBound ? UnsafeRawPointer(source + panelBytes) : nil)
+                    Int32(min(width, self.columns - column)), bias.map { $0 + column }, accumulate ? 1 : 0,
+                    panel + 2 < panels.upperBound ? UnsafeRawPointer(first + 2 * panelBytes) : nil)
             }
         }
     }
