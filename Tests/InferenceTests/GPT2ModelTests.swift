@@ -88,4 +88,31 @@ struct GPT2Reference: Decodable {
             #expect(worst < 1e-4, "sequence \(index): largest difference \(worst)")
         }
     }
+
+    /// Rows handed out one at a time (echo with logprobs) are the rows `allLogits` returns, in
+    /// order, across blocks of the output head (two prompts of 300 tokens: 600 rows, blocks of
+    /// 256), and `forward` then returns only each prompt's last row.
+    @Test func promptRowsHandedOutOneAtATimeAreTheReturnedRows() throws {
+        let directory = NSTemporaryDirectory() + "mg-rows-gpt2-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try RandomGPT2.write(GPT2Model.Config(layers: 1, heads: 2, width: 32, contextLength: 320, vocabularySize: 97), seed: 4, to: directory)
+        let small = try GPT2Model(directory: directory)
+        let prompts = [(0..<300).map { ($0 * 5) % 97 }, (0..<300).map { ($0 * 11 + 3) % 97 }]
+        let whole = prompts.map { small.forward([.init(tokens: $0, cache: small.makeCache(capacity: 320), allLogits: true)])[0] }
+        var handed: [[Float]] = [[], []]
+        var offsets: [[Int]] = [[], []]
+        let steps = prompts.indices.map { index in
+            GPT2Model.Step(tokens: prompts[index], cache: small.makeCache(capacity: 320), allLogits: true) { offset, row in
+                offsets[index].append(offset)
+                handed[index] += row
+            }
+        }
+        let returned = small.forward(steps)
+        for index in prompts.indices {
+            #expect(offsets[index] == Array(0..<300))
+            #expect(zip(handed[index], whole[index]).allSatisfy { abs($0 - $1) < 1e-4 } && handed[index].count == whole[index].count)
+            #expect(returned[index].count == 97)
+            #expect(zip(returned[index], whole[index].suffix(97)).allSatisfy { abs($0 - $1) < 1e-4 })
+        }
+    }
 }

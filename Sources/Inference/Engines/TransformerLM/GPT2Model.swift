@@ -165,13 +165,22 @@ public final class GPT2Model: Sendable {
         public var cache: KVCache
         /// Logits for every new token (prompt log-probabilities), or only the last.
         public var allLogits: Bool
+        /// With `allLogits`: handed each new token's logits (its index among the new tokens, and
+        /// the row) as they are computed, instead of returning them all; `forward` then returns
+        /// only the last row. A long prompt's rows times a large vocabulary (1,000 x 50,257
+        /// floats is 200 MB, for each of a batch's sequences) are never held at once.
+        public var eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)?
 
-        public init(tokens: [Int], cache: KVCache, allLogits: Bool = false) {
+        public init(tokens: [Int], cache: KVCache, allLogits: Bool = false, eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil) {
             self.tokens = tokens
             self.cache = cache
             self.allLogits = allLogits
+            self.eachRow = eachRow
         }
     }
+
+    /// Rows of the output head computed at once (a 256 x 50,257 block is 51 MB).
+    static let headRows = 256
 
     /// Runs one batched step for several sequences at once: every matrix product covers all
     /// their new tokens (weights are read once per step), attention runs per sequence against
@@ -254,27 +263,38 @@ public final class GPT2Model: Sendable {
         }
         for step in steps { step.cache.advance(by: step.tokens.count) }
 
-        // Final norm and the tied output head, only for the rows whose logits are wanted.
-        var selected: [Int] = []
-        var spans: [(Int, Int)] = []
+        // Final norm and the tied output head, only for the rows whose logits are wanted, a
+        // block of rows at a time.
+        var selected: [(step: Int, row: Int, offset: Int)] = []  // row in x; offset among the step's tokens
         row = 0
-        for step in steps {
-            let rows = step.allLogits ? Array(row..<(row + step.tokens.count)) : [row + step.tokens.count - 1]
-            spans.append((selected.count, rows.count))
-            selected += rows
-            row += step.tokens.count
-        }
-        let gathered = FloatBuffer(count: selected.count * c, zeroed: false)
-        for (index, source) in selected.enumerated() {
-            Kernels.layerNorm(
-                x.pointer + source * c, gathered.pointer + index * c, rows: 1, width: c, weight: finalNormWeight.pointer,
-                bias: finalNormBias.pointer, epsilon: config.layerNormEpsilon)
+        for (index, step) in steps.enumerated() {
+            let count = step.tokens.count
+            for offset in (step.allLogits ? 0 : max(0, count - 1))..<count { selected.append((index, row + offset, offset)) }
+            row += count
         }
         let vocabulary = config.vocabularySize
-        let logits = FloatBuffer(count: selected.count * vocabulary, zeroed: false)
-        tokenEmbedding.multiply(gathered.pointer, m: selected.count, into: logits.pointer)
-        return spans.map { start, count in
-            Array(UnsafeBufferPointer(start: logits.pointer + start * vocabulary, count: count * vocabulary))
+        var results = [[Float]](repeating: [], count: steps.count)
+        let gathered = FloatBuffer(count: min(selected.count, Self.headRows) * c, zeroed: false)
+        let logits = FloatBuffer(count: min(selected.count, Self.headRows) * vocabulary, zeroed: false)
+        for first in stride(from: 0, to: selected.count, by: Self.headRows) {
+            let block = selected[first..<min(selected.count, first + Self.headRows)]
+            for (index, entry) in block.enumerated() {
+                Kernels.layerNorm(
+                    x.pointer + entry.row * c, gathered.pointer + index * c, rows: 1, width: c, weight: finalNormWeight.pointer,
+                    bias: finalNormBias.pointer, epsilon: config.layerNormEpsilon)
+            }
+            tokenEmbedding.multiply(gathered.pointer, m: block.count, into: logits.pointer)
+            for (index, entry) in block.enumerated() {
+                let rowLogits = UnsafeBufferPointer(start: logits.pointer + index * vocabulary, count: vocabulary)
+                let step = steps[entry.step]
+                if let eachRow = step.eachRow {
+                    eachRow(entry.offset, rowLogits)
+                    if entry.offset == step.tokens.count - 1 { results[entry.step] = Array(rowLogits) }
+                } else {
+                    results[entry.step] += rowLogits
+                }
+            }
         }
+        return results
     }
 }

@@ -330,6 +330,9 @@ struct Scheduler {
         var counts: [Int: Int] = [:]
         var random: SeededGenerator
         var assembler: TextAssembler
+        /// With echo and logprobs: the prompt's tokens with their log-probabilities, filled in
+        /// as the prefill computes each row.
+        var promptTokens: [GeneratedToken] = []
 
         init(job: GenerationJob, choice: Int, cache: GPT2Model.KVCache) {
             self.job = job
@@ -371,22 +374,19 @@ struct Scheduler {
             }
 
             let steps = active.map { sequence in
-                GPT2Model.Step(
-                    tokens: sequence.input, cache: sequence.cache,
-                    allLogits: !sequence.prefilled && sequence.job.request.parameters.echo && sequence.job.request.parameters.logprobs != nil)
+                let wantsPrompt = !sequence.prefilled && sequence.job.request.parameters.echo && sequence.job.request.parameters.logprobs != nil
+                return GPT2Model.Step(
+                    tokens: sequence.input, cache: sequence.cache, allLogits: wantsPrompt,
+                    eachRow: wantsPrompt ? { offset, row in self.recordPromptToken(sequence, after: offset, row) } : nil)
             }
             let logits = model.forward(steps)
             var next: [Sequence] = []
             var produced = 0
             for (index, sequence) in active.enumerated() {
-                let vocabulary = model.config.vocabularySize
-                var rows = logits[index]
+                let rows = logits[index]
                 if !sequence.prefilled {
                     sequence.prefilled = true
-                    if steps[index].allLogits {
-                        sequence.job.continuation.yield(.promptTokens(promptTokens(sequence.job, rows)))
-                        rows = Array(rows.suffix(vocabulary))
-                    }
+                    if steps[index].allLogits { sequence.job.continuation.yield(.promptTokens(sequence.promptTokens)) }
                     // Further choices of the same prompt share the prefill: copy its cache.
                     var siblings = [sequence]
                     for choice in 1..<max(1, sequence.job.request.parameters.n) {
@@ -466,14 +466,16 @@ struct Scheduler {
         return (logSoftmax[token], top.map { TopLogprob(token: $0, bytes: tokenizer.tokenBytes($0), logprob: logSoftmax[$0]) })
     }
 
-    private func promptTokens(_ job: GenerationJob, _ rows: [Float]) -> [GeneratedToken] {
-        let vocabulary = model.config.vocabularySize
-        let alternatives = job.request.parameters.logprobs ?? 0
-        return job.request.prompt.enumerated().map { position, token in
-            guard position > 0 else { return GeneratedToken(token: token, bytes: tokenizer.tokenBytes(token), logprob: nil, top: []) }
-            let row = Array(rows[((position - 1) * vocabulary)..<(position * vocabulary)])
-            let (logprob, top) = logprobs(row, token: token, alternatives: alternatives)
-            return GeneratedToken(token: token, bytes: tokenizer.tokenBytes(token), logprob: logprob, top: top)
+    /// The prompt token after row `offset` (the row is its distribution), with its
+    /// log-probability; the first token, which nothing predicts, goes in before it.
+    private func recordPromptToken(_ sequence: Sequence, after offset: Int, _ row: UnsafeBufferPointer<Float>) {
+        let prompt = sequence.job.request.prompt
+        if sequence.promptTokens.isEmpty, let first = prompt.first {
+            sequence.promptTokens.append(GeneratedToken(token: first, bytes: tokenizer.tokenBytes(first), logprob: nil, top: []))
         }
+        guard offset + 1 < prompt.count else { return }  // the last row predicts the completion
+        let token = prompt[offset + 1]
+        let (logprob, top) = logprobs(Array(row), token: token, alternatives: sequence.job.request.parameters.logprobs ?? 0)
+        sequence.promptTokens.append(GeneratedToken(token: token, bytes: tokenizer.tokenBytes(token), logprob: logprob, top: top))
     }
 }
