@@ -153,6 +153,48 @@ func collect(_ stream: GenerationStream) async throws -> Completion {
         generator.shutdown()
     }
 
+    /// A prompt longer than a step's prompt budget goes in over several steps (1,100 tokens:
+    /// five of 256 at most), and its completion and echoed log-probabilities are those of the
+    /// whole prompt run at once.
+    @Test func aLongPromptGoesInOverSeveralStepsWithTheSameResult() async throws {
+        let directory = NSTemporaryDirectory() + "mg-long-gpt2-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try RandomGPT2.write(GPT2Model.Config(layers: 1, heads: 2, width: 32, contextLength: 1200, vocabularySize: 512), seed: 8, to: directory)
+        let model = try GPT2Model(directory: directory)
+        let generator = TextGenerator(model: model, tokenizer: try tinyGenerator().tokenizer, defaultMaxTokens: 8)
+        defer { generator.shutdown() }
+        let prompt = (0..<1100).map { ($0 * 37 + 11) % 500 }
+        var parameters = SamplingParameters()
+        parameters.temperature = 0
+        parameters.maxTokens = 3
+        parameters.echo = true
+        parameters.logprobs = 0
+        let before = generator.statistics.steps
+        let result = try await collect(try generator.generate(GenerationRequest(prompt: prompt, parameters: parameters)))
+        let promptSteps = (prompt.count + Scheduler.promptTokensPerStep - 1) / Scheduler.promptTokensPerStep
+        #expect(promptSteps > 1)
+        #expect(generator.statistics.steps - before == promptSteps + 2, "\(promptSteps) prompt steps, then two more tokens")
+        // The same prompt in one pass, straight through the model.
+        let cache = model.makeCache(capacity: 1103)
+        let rows = model.forward([.init(tokens: prompt, cache: cache, allLogits: true)])[0]
+        var logits = Array(rows.suffix(512))
+        var expected: [Int] = []
+        for _ in 0..<3 {
+            let token = Sampler.argmax(logits)
+            expected.append(token)
+            logits = model.forward([.init(tokens: [token], cache: cache)])[0]
+        }
+        #expect(result.tokens[0] == expected)
+        #expect(result.prompt.map(\.token) == prompt)
+        for position in [1, 511, 512, 513, 1023, 1024, 1099] {
+            let row = rows[((position - 1) * 512)..<(position * 512)]
+            let maximum = Double(row.max() ?? 0)
+            let logSum = log(row.map { exp(Double($0) - maximum) }.reduce(0, +)) + maximum
+            let expected = Double(row[row.startIndex + prompt[position]]) - logSum
+            #expect(abs(Double(result.prompt[position].logprob ?? 0) - expected) < 1e-3, "position \(position)")
+        }
+    }
+
     @Test func badRequestsAreRefusedBeforeQueueing() throws {
         let generator = try tinyGenerator()
         #expect(throws: GenerationError.contextExceeded(promptTokens: 64, requested: 0, contextLength: 64)) {

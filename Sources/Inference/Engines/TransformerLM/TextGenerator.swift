@@ -324,8 +324,10 @@ struct Scheduler {
         let job: GenerationJob
         let choice: Int
         var cache: GPT2Model.KVCache
+        /// The next tokens to run: the next part of the prompt, then each sampled token.
         var input: [Int]
         var prefilled = false
+        /// Prompt tokens already in the cache (a long prompt goes in over several steps).
         var generated = 0
         var counts: [Int: Int] = [:]
         var random: SeededGenerator
@@ -333,6 +335,7 @@ struct Scheduler {
         /// With echo and logprobs: the prompt's tokens with their log-probabilities, filled in
         /// as the prefill computes each row.
         var promptTokens: [GeneratedToken] = []
+        var promptDone = 0
 
         init(job: GenerationJob, choice: Int, cache: GPT2Model.KVCache) {
             self.job = job
@@ -345,6 +348,12 @@ struct Scheduler {
             self.assembler = TextAssembler(stops: job.request.parameters.stop)
         }
     }
+
+    /// Prompt tokens a step takes at most, across its sequences. One request of 8 prompts of 900
+    /// tokens on GPT-2 124M was one step of 16-19 s here, during which no other sequence got a
+    /// token; with 256 a step, an 8-token request meanwhile takes about 5 s (bench/long_prompts.sh)
+    /// and the long request itself no longer (256-row products run at full speed).
+    static let promptTokensPerStep = 256
 
     func run() {
         var active: [Sequence] = []
@@ -373,18 +382,44 @@ struct Scheduler {
                 continue
             }
 
-            let steps = active.map { sequence in
+            // Prompts go in at most `promptTokensPerStep` tokens a step, so a long one does not
+            // stall every other sequence's next token behind its whole prefill. The budget goes to
+            // the prompts with the least left first: a short prompt joins at once instead of
+            // waiting behind every long one's turn.
+            var budget = Self.promptTokensPerStep
+            var waiting: Set<ObjectIdentifier> = []
+            let prompts = active.filter { !$0.prefilled }.sorted {
+                ($0.job.request.prompt.count - $0.promptDone) < ($1.job.request.prompt.count - $1.promptDone)
+            }
+            for sequence in prompts {
+                let prompt = sequence.job.request.prompt
+                let count = min(prompt.count - sequence.promptDone, budget)
+                guard count > 0 else {
+                    waiting.insert(ObjectIdentifier(sequence))  // until a later step's budget
+                    continue
+                }
+                budget -= count
+                sequence.input = Array(prompt[sequence.promptDone..<(sequence.promptDone + count)])
+            }
+            let stepping = active.filter { !waiting.contains(ObjectIdentifier($0)) }
+            var next = active.filter { waiting.contains(ObjectIdentifier($0)) }
+            let steps = stepping.map { sequence in
                 let wantsPrompt = !sequence.prefilled && sequence.job.request.parameters.echo && sequence.job.request.parameters.logprobs != nil
+                let base = sequence.promptDone
                 return GPT2Model.Step(
                     tokens: sequence.input, cache: sequence.cache, allLogits: wantsPrompt,
-                    eachRow: wantsPrompt ? { offset, row in self.recordPromptToken(sequence, after: offset, row) } : nil)
+                    eachRow: wantsPrompt ? { offset, row in self.recordPromptToken(sequence, after: base + offset, row) } : nil)
             }
             let logits = model.forward(steps)
-            var next: [Sequence] = []
             var produced = 0
-            for (index, sequence) in active.enumerated() {
+            for (index, sequence) in stepping.enumerated() {
                 let rows = logits[index]
                 if !sequence.prefilled {
+                    sequence.promptDone += sequence.input.count
+                    guard sequence.promptDone == sequence.job.request.prompt.count else {
+                        next.append(sequence)  // more of the prompt to go
+                        continue
+                    }
                     sequence.prefilled = true
                     if steps[index].allLogits { sequence.job.continuation.yield(.promptTokens(sequence.promptTokens)) }
                     // Further choices of the same prompt share the prefill: copy its cache.
