@@ -327,7 +327,6 @@ struct Scheduler {
         /// The next tokens to run: the next part of the prompt, then each sampled token.
         var input: [Int]
         var prefilled = false
-        /// Prompt tokens already in the cache (a long prompt goes in over several steps).
         var generated = 0
         var counts: [Int: Int] = [:]
         var random: SeededGenerator
@@ -335,6 +334,7 @@ struct Scheduler {
         /// With echo and logprobs: the prompt's tokens with their log-probabilities, filled in
         /// as the prefill computes each row.
         var promptTokens: [GeneratedToken] = []
+        /// Prompt tokens already in the cache (a long prompt goes in over several steps).
         var promptDone = 0
 
         init(job: GenerationJob, choice: Int, cache: GPT2Model.KVCache) {
