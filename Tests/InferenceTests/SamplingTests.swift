@@ -49,6 +49,44 @@ import Testing
         #expect(draws(parameters, seed: 42) != draws(parameters, seed: 43))
     }
 
+    /// The vectorised weights of whole-vocabulary sampling against `expf`, on and off the
+    /// eight-wide rounds, with impossible tokens exactly 0.
+    @Test func samplingWeightsMatchExpf() {
+        var random = SystemRandomNumberGenerator()
+        for count in [3, 8, 61, 50_257] {
+            var values = (0..<count).map { _ in Float.random(in: -30...12, using: &random) }
+            values[count / 2] = -1e9
+            let weights = Sampler.exponentials(values, scale: 1.25)
+            let maximum = values.max() ?? 0
+            for (value, weight) in zip(values, weights) {
+                let expected = Double(expf((value - maximum) * 1.25))
+                #expect(abs(weight - expected) <= 2e-7 * expected + 1e-37, "\(value): \(weight) against \(expected)")
+            }
+            #expect(weights[count / 2] == 0)
+        }
+    }
+
+    /// The binned nucleus is the definition's: sort by weight, keep the smallest prefix whose
+    /// mass reaches top_p; on wide (near-uniform) and narrow (steep) distributions alike.
+    @Test func theNucleusIsTheSmallestPrefixReachingTopP() {
+        var random = SystemRandomNumberGenerator()
+        for (count, spread) in [(64, 1.0), (5_000, 4.0), (50_257, 20.0), (50_257, 0.5)] {
+            let weights = (0..<count).map { _ in exp(Double.random(in: -spread...0, using: &random)) }
+            let total = weights.reduce(0, +)
+            for topP in [0.05, 0.5, 0.9, 0.999] {
+                let order = weights.indices.sorted { weights[$0] > weights[$1] }
+                var expected: Set<Int> = []
+                var cumulative = 0.0
+                for index in order where cumulative < topP * total {
+                    expected.insert(index)
+                    cumulative += weights[index]
+                }
+                let nucleus = Sampler.nucleus(weights, total: total, topP: topP)
+                #expect(Set(nucleus) == expected && nucleus.count == expected.count, "\(count) tokens, spread \(spread), top_p \(topP)")
+            }
+        }
+    }
+
     @Test func penaltiesFollowOpenAIsFormula() {
         var values: [Float] = [1, 1, 1, 1, 1, 1, 1, 1]
         Sampler.applyPenalties(&values, counts: [5: 2, 7: 1], frequency: 0.5, presence: 0.25)

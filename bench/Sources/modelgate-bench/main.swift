@@ -33,6 +33,8 @@ case "prefill":
     try PrefillProbe.run(seconds: seconds)
 case "attention":
     AttentionProbe.run()
+case "sampling":
+    SamplingProbe.run()
 case "tg128":
     try LlamaBenchShape.run()
 case "packed":

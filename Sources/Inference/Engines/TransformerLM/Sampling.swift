@@ -115,40 +115,92 @@ public enum Sampler {
             return argmax(logits)
         }
         let inverseTemperature = Float(1 / parameters.temperature)
-        // Candidates: everything, or the top k.
-        var candidates: [Int]
-        if parameters.topK > 0 && parameters.topK < logits.count {
-            candidates = topIndices(logits, count: parameters.topK)
-        } else {
-            candidates = Array(logits.indices)
-        }
-        let maximum = candidates.reduce(-Float.infinity) { max($0, logits[$1]) }
-        var weights = candidates.map { Double(expf((logits[$0] - maximum) * inverseTemperature)) }
+        // Candidates: the top k, or (nil) every token.
+        let candidates = parameters.topK > 0 && parameters.topK < logits.count ? topIndices(logits, count: parameters.topK) : nil
+        var weights = candidates.map { list in
+            let maximum = list.reduce(-Float.infinity) { max($0, logits[$1]) }
+            return list.map { Double(expf((logits[$0] - maximum) * inverseTemperature)) }
+        } ?? exponentials(logits, scale: inverseTemperature)
         var total = weights.reduce(0, +)
+        var kept: [Int]?  // positions in `weights` that top_p keeps
         if parameters.topP < 1 {
-            // Smallest set of the most likely candidates whose probability reaches top_p. A
-            // candidate below (1 - top_p) / count of the mass can never be in that set (the tail
-            // from it on would weigh less than 1 - top_p), so only the rest is sorted.
-            let floor = (1 - parameters.topP) / Double(candidates.count) * total
-            var order = candidates.indices.filter { weights[$0] >= floor }
-            order.sort { weights[$0] > weights[$1] }
-            var kept: [Int] = []
-            var cumulative = 0.0
-            for index in order {
-                kept.append(index)
-                cumulative += weights[index] / total
-                if cumulative >= parameters.topP { break }
-            }
-            candidates = kept.map { candidates[$0] }
-            weights = kept.map { weights[$0] }
+            let nucleus = nucleus(weights, total: total, topP: parameters.topP)
+            kept = nucleus
+            weights = nucleus.map { weights[$0] }
             total = weights.reduce(0, +)
         }
-        var target = random.unit() * total
-        for (index, weight) in weights.enumerated() {
-            target -= weight
-            if target < 0 { return candidates[index] }
+        func token(_ position: Int) -> Int {
+            let index = kept?[position] ?? position
+            return candidates?[index] ?? index
         }
-        return candidates[candidates.count - 1]
+        var target = random.unit() * total
+        for (position, weight) in weights.enumerated() {
+            target -= weight
+            if target < 0 { return token(position) }
+        }
+        return token(weights.count - 1)
+    }
+
+    /// Positions of the smallest set of the largest weights whose sum reaches `topP` of
+    /// `total` (OpenAI's nucleus). The weights are binned by their float exponent: every weight
+    /// in a bin above the one where the mass reaches top_p is in the set, and only that bin is
+    /// sorted (sorting a whole 50,257-token vocabulary took 1.3 ms a token when the nucleus is
+    /// wide). Those above the bin come first, in position order, then the bin's, largest first.
+    static func nucleus(_ weights: [Double], total: Double, topP: Double) -> [Int] {
+        let goal = topP * total
+        func bin(_ weight: Double) -> Int { Int(Float(weight).bitPattern >> 23) }  // monotonic in weight
+        var mass = [Double](repeating: 0, count: 256)
+        for weight in weights { mass[bin(weight)] += weight }
+        var boundary = 0
+        var cumulative = 0.0
+        for exponent in stride(from: 255, through: 0, by: -1) {
+            if cumulative + mass[exponent] >= goal {
+                boundary = exponent
+                break
+            }
+            cumulative += mass[exponent]
+        }
+        var chosen = weights.indices.filter { bin(weights[$0]) > boundary }
+        var edge = weights.indices.filter { bin(weights[$0]) == boundary }
+        edge.sort { weights[$0] > weights[$1] }
+        for index in edge where cumulative < goal {
+            chosen.append(index)
+            cumulative += weights[index]
+        }
+        return chosen
+    }
+
+    /// `exp((logit - max) * scale)` for every logit, eight at a time through `Vector.exp`
+    /// (exactly 0 below float's range, as `expf` gives): a whole vocabulary's worth per token
+    /// of every sequence that samples, where scalar `expf` cost 50,257 calls.
+    static func exponentials(_ logits: [Float], scale: Float) -> [Double] {
+        let count = logits.count
+        var result = [Double](repeating: 0, count: count)
+        logits.withUnsafeBufferPointer { source in
+            result.withUnsafeMutableBufferPointer { output in
+                guard let base = source.baseAddress, let out = output.baseAddress else { return }
+                let raw = UnsafeRawPointer(base)
+                var maxima = SIMD8<Float>(repeating: -.infinity)
+                var i = 0
+                while i + 8 <= count {
+                    let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+                    maxima = maxima.replacing(with: v, where: v .> maxima)
+                    i += 8
+                }
+                var maximum = maxima.max()
+                for j in i..<count { maximum = max(maximum, base[j]) }
+                let (shift, scales) = (SIMD8<Float>(repeating: maximum), SIMD8<Float>(repeating: scale))
+                i = 0
+                while i + 8 <= count {
+                    let x = (raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - shift) * scales
+                    let e = Vector.exp(x).replacing(with: 0, where: x .< -87.3)
+                    for lane in 0..<8 { out[i + lane] = Double(e[lane]) }
+                    i += 8
+                }
+                for j in i..<count { out[j] = Double(expf((base[j] - maximum) * scale)) }
+            }
+        }
+        return result
     }
 
     public static func argmax(_ values: [Float]) -> Int {
