@@ -139,21 +139,10 @@ public enum Kernels {
     /// prompt's time).
     public static func softmax(_ values: UnsafeMutablePointer<Float>, count: Int) {
         let raw = UnsafeMutableRawPointer(values)
-        var maxima = SIMD8<Float>(repeating: -.infinity)
-        var i = 0
-        while i + 8 <= count {
-            let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            maxima = maxima.replacing(with: v, where: v .> maxima)
-            i += 8
-        }
-        var maximum = maxima.max()
-        while i < count {
-            maximum = max(maximum, values[i])
-            i += 1
-        }
+        let maximum = Self.maximum(values, count: count)
         let shift = SIMD8<Float>(repeating: maximum)
         var sums = SIMD8<Float>()
-        i = 0
+        var i = 0
         while i + 8 <= count {
             let e = Vector.exp(raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - shift)
             raw.storeBytes(of: e, toByteOffset: i * 4, as: SIMD8<Float>.self)
@@ -169,6 +158,24 @@ public enum Kernels {
         }
         let inverse = 1 / sum
         for i in 0..<count { values[i] *= inverse }
+    }
+
+    /// The largest of `count` values (-infinity for none), eight lanes at a time.
+    static func maximum(_ values: UnsafePointer<Float>, count: Int) -> Float {
+        let raw = UnsafeRawPointer(values)
+        var maxima = SIMD8<Float>(repeating: -.infinity)
+        var i = 0
+        while i + 8 <= count {
+            let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            maxima = maxima.replacing(with: v, where: v .> maxima)
+            i += 8
+        }
+        var maximum = maxima.max()
+        while i < count {
+            maximum = max(maximum, values[i])
+            i += 1
+        }
+        return maximum
     }
 
     /// Dot product of two vectors.
@@ -209,8 +216,7 @@ public enum Kernels {
 
     /// Log-softmax of `count` logits into `output`.
     public static func logSoftmax(_ logits: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, count: Int) {
-        var maximum = -Float.infinity
-        for i in 0..<count { maximum = max(maximum, logits[i]) }
+        let maximum = Self.maximum(logits, count: count)
         var sum: Float = 0
         for i in 0..<count { sum += expf(logits[i] - maximum) }
         let logSum = logf(sum) + maximum

@@ -1,13 +1,23 @@
 import Foundation
 import Inference
 
+/// The gpt2 benchmark's weights (written by `bench/run gpt2`), in MODELGATE_WEIGHT_FORMAT's
+/// format (f32 unless bf16), for the probes that run the model itself.
+enum BenchModel {
+    static var format: PackedMatrix.Format {
+        PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
+    }
+
+    static func load() throws -> GPT2Model {
+        BLAS.configureThreads()
+        return try GPT2Model(directory: NSTemporaryDirectory() + "modelgate-bench-gpt2-124m", format: format)
+    }
+}
+
 /// Batch-1 decoding only, for profiling (`perf record --delay`).
 enum DecodeProbe {
     static func run(seconds: Double) throws {
-        BLAS.configureThreads()
-        let directory = NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
-        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
-        let model = try GPT2Model(directory: directory, format: format)
+        let model = try BenchModel.load()
         let cache = model.makeCache(capacity: 1024)
         var logits = model.forward([.init(tokens: [1, 2, 3, 4], cache: cache)])[0]
         print("loaded; decoding")
@@ -24,10 +34,8 @@ enum DecodeProbe {
 /// Decoding 16 sequences together, for profiling.
 enum BatchProbe {
     static func run(seconds: Double, sequences: Int = 16) throws {
-        let directory = NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
-        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
-        let model = try GPT2Model(directory: directory, format: format)
-        print("loaded; decoding \(sequences) sequences (\(format))")
+        let model = try BenchModel.load()
+        print("loaded; decoding \(sequences) sequences (\(BenchModel.format))")
         let start = Date()
         var steps = 0
         while Date().timeIntervalSince(start) < seconds {
@@ -46,12 +54,9 @@ enum BatchProbe {
 /// 128-token prompts, one after another, for profiling prompt processing.
 enum PrefillProbe {
     static func run(seconds: Double) throws {
-        BLAS.configureThreads()
-        let directory = NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
-        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
-        let model = try GPT2Model(directory: directory, format: format)
+        let model = try BenchModel.load()
         let prompt = (0..<128).map { ($0 * 7919) % 50257 }
-        print("loaded; prompts of 128 tokens (\(format))")
+        print("loaded; prompts of 128 tokens (\(BenchModel.format))")
         let start = Date()
         var prompts = 0
         while Date().timeIntervalSince(start) < seconds {

@@ -7,9 +7,8 @@ import Inference
 /// bench/llamacpp.sh alternates it with llama-bench.
 enum LlamaBenchShape {
     static func run() throws {
-        BLAS.configureThreads()
-        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
-        let model = try GPT2Model(directory: NSTemporaryDirectory() + "modelgate-bench-gpt2-124m", format: format)
+        let format = BenchModel.format
+        let model = try BenchModel.load()
         let prompt = (0..<128).map { ($0 * 7919) % 50257 }
         func generate() -> Double {
             let cache = model.makeCache(capacity: 1024)

@@ -6,7 +6,7 @@ import Inference
 enum PackedProbe {
     static func run() {
         let k = 768, n = 3072
-        let format = PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
+        let format = BenchModel.format
         let source = FloatBuffer(count: k * n)
         for i in 0..<(k * n) { source[i] = Float(i % 17) * 0.01 }
         let weights = (0..<24).map { _ in PackedMatrix(source, rows: k, columns: n, format: format) }

@@ -160,8 +160,12 @@ public enum Sampler {
             }
             cumulative += mass[exponent]
         }
-        var chosen = weights.indices.filter { bin(weights[$0]) > boundary }
-        var edge = weights.indices.filter { bin(weights[$0]) == boundary }
+        var chosen: [Int] = []
+        var edge: [Int] = []
+        for (index, weight) in weights.enumerated() {
+            let exponent = bin(weight)
+            if exponent > boundary { chosen.append(index) } else if exponent == boundary { edge.append(index) }
+        }
         edge.sort { weights[$0] > weights[$1] }
         for index in edge where cumulative < goal {
             chosen.append(index)
@@ -180,17 +184,9 @@ public enum Sampler {
             result.withUnsafeMutableBufferPointer { output in
                 guard let base = source.baseAddress, let out = output.baseAddress else { return }
                 let raw = UnsafeRawPointer(base)
-                var maxima = SIMD8<Float>(repeating: -.infinity)
-                var i = 0
-                while i + 8 <= count {
-                    let v = raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-                    maxima = maxima.replacing(with: v, where: v .> maxima)
-                    i += 8
-                }
-                var maximum = maxima.max()
-                for j in i..<count { maximum = max(maximum, base[j]) }
+                let maximum = Kernels.maximum(base, count: count)
                 let (shift, scales) = (SIMD8<Float>(repeating: maximum), SIMD8<Float>(repeating: scale))
-                i = 0
+                var i = 0
                 while i + 8 <= count {
                     let x = (raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - shift) * scales
                     let e = Vector.exp(x).replacing(with: 0, where: x .< -87.3)
