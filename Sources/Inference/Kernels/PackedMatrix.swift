@@ -206,6 +206,12 @@ public final class PackedMatrix: @unchecked Sendable {
         multiplyPanels(0..<panels, x, m, y, bias, accumulate, ldx ?? rows, ldy ?? columns)
     }
 
+    /// Row x against panel `panel` alone: its 16 columns of `x · W` into `y[16 panel ...]`, as
+    /// a one-row `multiply` computes them.
+    func multiplyPanel(_ panel: Int, _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>) {
+        multiplyPanels(panel..<(panel + 1), x, 1, y, nil, false, rows, columns)
+    }
+
     /// Rows per chunk when a product has many (a multiple of the 6-row micro-kernel).
     static let rowTile = 192
 

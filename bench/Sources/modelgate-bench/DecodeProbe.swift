@@ -66,3 +66,45 @@ enum PrefillProbe {
         print("prefill: \(Double(prompts * 128) / Date().timeIntervalSince(start)) tok/s")
     }
 }
+
+/// Greedy decoding through the bounded argmax (`Step.greedy`) against the full output head and
+/// `Sampler.argmax`, alternating rounds in one process, at 1 and 16 sequences; also checks that
+/// both pick the same tokens.
+enum GreedyProbe {
+    static func run(rounds: Int = 4, tokens: Int = 48) throws {
+        let model = try BenchModel.load()
+        print("loaded (\(BenchModel.format)); greedy head \(model.hasBoundedGreedyHead ? "int8 bounded" : "full (no AVX512-VNNI)")")
+        for sequences in [1, 16] {
+            var rates: [Bool: [Double]] = [:]
+            var produced: [Bool: [[Int]]] = [:]
+            for round in 0..<(2 * rounds) {
+                let bounded = round % 2 == 1
+                let caches = (0..<sequences).map { _ in model.makeCache(capacity: 128) }
+                let prompts = (0..<sequences).map { [1, 2, 3, 4 + $0] }
+                var next = model.forward(zip(prompts, caches).map { .init(tokens: $0, cache: $1) }).map(Sampler.argmax)
+                var emitted = next.map { [$0] }
+                let start = Date()
+                for _ in 0..<tokens {
+                    if bounded {
+                        next = model.decode(zip(next, caches).map { .init(tokens: [$0], cache: $1, greedy: [:]) }).map {
+                            if case .token(let token) = $0 { return token }
+                            return -1
+                        }
+                    } else {
+                        next = model.forward(zip(next, caches).map { .init(tokens: [$0], cache: $1) }).map(Sampler.argmax)
+                    }
+                    for index in next.indices { emitted[index].append(next[index]) }
+                }
+                rates[bounded, default: []].append(Double(tokens * sequences) / Date().timeIntervalSince(start))
+                produced[bounded] = emitted
+            }
+            let full = rates[false] ?? [], fast = rates[true] ?? []
+            let ratios = zip(fast, full).map { $0 / $1 }
+            let agree = produced[true] == produced[false]
+            func show(_ values: [Double]) -> String { values.map { String(format: "%.1f", $0) }.joined(separator: " ") }
+            print("\(sequences) seq: full head \(show(full)) tok/s; bounded \(show(fast)) tok/s; ratio \(show(ratios)); same tokens: \(agree)")
+        }
+        let statistics = model.greedyStatistics
+        print("greedy rows \(statistics.rows): \(Double(statistics.candidates) / Double(max(1, statistics.rows))) columns exact per row, \(statistics.fullRows) whole rows")
+    }
+}

@@ -25,6 +25,8 @@ case "gemv":
     GemvProbe.run()
 case "decode":
     try DecodeProbe.run(seconds: seconds)
+case "greedy":
+    try GreedyProbe.run()
 case "gemm":
     GemmProbe.run()
 case "batch":

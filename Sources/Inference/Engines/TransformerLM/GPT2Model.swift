@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// GPT-2 (Radford et al. 2019) as in Hugging Face's `GPT2LMHeadModel`: token and position
 /// embeddings, pre-LN blocks (attention, MLP with tanh-GELU), a final layer norm and an output
@@ -46,6 +47,8 @@ public final class GPT2Model: Sendable {
     let positionEmbedding: FloatBuffer  // wpe: [T, C]
     let blocks: [Block]
     let finalNormWeight, finalNormBias: FloatBuffer  // ln_f: [C]
+    /// The output head's int8 copy for greedy steps (nil without AVX512-VNNI).
+    let greedyHead: BoundedArgmax?
 
     /// Loads `config.json` and `model.safetensors` from a Hugging Face GPT-2 folder.
     public convenience init(directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32) throws {
@@ -85,6 +88,7 @@ public final class GPT2Model: Sendable {
         }
         finalNormWeight = try tensor("ln_f.weight", [c])
         finalNormBias = try tensor("ln_f.bias", [c])
+        greedyHead = BoundedArgmax(tokenEmbedding)
         if file.contains("lm_head.weight"), file.shape("lm_head.weight") != [config.vocabularySize, c] {
             throw ModelLoadError(file: file.path, tensor: "lm_head.weight", reason: "shape \(file.shape("lm_head.weight") ?? []), expected \([config.vocabularySize, c])")
         }
@@ -171,24 +175,58 @@ public final class GPT2Model: Sendable {
         /// floats is 200 MB, for each of a batch's sequences) are never held at once.
         public var eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)?
 
-        public init(tokens: [Int], cache: KVCache, allLogits: Bool = false, eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil) {
+        /// Greedy decoding: `decode` returns the most likely next token (after subtracting these
+        /// penalties per token) instead of logits, without computing the whole head. Ignored
+        /// with `allLogits`.
+        public var greedy: [Int: Float]?
+
+        public init(
+            tokens: [Int], cache: KVCache, allLogits: Bool = false, eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil,
+            greedy: [Int: Float]? = nil
+        ) {
             self.tokens = tokens
             self.cache = cache
             self.allLogits = allLogits
             self.eachRow = eachRow
+            self.greedy = greedy
         }
     }
+
+    /// What a step yields for one sequence.
+    public enum Output {
+        /// Logits `[rows, V]` flattened (one row unless `allLogits` without `eachRow`).
+        case logits([Float])
+        /// The greedy step's token.
+        case token(Int)
+
+        public var logits: [Float] {
+            if case .logits(let values) = self { return values }
+            return []
+        }
+    }
+
+    /// Whether greedy steps use the head's bounded int8 copy (else the whole head).
+    public var hasBoundedGreedyHead: Bool { greedyHead != nil }
+
+    /// Greedy steps' rows so far: how many, the columns computed exactly, rows computed whole.
+    public var greedyStatistics: (rows: Int, candidates: Int, fullRows: Int) {
+        greedyCounters.withLock { ($0.rows, $0.candidates, $0.fullRows) }
+    }
+    private let greedyCounters = Mutex(BoundedArgmax.Statistics())
 
     /// Rows of the output head computed at once (a 256 x 50,257 block is 51 MB).
     static let headRows = 256
 
+    /// `decode`'s logits, per sequence (`[]` for a greedy step).
+    public func forward(_ steps: [Step]) -> [[Float]] { decode(steps).map(\.logits) }
+
     /// Runs one batched step for several sequences at once: every matrix product covers all
     /// their new tokens (weights are read once per step), attention runs per sequence against
-    /// its own cache. Returns, per sequence, logits `[rows, V]` flattened.
-    public func forward(_ steps: [Step]) -> [[Float]] {
+    /// its own cache. Returns, per sequence, its logits, or its token for a greedy step.
+    public func decode(_ steps: [Step]) -> [Output] {
         let c = config.width
         let total = steps.reduce(0) { $0 + $1.tokens.count }
-        guard total > 0 else { return steps.map { _ in [] } }
+        guard total > 0 else { return steps.map { _ in .logits([]) } }
         let x = FloatBuffer(count: total * c, zeroed: false)  // residual stream [T, C]
         let h = FloatBuffer(count: total * c, zeroed: false)  // normalised
         let qkv = FloatBuffer(count: total * 3 * c, zeroed: false)
@@ -264,37 +302,69 @@ public final class GPT2Model: Sendable {
         for step in steps { step.cache.advance(by: step.tokens.count) }
 
         // Final norm and the tied output head, only for the rows whose logits are wanted, a
-        // block of rows at a time.
+        // block of rows at a time; greedy steps' last rows go through the bounded argmax.
         var selected: [(step: Int, row: Int, offset: Int)] = []  // row in x; offset among the step's tokens
+        var greedy: [(step: Int, row: Int)] = []
         row = 0
         for (index, step) in steps.enumerated() {
             let count = step.tokens.count
-            for offset in (step.allLogits ? 0 : max(0, count - 1))..<count { selected.append((index, row + offset, offset)) }
+            if step.greedy != nil && !step.allLogits && count > 0 {
+                greedy.append((index, row + count - 1))
+            } else {
+                for offset in (step.allLogits ? 0 : max(0, count - 1))..<count { selected.append((index, row + offset, offset)) }
+            }
             row += count
         }
         let vocabulary = config.vocabularySize
-        var results = [[Float]](repeating: [], count: steps.count)
+        var results = [Output](repeating: .logits([]), count: steps.count)
+        let finalNorm = { (row: Int, into: UnsafeMutablePointer<Float>) in
+            Kernels.layerNorm(
+                x.pointer + row * c, into, rows: 1, width: c, weight: self.finalNormWeight.pointer, bias: self.finalNormBias.pointer,
+                epsilon: self.config.layerNormEpsilon)
+        }
+        if !greedy.isEmpty {
+            let gathered = FloatBuffer(count: greedy.count * c, zeroed: false)
+            for (index, entry) in greedy.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
+            let penalties = greedy.map { steps[$0.step].greedy ?? [:] }
+            let tokens: [Int]
+            if let greedyHead {
+                var statistics = BoundedArgmax.Statistics()
+                tokens = greedyHead.argmax(gathered.pointer, m: greedy.count, ldx: c, adjustments: penalties, statistics: &statistics)
+                greedyCounters.withLock {
+                    $0.rows += statistics.rows
+                    $0.candidates += statistics.candidates
+                    $0.fullRows += statistics.fullRows
+                }
+            } else {
+                let logits = FloatBuffer(count: greedy.count * vocabulary, zeroed: false)
+                tokenEmbedding.multiply(gathered.pointer, m: greedy.count, into: logits.pointer)
+                tokens = penalties.enumerated().map { index, penalties in
+                    var row = Array(UnsafeBufferPointer(start: logits.pointer + index * vocabulary, count: vocabulary))
+                    for (token, penalty) in penalties where token >= 0 && token < vocabulary { row[token] -= penalty }
+                    return Sampler.argmax(row)
+                }
+            }
+            for (entry, token) in zip(greedy, tokens) { results[entry.step] = .token(token) }
+        }
+        var rowsOut = [[Float]](repeating: [], count: steps.count)
         let gathered = FloatBuffer(count: min(selected.count, Self.headRows) * c, zeroed: false)
         let logits = FloatBuffer(count: min(selected.count, Self.headRows) * vocabulary, zeroed: false)
         for first in stride(from: 0, to: selected.count, by: Self.headRows) {
             let block = selected[first..<min(selected.count, first + Self.headRows)]
-            for (index, entry) in block.enumerated() {
-                Kernels.layerNorm(
-                    x.pointer + entry.row * c, gathered.pointer + index * c, rows: 1, width: c, weight: finalNormWeight.pointer,
-                    bias: finalNormBias.pointer, epsilon: config.layerNormEpsilon)
-            }
+            for (index, entry) in block.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
             tokenEmbedding.multiply(gathered.pointer, m: block.count, into: logits.pointer)
             for (index, entry) in block.enumerated() {
                 let rowLogits = UnsafeBufferPointer(start: logits.pointer + index * vocabulary, count: vocabulary)
                 let step = steps[entry.step]
                 if let eachRow = step.eachRow {
                     eachRow(entry.offset, rowLogits)
-                    if entry.offset == step.tokens.count - 1 { results[entry.step] = Array(rowLogits) }
+                    if entry.offset == step.tokens.count - 1 { rowsOut[entry.step] = Array(rowLogits) }
                 } else {
-                    results[entry.step] += rowLogits
+                    rowsOut[entry.step] += rowLogits
                 }
             }
         }
+        for entry in selected where entry.offset == steps[entry.step].tokens.count - 1 { results[entry.step] = .logits(rowsOut[entry.step]) }
         return results
     }
 }

@@ -103,15 +103,25 @@ public enum Sampler {
     /// Applies frequency and presence penalties for tokens already generated (OpenAI's formula:
     /// `logit[j] -= count[j] * frequency + (count[j] > 0) * presence`).
     public static func applyPenalties(_ logits: inout [Float], counts: [Int: Int], frequency: Double, presence: Double) {
-        guard frequency != 0 || presence != 0 else { return }
-        for (token, count) in counts where token < logits.count && count > 0 {
-            logits[token] -= Float(Double(count) * frequency + presence)
+        for (token, penalty) in penalties(counts: counts, frequency: frequency, presence: presence) where token < logits.count {
+            logits[token] -= penalty
         }
     }
 
+    /// What `applyPenalties` subtracts, per token (empty without penalties).
+    public static func penalties(counts: [Int: Int], frequency: Double, presence: Double) -> [Int: Float] {
+        guard frequency != 0 || presence != 0 else { return [:] }
+        var result: [Int: Float] = [:]
+        for (token, count) in counts where token >= 0 && count > 0 { result[token] = Float(Double(count) * frequency + presence) }
+        return result
+    }
+
+    /// Whether `sample` picks the most likely token (no randomness).
+    public static func isGreedy(_ parameters: SamplingParameters) -> Bool { parameters.temperature == 0 || parameters.topK == 1 }
+
     /// Picks the next token from (penalised) logits.
     public static func sample(_ logits: [Float], parameters: SamplingParameters, using random: inout SeededGenerator) -> Int {
-        if parameters.temperature == 0 || parameters.topK == 1 {
+        if isGreedy(parameters) {
             return argmax(logits)
         }
         let inverseTemperature = Float(1 / parameters.temperature)

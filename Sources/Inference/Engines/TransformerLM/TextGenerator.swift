@@ -406,11 +406,17 @@ struct Scheduler {
             let steps = stepping.map { sequence in
                 let wantsPrompt = !sequence.prefilled && sequence.job.request.parameters.echo && sequence.job.request.parameters.logprobs != nil
                 let base = sequence.promptDone
+                let parameters = sequence.job.request.parameters
+                // Greedy sequences without log-probabilities need only the top token.
+                let greedy = Sampler.isGreedy(parameters) && parameters.logprobs == nil
                 return GPT2Model.Step(
                     tokens: sequence.input, cache: sequence.cache, allLogits: wantsPrompt,
-                    eachRow: wantsPrompt ? { offset, row in self.recordPromptToken(sequence, after: base + offset, row) } : nil)
+                    eachRow: wantsPrompt ? { offset, row in self.recordPromptToken(sequence, after: base + offset, row) } : nil,
+                    greedy: greedy
+                        ? Sampler.penalties(counts: sequence.counts, frequency: parameters.frequencyPenalty, presence: parameters.presencePenalty)
+                        : nil)
             }
-            let logits = model.forward(steps)
+            let logits = model.decode(steps)
             var produced = 0
             for (index, sequence) in stepping.enumerated() {
                 let rows = logits[index]
@@ -444,12 +450,18 @@ struct Scheduler {
     }
 
     /// Samples one token for `sequence`, emits its text, and returns the sequence if it goes on.
-    private func advance(_ sequence: Sequence, logits raw: [Float]) -> Sequence? {
+    private func advance(_ sequence: Sequence, logits output: GPT2Model.Output) -> Sequence? {
         let job = sequence.job
         let parameters = job.request.parameters
-        var logits = raw
-        Sampler.applyPenalties(&logits, counts: sequence.counts, frequency: parameters.frequencyPenalty, presence: parameters.presencePenalty)
-        let token = Sampler.sample(logits, parameters: parameters, using: &sequence.random)
+        let raw = output.logits
+        let token: Int
+        if case .token(let chosen) = output {
+            token = chosen
+        } else {
+            var logits = raw
+            Sampler.applyPenalties(&logits, counts: sequence.counts, frequency: parameters.frequencyPenalty, presence: parameters.presencePenalty)
+            token = Sampler.sample(logits, parameters: parameters, using: &sequence.random)
+        }
         sequence.generated += 1
         sequence.counts[token, default: 0] += 1
 
