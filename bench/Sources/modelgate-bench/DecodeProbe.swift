@@ -35,15 +35,24 @@ enum DecodeProbe {
 enum BatchProbe {
     static func run(seconds: Double, sequences: Int = 16) throws {
         let model = try BenchModel.load()
-        print("loaded; decoding \(sequences) sequences (\(BenchModel.format))")
+        let fullHead = ProcessInfo.processInfo.environment["MODELGATE_PROBE_HEAD"] == "full"
+        print("loaded; decoding \(sequences) sequences (\(BenchModel.format), \(fullHead ? "full head" : "greedy steps"))")
         let start = Date()
         var steps = 0
         while Date().timeIntervalSince(start) < seconds {
             // Short contexts, as in serving: restart every 80 tokens.
             let caches = (0..<sequences).map { _ in model.makeCache(capacity: 128) }
-            var logits = model.forward(caches.enumerated().map { .init(tokens: [1, 2, 3, $0.offset], cache: $0.element) })
+            var next = model.forward(caches.enumerated().map { .init(tokens: [1, 2, 3, $0.offset], cache: $0.element) }).map(Sampler.argmax)
             while caches[0].length < 84 {
-                logits = model.forward(zip(caches, logits).map { .init(tokens: [Sampler.argmax($0.1)], cache: $0.0) })
+                // Greedy steps (the bounded head) unless MODELGATE_PROBE_HEAD=full.
+                if fullHead {
+                    next = model.forward(zip(caches, next).map { .init(tokens: [$0.1], cache: $0.0) }).map(Sampler.argmax)
+                } else {
+                    next = model.decode(zip(caches, next).map { .init(tokens: [$0.1], cache: $0.0, greedy: [:]) }).map {
+                        if case .token(let token) = $0 { return token }
+                        return 0
+                    }
+                }
                 steps += 1
             }
         }

@@ -39,17 +39,30 @@ struct GPT2Benchmark {
         }
         let decodeRate = Double(decoded) / Date().timeIntervalSince(decodeStart)
 
+        // The same through greedy steps: the bounded int8 copy of the head.
+        let greedyCache = model.makeCache(capacity: 1024)
+        var token = Sampler.argmax(model.forward([.init(tokens: Array(prompt.prefix(16)), cache: greedyCache)])[0])
+        var greedyDecoded = 0
+        let greedyStart = Date()
+        while Date().timeIntervalSince(greedyStart) < seconds / 3 && greedyCache.length < 1000 {
+            if case .token(let next) = model.decode([.init(tokens: [token], cache: greedyCache, greedy: [:])])[0] { token = next }
+            greedyDecoded += 1
+        }
+        let greedyRate = Double(greedyDecoded) / Date().timeIntervalSince(greedyStart)
+        let greedyBytes = model.greedyWeightBytesPerToken ?? model.weightBytesPerToken
+
         // Concurrency through the scheduler (greedy, 64 new tokens each).
         let tokenizer = GPT2Tokenizer(vocabulary: ["<|endoftext|>": 50256], merges: [])
         let generator = TextGenerator(model: model, tokenizer: tokenizer, maxBatch: 32)
         var concurrent: [String: Double] = [:]
-        for streams in [1, 4, 16] {
+        for (streams, sampling) in [(1, false), (4, false), (16, false), (16, true)] {
             let start = Date()
             let total = try await withThrowingTaskGroup(of: Int.self) { group in
                 for index in 0..<streams {
                     group.addTask {
                         var parameters = SamplingParameters()
-                        parameters.temperature = 0
+                        parameters.temperature = sampling ? 1 : 0  // sampling: the whole head, every token
+                        parameters.seed = UInt64(index)
                         parameters.maxTokens = 64
                         var count = 0
                         let request = GenerationRequest(prompt: Array(prompt.prefix(8 + index)), parameters: parameters)
@@ -61,7 +74,7 @@ struct GPT2Benchmark {
                 }
                 return try await group.reduce(0, +)
             }
-            concurrent["concurrent_\(streams)_tokens_per_second"] = Double(total) / Date().timeIntervalSince(start)
+            concurrent["concurrent_\(streams)\(sampling ? "_sampling" : "")_tokens_per_second"] = Double(total) / Date().timeIntervalSince(start)
         }
         generator.shutdown()
 
@@ -74,6 +87,11 @@ struct GPT2Benchmark {
             "measured_read_bandwidth_GBps": (bandwidth / 1e9 * 10).rounded() / 10,
             "bandwidth_ceiling_tokens_per_second": (ceiling * 10).rounded() / 10,
             "ratio_decode_vs_ceiling": (decodeRate / ceiling * 100).rounded() / 100,
+            "greedy_decode_batch1_tokens_per_second": (greedyRate * 10).rounded() / 10,
+            "greedy_weight_bytes_per_token": greedyBytes,
+            "greedy_bandwidth_ceiling_tokens_per_second": (bandwidth / Double(greedyBytes) * 10).rounded() / 10,
+            "ratio_greedy_decode_vs_ceiling": (greedyRate / (bandwidth / Double(greedyBytes)) * 100).rounded() / 100,
+            "ratio_greedy_vs_full_head_decode": (greedyRate / decodeRate * 100).rounded() / 100,
         ]
         for (key, value) in concurrent { report[key] = Int(value) }
 

@@ -104,6 +104,11 @@ public final class GPT2Model: Sendable {
         return matrices + tokenEmbedding.byteCount + vectors
     }
 
+    /// The same for a greedy step, which reads the head's int8 copy instead (nil without it).
+    public var greedyWeightBytesPerToken: Int? {
+        greedyHead.map { weightBytesPerToken - tokenEmbedding.byteCount + $0.byteCount }
+    }
+
     // MARK: Forward
 
     /// One sequence's attention in a step: its cache and its rows.
