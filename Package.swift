@@ -45,8 +45,9 @@ let package = Package(
         // Our own C: the AVX512-BF16 instructions of bf16 products, which Swift cannot spell,
         // compiled per function for that extension and chosen at run time.
         .target(name: "CBFloat16", cSettings: [.unsafeFlags(["-O3"])]),
-        // The same for AVX512-VNNI's int8 dot products (the greedy head's approximate copy).
-        .target(name: "CInt8", cSettings: [.unsafeFlags(["-O3"])]),
+        // The same for the AVX-512 kernels: int8 dot products (VNNI) for the greedy head's approximate
+        // copy, and float32 products on 512-bit registers.
+        .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
 
         // MARK: Foundations
         .target(
@@ -81,7 +82,7 @@ let package = Package(
         // debug builds (tests run real models), for a CPU with AVX2 and FMA.
         .target(
             name: "Inference",
-            dependencies: ["CBLAS", "CTurboJPEG", "CPNG", "CPrefetch", "CBFloat16", "CInt8"],
+            dependencies: ["CBLAS", "CTurboJPEG", "CPNG", "CPrefetch", "CBFloat16", "CKernels"],
             swiftSettings: inferenceSettings
         ),
         // Plain SQL migrations, embedded into the binary so it runs from any directory.
@@ -165,7 +166,7 @@ let package = Package(
         ),
         .testTarget(
             name: "InferenceTests",
-            dependencies: ["Inference", "TestSupport", "CInt8"],
+            dependencies: ["Inference", "TestSupport", "CKernels"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

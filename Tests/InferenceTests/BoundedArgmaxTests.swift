@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import CInt8
+import CKernels
 import TestSupport
 
 @testable import Inference

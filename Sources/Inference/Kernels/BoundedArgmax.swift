@@ -1,5 +1,5 @@
 import Foundation
-import CInt8
+import CKernels
 
 /// The column of `x · W` with the largest value, for rows x of a packed matrix `W[K, N]` (an
 /// output head: greedy decoding), found exactly while reading a quarter of W's bytes.

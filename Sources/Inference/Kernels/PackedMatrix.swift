@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import CBFloat16
+import CKernels
 import CPrefetch
 
 /// A weight matrix `W[K, N]` stored in panels of 16 columns (`panel[p][k][0..<16]`), so that a
@@ -102,21 +103,33 @@ public final class PackedMatrix: @unchecked Sendable {
     }
 
     /// `multiply` with rows of X `ldx` floats apart and rows of Y `ldy` apart. `native: false`
-    /// keeps bf16 products off the CPU's bfloat16 instructions (tests compare both).
+    /// keeps bf16 products off the CPU's bfloat16 instructions, `wide: false` f32 products off
+    /// the AVX-512 kernel (tests compare both).
     func multiply(
         _ x: UnsafePointer<Float>, m: Int, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int,
-        bias: UnsafePointer<Float>? = nil, accumulate: Bool = false, native: Bool = true
+        bias: UnsafePointer<Float>? = nil, accumulate: Bool = false, native: Bool = true, wide: Bool = true
     ) {
         if native && usesNativeBF16(m: m) { return multiplyNative(x, m: m, ldx: ldx, into: y, ldy: ldy, bias: bias, accumulate: accumulate) }
         let chunks = Chunks(m: m, of: self)
+        // X packed once for the AVX-512 kernel, in blocks of 16 rows (row tiles start on one).
+        let packed = wide && usesWideF32(m: m) ? UnsafeMutablePointer<Float>.allocate(capacity: (m + 15) / 16 * 16 * rows) : nil
+        defer { packed?.deallocate() }
+        if let packed { mg_f32_pack_rows(x, ldx, Int32(m), Int32(rows), packed) }
         // The threads write disjoint parts of y and only read x, bias and the panels.
         nonisolated(unsafe) let x = x
         nonisolated(unsafe) let y = y
         nonisolated(unsafe) let bias = bias
+        nonisolated(unsafe) let packedRows = packed.map { UnsafePointer($0) }
+        let k = rows
         ComputeThreads.run(threads: chunks.threads, chunks: chunks.count) { index in
             let (panels, row, rows) = chunks[index]
-            self.multiplyPanels(panels, x + row * ldx, rows, y + row * ldy, bias, accumulate, ldx, ldy)
+            self.multiplyPanels(panels, x + row * ldx, rows, y + row * ldy, bias, accumulate, ldx, ldy, packed: packedRows.map { $0 + row * k })
         }
+    }
+
+    /// Whether an f32 product of `m` rows runs on the AVX-512 kernel.
+    func usesWideF32(m: Int) -> Bool {
+        format == .f32 && m >= Self.wideRows && Self.wideAvailable && Self.wideEnabled.load(ordering: .relaxed)
     }
 
     /// How a product's work is cut into (panel range x row tile) chunks, handed out in order:
@@ -215,13 +228,38 @@ public final class PackedMatrix: @unchecked Sendable {
     /// Rows per chunk when a product has many (a multiple of the 6-row micro-kernel).
     static let rowTile = 192
 
+    /// `packed`: X from mg_f32_pack_rows (f32 only), for the AVX-512 kernel; nil for the Swift blocks.
     private func multiplyPanels(
         _ range: Range<Int>, _ x: UnsafePointer<Float>, _ m: Int, _ y: UnsafeMutablePointer<Float>,
-        _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ ldx: Int, _ ldy: Int
+        _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ ldx: Int, _ ldy: Int, packed: UnsafePointer<Float>? = nil
     ) {
         switch format {
-        case .f32: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, F32Panel.self)
+        case .f32:
+            if let packed { return multiplyWide(range, packed, m, y, bias, accumulate, ldy) }
+            multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, F32Panel.self)
         case .bf16: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, BF16Panel.self)
+        }
+    }
+
+    /// The AVX-512 kernel's walk: each panel in slices (as the Swift blocks take them), every row.
+    private func multiplyWide(
+        _ range: Range<Int>, _ packed: UnsafePointer<Float>, _ m: Int, _ y: UnsafeMutablePointer<Float>,
+        _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ ldy: Int
+    ) {
+        let k = rows
+        let slice = m > 6 && k > 2 * Self.kSlice ? Self.kSlice : k
+        for panel in range {
+            let column = panel * Self.panelWidth
+            let w = (storage + panel * k * Self.panelWidth * 4).assumingMemoryBound(to: Float.self)
+            var kStart = 0
+            while kStart < k {
+                let kCount = min(slice, k - kStart)
+                let first = kStart == 0
+                mg_f32_panel_rows(
+                    w + kStart * Self.panelWidth, Int32(kCount), packed + kStart * 16, Int32(k), Int32(m), y + column, ldy,
+                    Int32(min(Self.panelWidth, columns - column)), first ? bias.map { $0 + column } : nil, !first || accumulate ? 1 : 0)
+                kStart += kCount
+            }
         }
     }
 
@@ -282,6 +320,13 @@ public final class PackedMatrix: @unchecked Sendable {
             }
         }
     }
+
+    /// Rows from which float32 products run on AVX-512 (`mg_f32_panel_rows`: up to 16 rows a
+    /// block), where the CPU has it; `MODELGATE_F32_WIDE=0` keeps them on the Swift blocks.
+    static let wideRows = 4
+    static let wideAvailable = mg_f32_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_F32_WIDE"] != "0"
+    /// Off: the Swift blocks even where AVX-512 is there (benchmarks compare both in one process).
+    public static let wideEnabled = Atomic(true)
 
     static let kSlice = 1024
     static let streamedBytes = 1 << 20

@@ -117,3 +117,48 @@ enum GreedyProbe {
         print("greedy rows \(statistics.rows): \(Double(statistics.candidates) / Double(max(1, statistics.rows))) columns exact per row, \(statistics.fullRows) whole rows")
     }
 }
+
+/// float32 products on the AVX-512 kernel against the Swift blocks, alternating in one
+/// process: 16 sequences decoding (greedy steps and the full head) and 128-token prompts.
+enum WideProbe {
+    static func run(rounds: Int = 5) throws {
+        let model = try BenchModel.load()
+        let prompt = (0..<128).map { ($0 * 7919) % 50257 }
+        func decode(greedy: Bool) -> Double {
+            let caches = (0..<16).map { _ in model.makeCache(capacity: 128) }
+            var next = model.forward(caches.enumerated().map { .init(tokens: [1, 2, 3, $0.offset], cache: $0.element) }).map(Sampler.argmax)
+            let start = Date()
+            for _ in 0..<24 {
+                if greedy {
+                    next = model.decode(zip(caches, next).map { .init(tokens: [$0.1], cache: $0.0, greedy: [:]) }).map {
+                        if case .token(let token) = $0 { return token }
+                        return 0
+                    }
+                } else {
+                    next = model.forward(zip(caches, next).map { .init(tokens: [$0.1], cache: $0.0) }).map(Sampler.argmax)
+                }
+            }
+            return 24 * 16 / Date().timeIntervalSince(start)
+        }
+        func prefill() -> Double {
+            let start = Date()
+            for _ in 0..<3 { _ = model.forward([.init(tokens: prompt, cache: model.makeCache(capacity: 256))]) }
+            return 3 * 128 / Date().timeIntervalSince(start)
+        }
+        var results: [String: [Bool: [Double]]] = [:]
+        for round in 0..<(2 * rounds) {
+            let wide = round % 2 == 0
+            PackedMatrix.wideEnabled.store(wide, ordering: .relaxed)
+            results["16 greedy", default: [:]][wide, default: []].append(decode(greedy: true))
+            results["16 full head", default: [:]][wide, default: []].append(decode(greedy: false))
+            results["prefill 128", default: [:]][wide, default: []].append(prefill())
+        }
+        PackedMatrix.wideEnabled.store(true, ordering: .relaxed)
+        for (name, byWide) in results.sorted(by: { $0.key < $1.key }) {
+            let (on, off) = (byWide[true] ?? [], byWide[false] ?? [])
+            func show(_ values: [Double]) -> String { values.map { String(format: "%.0f", $0) }.joined(separator: " ") }
+            let ratios = zip(on, off).map { String(format: "%.2f", $0 / $1) }.joined(separator: " ")
+            print("\(name): AVX-512 \(show(on)) tok/s; Swift blocks \(show(off)) tok/s; ratios \(ratios)")
+        }
+    }
+}

@@ -16,6 +16,7 @@ enum PackedProbe {
         for (copies, label) in [(24, "streamed"), (1, "resident")] {
             for m in [1, 4, 8, 16, 32, 128] {
                 let x = FloatBuffer(count: m * k)
+                for i in 0..<(m * k) { x[i] = Float(i % 13) * 0.1 - 0.6 }
                 let y = FloatBuffer(count: m * n)
                 let iterations = 96
                 let start = Date()

@@ -1,0 +1,78 @@
+#include "mg_f32.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define MG_TARGET __attribute__((target("avx512f")))
+
+int mg_f32_available(void) {
+    static int state = -1;
+    if (state < 0) {
+        __builtin_cpu_init();
+        state = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return state;
+}
+
+/// `rows` (1 ... 16) rows against the panel slice: one accumulator a row, the panel row loaded
+/// once for all of them, each x broadcast into its multiply-add from the one line of packed X
+/// that holds step i's 16 rows. The panel is read front to back; the lines 24 rows ahead are
+/// fetched meanwhile (the next panel follows the last row in memory). Measured on the packed
+/// probe, streamed m 16: 12 rows ahead 151-152 GFLOP/s, 24 168-178, 48 162.
+static inline __attribute__((always_inline)) MG_TARGET void block(
+    const float *w, int k, const float *x, int rows, float *y, long ldy, int count, const float *bias, int accumulate) {
+    __m512 sum[16];
+    for (int r = 0; r < 16; r++) sum[r] = _mm512_setzero_ps();
+    for (int i = 0; i < k; i++) {
+        _mm_prefetch((const char *)(w + (long)(i + 24) * 16), _MM_HINT_T0);
+        __m512 row = _mm512_loadu_ps(w + (long)i * 16);
+        for (int r = 0; r < 16; r++)
+            if (r < rows) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(long)i * 16 + r]), row, sum[r]);
+    }
+    __mmask16 mask = count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << count) - 1);
+    __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias) : _mm512_setzero_ps();
+    for (int r = 0; r < 16; r++) {
+        if (r >= rows) continue;
+        __m512 value = sum[r];
+        if (bias) value = _mm512_add_ps(value, b);
+        if (accumulate) value = _mm512_add_ps(value, _mm512_maskz_loadu_ps(mask, y + r * ldy));
+        _mm512_mask_storeu_ps(y + r * ldy, mask, value);
+    }
+}
+
+MG_TARGET void mg_f32_pack_rows(const float *x, long ldx, int m, int k, float *out) {
+    int blocks = (m + 15) / 16;
+    for (int b = 0; b < blocks; b++) {
+        float *target = out + (long)b * k * 16;
+        int rows = m - 16 * b < 16 ? m - 16 * b : 16;
+        for (int i = 0; i < k; i++) {
+            for (int r = 0; r < 16; r++) target[(long)i * 16 + r] = r < rows ? x[(long)(16 * b + r) * ldx + i] : 0;
+        }
+    }
+}
+
+MG_TARGET void mg_f32_panel_rows(
+    const float *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
+    int accumulate) {
+    for (int r = 0; r < m; r += 16) {
+        const float *xs = packed + (long)(r / 16) * k_total * 16;
+        float *ys = y + r * ldy;
+        switch (m - r < 16 ? m - r : 16) {
+#define ROWS(n) case n: block(w, k, xs, n, ys, ldy, count, bias, accumulate); break;
+            ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8)
+            ROWS(9) ROWS(10) ROWS(11) ROWS(12) ROWS(13) ROWS(14) ROWS(15) ROWS(16)
+#undef ROWS
+            default: break;
+        }
+    }
+}
+
+#else
+
+int mg_f32_available(void) { return 0; }
+void mg_f32_pack_rows(const float *x, long ldx, int m, int k, float *out) {}
+void mg_f32_panel_rows(
+    const float *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
+    int accumulate) {}
+
+#endif
