@@ -26,6 +26,11 @@ def rows(records):
         elif kind == "gpt2_124m_f32":
             yield ("GPT-2 124M decode, batch 1", r["decode_batch1_tokens_per_second"], "tok/s",
                    "memory-bandwidth ceiling", r["bandwidth_ceiling_tokens_per_second"])
+            if "greedy_decode_batch1_tokens_per_second" in r:
+                yield ("GPT-2 124M greedy decode, batch 1 (bounded int8 head)", r["greedy_decode_batch1_tokens_per_second"], "tok/s",
+                       "its memory-bandwidth ceiling", r["greedy_bandwidth_ceiling_tokens_per_second"])
+                yield ("GPT-2 124M greedy decode, batch 1 (bounded int8 head)", r["greedy_decode_batch1_tokens_per_second"], "tok/s",
+                       "decode, batch 1 (whole head)", r["decode_batch1_tokens_per_second"])
             for baseline in llamacpp:
                 rounds, precision = baseline["rounds"], baseline["benchmark"].rsplit("_", 1)[1]
                 for what, test, key in (("decode, batch 1", "tg128", "decode_batch1_tokens_per_second"),
@@ -33,11 +38,18 @@ def rows(records):
                     ratios = baseline[("decode" if test == "tg128" else "prefill") + "_ratios"]
                     yield (f"GPT-2 124M {precision} {what} ({test}, median of {rounds})", baseline["ours_" + key], "tok/s",
                            f"llama.cpp {precision}, same weights, alternating (rounds {min(ratios)}-{max(ratios)}x)", baseline[key])
-            concurrent = [(int(key.split("_")[1]), value) for key, value in r.items()
+                if "greedy_decode_ratios" in baseline:
+                    ratios = baseline["greedy_decode_ratios"]
+                    yield (f"GPT-2 124M {precision} greedy decode, bounded head (tg128 tokens, median of {rounds})",
+                           baseline["ours_greedy_decode_batch1_tokens_per_second"], "tok/s",
+                           f"llama.cpp {precision} tg128 (every logit), alternating (rounds {min(ratios)}-{max(ratios)}x)",
+                           baseline["decode_batch1_tokens_per_second"])
+            concurrent = [(int(key.split("_")[1]), "_sampling_" in key, value) for key, value in r.items()
                           if key.startswith("concurrent_") and key.endswith("_tokens_per_second")]
-            for streams, value in sorted(concurrent):
+            for streams, sampling, value in sorted(concurrent):
                 if streams > 1:
-                    yield (f"GPT-2 124M, {streams} concurrent streams", value, "tok/s",
+                    what = "sampling (temperature 1)" if sampling else "greedy"
+                    yield (f"GPT-2 124M, {streams} concurrent streams, {what}", value, "tok/s",
                            "decode, batch 1", r["decode_batch1_tokens_per_second"])
         elif kind == "resnet":
             yield (f"{r['model']}, batch {r['batch']}", r["images_per_second"], "img/s",

@@ -2,7 +2,8 @@ import Foundation
 import Inference
 
 /// The gpt2 benchmark's weights measured the way llama-bench measures: tg128 (128 tokens
-/// decoded one at a time from an empty context) and pp128 (a 128-token prompt in one pass),
+/// decoded one at a time from an empty context, every logit computed; then the same through
+/// greedy steps, the bounded head) and pp128 (a 128-token prompt in one pass),
 /// after a warm-up, with MODELGATE_WEIGHT_FORMAT's weights (f32 unless bf16). One JSON line;
 /// bench/llamacpp.sh alternates it with llama-bench.
 enum LlamaBenchShape {
@@ -17,6 +18,15 @@ enum LlamaBenchShape {
             for _ in 0..<128 { token = Sampler.argmax(model.forward([.init(tokens: [token], cache: cache)])[0]) }
             return 128 / Date().timeIntervalSince(start)
         }
+        func generateGreedy() -> Double {
+            let cache = model.makeCache(capacity: 1024)
+            var token = 0
+            let start = Date()
+            for _ in 0..<128 {
+                if case .token(let next) = model.decode([.init(tokens: [token], cache: cache, greedy: [:])])[0] { token = next }
+            }
+            return 128 / Date().timeIntervalSince(start)
+        }
         func process() -> Double {
             let start = Date()
             _ = model.forward([.init(tokens: prompt, cache: model.makeCache(capacity: 1024))])
@@ -25,7 +35,9 @@ enum LlamaBenchShape {
         _ = process()
         let prefill = process()
         let decode = generate()
+        let greedy = generateGreedy()
         printJSON(["benchmark": "modelgate_tg128_pp128", "format": format.rawValue, "decode_batch1_tokens_per_second": (decode * 10).rounded() / 10,
-                   "prefill_128_tokens_per_second": (prefill * 10).rounded() / 10])
+                   "prefill_128_tokens_per_second": (prefill * 10).rounded() / 10,
+                   "greedy_decode_batch1_tokens_per_second": (greedy * 10).rounded() / 10])
     }
 }
