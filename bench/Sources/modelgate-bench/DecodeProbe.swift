@@ -162,3 +162,38 @@ enum WideProbe {
         }
     }
 }
+
+/// 16 streams through the scheduler (`TextGenerator`), sampling at temperature 1 unless
+/// MODELGATE_PROBE_GREEDY=1, for profiling what a served step costs beyond the model.
+enum StreamsProbe {
+    static func run(seconds: Double, streams: Int = 16) async throws {
+        let model = try BenchModel.load()
+        let greedy = ProcessInfo.processInfo.environment["MODELGATE_PROBE_GREEDY"] == "1"
+        let tokenizer = GPT2Tokenizer(vocabulary: ["<|endoftext|>": 50256], merges: [])
+        let generator = TextGenerator(model: model, tokenizer: tokenizer, maxBatch: 32)
+        print("loaded; \(streams) streams, \(greedy ? "greedy" : "sampling")")
+        let start = Date()
+        var total = 0
+        while Date().timeIntervalSince(start) < seconds {
+            total += try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<streams {
+                    group.addTask {
+                        var parameters = SamplingParameters()
+                        parameters.temperature = greedy ? 0 : 1
+                        parameters.seed = UInt64(index)
+                        parameters.maxTokens = 64
+                        var count = 0
+                        let request = GenerationRequest(prompt: (0..<(8 + index)).map { ($0 * 7919) % 50000 }, parameters: parameters)
+                        for try await event in try generator.generate(request) {
+                            if case .delta(_, _, let tokens) = event { count += tokens.count }
+                        }
+                        return count
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+        }
+        generator.shutdown()
+        print("\(streams) streams: \(Double(total) / Date().timeIntervalSince(start)) tok/s")
+    }
+}

@@ -25,6 +25,8 @@ case "gemv":
     GemvProbe.run()
 case "decode":
     try DecodeProbe.run(seconds: seconds)
+case "streams":
+    try await StreamsProbe.run(seconds: seconds)
 case "wide":
     try WideProbe.run()
 case "greedy":
