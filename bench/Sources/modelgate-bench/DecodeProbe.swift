@@ -23,8 +23,16 @@ enum DecodeProbe {
         print("loaded; decoding")
         let start = Date()
         var count = 0
+        // Greedy steps (the bounded head) with MODELGATE_PROBE_GREEDY=1.
+        let greedy = ProcessInfo.processInfo.environment["MODELGATE_PROBE_GREEDY"] == "1"
+        var token = Sampler.argmax(logits)
         while Date().timeIntervalSince(start) < seconds && cache.length < 1000 {
-            logits = model.forward([.init(tokens: [Sampler.argmax(logits)], cache: cache)])[0]
+            if greedy {
+                if case .token(let next) = model.decode([.init(tokens: [token], cache: cache, greedy: [:])])[0] { token = next }
+            } else {
+                logits = model.forward([.init(tokens: [token], cache: cache)])[0]
+                token = Sampler.argmax(logits)
+            }
             count += 1
         }
         print("decode \(Double(count) / Date().timeIntervalSince(start)) tok/s")
