@@ -215,9 +215,34 @@ MG_TARGET int mg_int8_candidates(
     return found;
 }
 
+MG_TARGET void mg_int8_upper_bounds(
+    float *a, int n, const float *w_norm, const float *w_error, float x_error, float x_norm, const int32_t *adjust_index,
+    const float *adjust_value, int adjust_count) {
+    const float slack = 0x1p-12f, widen = 1 + 0x1p-12f;  // as in mg_int8_candidates
+    float adjusted[adjust_count > 0 ? adjust_count : 1];
+    for (int i = 0; i < adjust_count; i++) {
+        int j = adjust_index[i];
+        float before = a[j], value = before - adjust_value[i];
+        adjusted[i] = value + (slack * (fabsf(before) + fabsf(adjust_value[i]) + fabsf(value)) + x_error * w_norm[j] + x_norm * w_error[j]) * widen;
+    }
+    const __m512 s = _mm512_set1_ps(slack), wd = _mm512_set1_ps(widen), xe = _mm512_set1_ps(x_error), xn = _mm512_set1_ps(x_norm);
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_loadu_ps(a + j);
+        __m512 margin = _mm512_mul_ps(_mm512_fmadd_ps(s, _mm512_abs_ps(v),
+            _mm512_fmadd_ps(xe, _mm512_loadu_ps(w_norm + j), _mm512_mul_ps(xn, _mm512_loadu_ps(w_error + j)))), wd);
+        _mm512_storeu_ps(a + j, _mm512_add_ps(v, margin));
+    }
+    for (; j < n; j++) a[j] += (slack * fabsf(a[j]) + x_error * w_norm[j] + x_norm * w_error[j]) * widen;
+    for (int i = 0; i < adjust_count; i++) a[adjust_index[i]] = adjusted[i];
+}
+
 #else
 
 int mg_int8_available(void) { return 0; }
+void mg_int8_upper_bounds(
+    float *a, int n, const float *w_norm, const float *w_error, float x_error, float x_norm, const int32_t *adjust_index,
+    const float *adjust_value, int adjust_count) {}
 void mg_int8_panels_product(
     const uint8_t *xq, int m, int k4, const int8_t *panels, const int32_t *colsum, const float *wscale, const float *xscale,
     int first, int last, float *a, long lda) {}

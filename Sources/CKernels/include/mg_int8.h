@@ -37,6 +37,12 @@ int mg_int8_candidates(
     float *a, int n, const float *w_norm, const float *w_error, float x_error, float x_norm, const int32_t *adjust_index,
     const float *adjust_value, int adjust_count, int32_t *out, int capacity);
 
+/// Each value's upper bound, in place: a[j] becomes a[j] (less its adjustment) plus the margin
+/// mg_int8_candidates allows it.
+void mg_int8_upper_bounds(
+    float *a, int n, const float *w_norm, const float *w_error, float x_error, float x_norm, const int32_t *adjust_index,
+    const float *adjust_value, int adjust_count);
+
 /// The same product, one byte at a time (for tests, and CPUs without VNNI).
 void mg_int8_panels_product_reference(
     const uint8_t *xq, int m, int k4, const int8_t *panels, const int32_t *colsum, const float *wscale, const float *xscale,

@@ -93,17 +93,48 @@ final class BoundedArgmax: @unchecked Sendable {
     /// Bytes read per product (the int8 copy).
     var byteCount: Int { panels * k4 * PackedMatrix.panelWidth }
 
-    /// What `argmax` did for its rows: columns computed exactly, and rows that needed them all.
+    /// What `choose` did for its rows: columns computed exactly, rows that needed them all, and
+    /// the sampling rows' proposals.
     struct Statistics {
-        var rows = 0, candidates = 0, fullRows = 0
+        var rows = 0, candidates = 0, fullRows = 0, proposals = 0
     }
 
-    /// For each of the `m` rows of x (`ldx` floats apart): the column j with the largest
-    /// `(x · W)[j] - adjustments[row][j]` (penalties, subtracted in float as
-    /// `Sampler.applyPenalties` does), ties going to the lowest column.
+    /// What a row wants: its top column, or a draw from the softmax of its values at a temperature
+    /// (`uniform` gives numbers in [0, 1)); both after subtracting penalties, in float, as
+    /// `Sampler.applyPenalties` does.
+    enum Choice {
+        case greedy(penalties: [Int: Float])
+        case sample(temperature: Double, penalties: [Int: Float], uniform: () -> Double)
+
+        var penalties: [Int: Float] {
+            switch self {
+            case .greedy(let penalties), .sample(_, let penalties, _): return penalties
+            }
+        }
+    }
+
+    /// Proposals a sampling row draws at most before it computes its whole row.
+    static let proposalLimit = 64
+
+    /// `choose` with every row greedy: the column j with the largest `(x · W)[j] -
+    /// adjustments[row][j]`, ties going to the lowest column.
     func argmax(
         _ x: UnsafePointer<Float>, m: Int, ldx: Int, adjustments: [[Int: Float]], statistics: inout Statistics,
         reference: Bool = false
+    ) -> [Int] {
+        choose(x, m: m, ldx: ldx, rows: (0..<m).map { .greedy(penalties: adjustments.indices.contains($0) ? adjustments[$0] : [:]) },
+               statistics: &statistics, reference: reference)
+    }
+
+    /// For each of the `m` rows of x (`ldx` floats apart), the column its choice picks.
+    ///
+    /// A greedy row computes exactly only the columns whose upper bound reaches the best lower
+    /// bound, and picks the one a full product would. A sampling row draws from the softmax of
+    /// its upper bounds, then keeps the draw j with probability `exp((v_j - upper_j) / T)` for
+    /// its exact value v_j, else draws again: rejection sampling, whose kept draws follow the
+    /// softmax of the exact values exactly (the upper bounds only set how often a draw is kept).
+    func choose(
+        _ x: UnsafePointer<Float>, m: Int, ldx: Int, rows choices: [Choice], statistics: inout Statistics, reference: Bool = false
     ) -> [Int] {
         let k = matrix.rows, n = matrix.columns, width = PackedMatrix.panelWidth, padded = panels * width
         let xq = UnsafeMutablePointer<UInt8>.allocate(capacity: m * k4)
@@ -126,54 +157,101 @@ final class BoundedArgmax: @unchecked Sendable {
             product(source, Int32(m), Int32(k4), quantized, sums, scales, xScaleValues, Int32(first), Int32(last), target, padded)
         }
 
-        // Per row: the candidates, computed exactly (a panel at a time, as the full product does).
         let gamma = Float(k) * Float.ulpOfOne / 2 * 1.01  // float32 summation of K products
         let exact = FloatBuffer(count: padded, zeroed: false)
         var candidates = [Int32](repeating: 0, count: Self.candidateLimit)
         var chosen: [Int] = []
         for r in 0..<m {
             let row = x + r * ldx
-            let penalties = adjustments.indices.contains(r) ? adjustments[r].filter { $0.key >= 0 && $0.key < n } : [:]
+            let choice = choices.indices.contains(r) ? choices[r] : .greedy(penalties: [:])
+            let penalties = choice.penalties.filter { $0.key >= 0 && $0.key < n }
+            let indices = penalties.keys.map { Int32($0) }, values = indices.map { penalties[Int($0)] ?? 0 }
             let (xNorm, xError, xKept) = (xNorms[3 * r], xNorms[3 * r + 1], xNorms[3 * r + 2])
+            let bound = (xError + gamma * xNorm) * (1 + 0x1p-20)
+            let approximations = approximate.pointer + r * padded
             statistics.rows += 1
-            var count = -1
-            if xNorm.isFinite {
-                let indices = penalties.keys.map { Int32($0) }, values = indices.map { penalties[Int($0)] ?? 0 }
-                let bound = (xError + gamma * xNorm) * (1 + 0x1p-20)
-                count = Int(mg_int8_candidates(
-                    approximate.pointer + r * padded, Int32(n), norms, errors, bound, xKept, indices, values, Int32(indices.count),
-                    &candidates, Int32(Self.candidateLimit)))
-            }
-            var best = 0  // as Sampler.argmax: the first of the largest, 0 when none is above -inf
-            var bestValue = -Float.infinity
-            func consider(_ j: Int) {
-                var value = exact.pointer[j]
-                if let penalty = penalties[j] { value -= penalty }
-                if value > bestValue {
-                    best = j
-                    bestValue = value
-                }
-            }
-            if count >= 1 && count <= Self.candidateLimit {
-                var panel = -1
-                for index in 0..<count {
-                    let j = Int(candidates[index])
-                    if j / width != panel {
-                        panel = j / width
-                        matrix.multiplyPanel(panel, row, into: exact.pointer)
-                    }
-                    consider(j)
-                }
-                statistics.candidates += count
-            } else {
-                // Bounds too loose to help (or a row that is not finite): the whole row.
+            // A row's whole exact values, penalties subtracted (bounds too loose to help, or a
+            // row that is not finite).
+            func wholeRow() -> [Float] {
                 matrix.multiply(row, m: 1, ldx: ldx, into: exact.pointer, ldy: padded)
-                for j in 0..<n { consider(j) }
+                var logits = Array(UnsafeBufferPointer(start: exact.pointer, count: n))
+                for (token, penalty) in penalties { logits[token] -= penalty }
                 statistics.fullRows += 1
                 statistics.candidates += n
+                return logits
             }
-            chosen.append(best)
+            var panel = -1
+            func exactValue(_ j: Int) -> Float {  // as the full product computes it, less its penalty
+                if j / width != panel {
+                    panel = j / width
+                    matrix.multiplyPanel(panel, row, into: exact.pointer)
+                    statistics.candidates += width
+                }
+                return exact.pointer[j] - (penalties[j] ?? 0)
+            }
+            switch choice {
+            case .greedy:
+                var count = -1
+                if xNorm.isFinite {
+                    count = Int(mg_int8_candidates(
+                        approximations, Int32(n), norms, errors, bound, xKept, indices, values, Int32(indices.count), &candidates,
+                        Int32(Self.candidateLimit)))
+                }
+                guard count >= 1 && count <= Self.candidateLimit else {
+                    chosen.append(Sampler.argmax(wholeRow()))
+                    continue
+                }
+                var best = 0  // as Sampler.argmax: the first of the largest
+                var bestValue = -Float.infinity
+                for index in 0..<count {
+                    let j = Int(candidates[index])
+                    let value = exactValue(j)
+                    if value > bestValue {
+                        best = j
+                        bestValue = value
+                    }
+                }
+                chosen.append(best)
+            case .sample(let temperature, _, let uniform):
+                var token: Int?
+                if xNorm.isFinite {
+                    mg_int8_upper_bounds(approximations, Int32(n), norms, errors, bound, xKept, indices, values, Int32(indices.count))
+                    let upper = Array(UnsafeBufferPointer(start: approximations, count: n))
+                    let (drawn, proposals) = Self.rejectionSample(upper, temperature: temperature, uniform: uniform, exact: exactValue)
+                    token = drawn
+                    statistics.proposals += proposals
+                }
+                chosen.append(token ?? Sampler.draw(wholeRow(), temperature: temperature, uniform: uniform))
+            }
         }
         return chosen
+    }
+
+    /// Draws from the softmax of the upper bounds and keeps a draw with probability
+    /// `exp((exact - upper) / T)`; nil after `proposalLimit` draws kept none (or bounds that are
+    /// not finite), for the caller to draw from the whole row. Also: how many draws it took.
+    private static func rejectionSample(
+        _ upper: [Float], temperature: Double, uniform: () -> Double, exact: (Int) -> Float
+    ) -> (token: Int?, proposals: Int) {
+        let weights = Sampler.exponentials(upper, scale: Float(1 / temperature))
+        var cumulative = [Double](repeating: 0, count: weights.count)
+        var total = 0.0
+        for (index, weight) in weights.enumerated() {
+            total += weight
+            cumulative[index] = total
+        }
+        guard total.isFinite && total > 0 else { return (nil, 0) }
+        for proposal in 1...proposalLimit {
+            // The first index whose running total passes the target (a zero weight never is).
+            let target = uniform() * total
+            var (low, high) = (0, cumulative.count - 1)
+            while low < high {
+                let middle = (low + high) / 2
+                if cumulative[middle] > target { high = middle } else { low = middle + 1 }
+            }
+            let accept = exp(Double(exact(low) - upper[low]) / temperature)
+            if uniform() < accept { return (low, proposal) }
+        }
+        return (nil, proposalLimit)
     }
 }

@@ -10,7 +10,9 @@ enum BenchModel {
 
     static func load() throws -> GPT2Model {
         BLAS.configureThreads()
-        return try GPT2Model(directory: NSTemporaryDirectory() + "modelgate-bench-gpt2-124m", format: format)
+        // MODELGATE_PROBE_MODEL: another GPT-2 folder (models/shakespeare, the demo model).
+        let directory = ProcessInfo.processInfo.environment["MODELGATE_PROBE_MODEL"] ?? NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
+        return try GPT2Model(directory: directory, format: format)
     }
 }
 
@@ -174,7 +176,7 @@ enum WideProbe {
 /// 16 streams through the scheduler (`TextGenerator`), sampling at temperature 1 unless
 /// MODELGATE_PROBE_GREEDY=1, for profiling what a served step costs beyond the model.
 enum StreamsProbe {
-    static func run(seconds: Double, streams: Int = 16) async throws {
+    static func run(seconds: Double, streams: Int = Int(ProcessInfo.processInfo.environment["MODELGATE_PROBE_STREAMS"] ?? "") ?? 16) async throws {
         let model = try BenchModel.load()
         let greedy = ProcessInfo.processInfo.environment["MODELGATE_PROBE_GREEDY"] == "1"
         let tokenizer = GPT2Tokenizer(vocabulary: ["<|endoftext|>": 50256], merges: [])
@@ -191,7 +193,9 @@ enum StreamsProbe {
                         parameters.seed = UInt64(index)
                         parameters.maxTokens = 64
                         var count = 0
-                        let request = GenerationRequest(prompt: (0..<(8 + index)).map { ($0 * 7919) % 50000 }, parameters: parameters)
+                        let vocabulary = model.config.vocabularySize - 1
+                        parameters.maxTokens = min(64, model.config.contextLength - 8 - index)
+                        let request = GenerationRequest(prompt: (0..<(8 + index)).map { ($0 * 7919) % vocabulary }, parameters: parameters)
                         for try await event in try generator.generate(request) {
                             if case .delta(_, _, let tokens) = event { count += tokens.count }
                         }

@@ -184,16 +184,42 @@ public final class GPT2Model: Sendable {
         /// penalties per token) instead of logits, without computing the whole head. Ignored
         /// with `allLogits`.
         public var greedy: [Int: Float]?
+        /// Sampling without top_k or top_p: `decode` returns a token drawn from the softmax of
+        /// the logits (less these penalties) at this temperature, with numbers in [0, 1) from
+        /// `uniform`, without computing the whole head where the model has its int8 copy.
+        /// Ignored with `allLogits`, or with `greedy`.
+        public var sample: Sample?
+
+        public struct Sample {
+            public var temperature: Double
+            public var penalties: [Int: Float]
+            public var uniform: () -> Double
+
+            public init(temperature: Double, penalties: [Int: Float], uniform: @escaping () -> Double) {
+                self.temperature = temperature
+                self.penalties = penalties
+                self.uniform = uniform
+            }
+        }
 
         public init(
             tokens: [Int], cache: KVCache, allLogits: Bool = false, eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil,
-            greedy: [Int: Float]? = nil
+            greedy: [Int: Float]? = nil, sample: Sample? = nil
         ) {
             self.tokens = tokens
             self.cache = cache
             self.allLogits = allLogits
             self.eachRow = eachRow
             self.greedy = greedy
+            self.sample = sample
+        }
+
+        /// What the bounded head is to pick for this step, if anything.
+        var choice: BoundedArgmax.Choice? {
+            guard !allLogits, !tokens.isEmpty else { return nil }
+            if let greedy { return .greedy(penalties: greedy) }
+            if let sample { return .sample(temperature: sample.temperature, penalties: sample.penalties, uniform: sample.uniform) }
+            return nil
         }
     }
 
@@ -213,9 +239,10 @@ public final class GPT2Model: Sendable {
     /// Whether greedy steps use the head's bounded int8 copy (else the whole head).
     public var hasBoundedGreedyHead: Bool { greedyHead != nil }
 
-    /// Greedy steps' rows so far: how many, the columns computed exactly, rows computed whole.
-    public var greedyStatistics: (rows: Int, candidates: Int, fullRows: Int) {
-        greedyCounters.withLock { ($0.rows, $0.candidates, $0.fullRows) }
+    /// Greedy and sampling steps' rows so far: how many, the columns computed exactly, rows
+    /// computed whole, and the sampling rows' draws (kept or not).
+    public var greedyStatistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) {
+        greedyCounters.withLock { ($0.rows, $0.candidates, $0.fullRows, $0.proposals) }
     }
     private let greedyCounters = Mutex(BoundedArgmax.Statistics())
 
@@ -309,12 +336,12 @@ public final class GPT2Model: Sendable {
         // Final norm and the tied output head, only for the rows whose logits are wanted, a
         // block of rows at a time; greedy steps' last rows go through the bounded argmax.
         var selected: [(step: Int, row: Int, offset: Int)] = []  // row in x; offset among the step's tokens
-        var greedy: [(step: Int, row: Int)] = []
+        var greedy: [(step: Int, row: Int, choice: BoundedArgmax.Choice)] = []
         row = 0
         for (index, step) in steps.enumerated() {
             let count = step.tokens.count
-            if step.greedy != nil && !step.allLogits && count > 0 {
-                greedy.append((index, row + count - 1))
+            if let choice = step.choice {
+                greedy.append((index, row + count - 1, choice))
             } else {
                 for offset in (step.allLogits ? 0 : max(0, count - 1))..<count { selected.append((index, row + offset, offset)) }
             }
@@ -330,22 +357,25 @@ public final class GPT2Model: Sendable {
         if !greedy.isEmpty {
             let gathered = FloatBuffer(count: greedy.count * c, zeroed: false)
             for (index, entry) in greedy.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
-            let penalties = greedy.map { steps[$0.step].greedy ?? [:] }
             let tokens: [Int]
             if let greedyHead {
                 var statistics = BoundedArgmax.Statistics()
-                tokens = greedyHead.argmax(gathered.pointer, m: greedy.count, ldx: c, adjustments: penalties, statistics: &statistics)
+                tokens = greedyHead.choose(gathered.pointer, m: greedy.count, ldx: c, rows: greedy.map(\.choice), statistics: &statistics)
                 greedyCounters.withLock {
                     $0.rows += statistics.rows
                     $0.candidates += statistics.candidates
                     $0.fullRows += statistics.fullRows
+                    $0.proposals += statistics.proposals
                 }
             } else {
                 let logits = FloatBuffer(count: greedy.count * vocabulary, zeroed: false)
                 tokenEmbedding.multiply(gathered.pointer, m: greedy.count, into: logits.pointer)
-                tokens = penalties.enumerated().map { index, penalties in
+                tokens = greedy.enumerated().map { index, entry in
                     var row = Array(UnsafeBufferPointer(start: logits.pointer + index * vocabulary, count: vocabulary))
-                    for (token, penalty) in penalties where token >= 0 && token < vocabulary { row[token] -= penalty }
+                    for (token, penalty) in entry.choice.penalties where token >= 0 && token < vocabulary { row[token] -= penalty }
+                    if case .sample(let temperature, _, let uniform) = entry.choice {
+                        return Sampler.draw(row, temperature: temperature, uniform: uniform)
+                    }
                     return Sampler.argmax(row)
                 }
             }

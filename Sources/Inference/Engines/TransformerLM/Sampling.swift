@@ -116,6 +116,18 @@ public enum Sampler {
         return result
     }
 
+    /// A draw from the softmax of `logits` at `temperature`, as `sample` draws without top_k
+    /// or top_p: one uniform number against the running total of the weights.
+    static func draw(_ logits: [Float], temperature: Double, uniform: () -> Double) -> Int {
+        let weights = exponentials(logits, scale: Float(1 / temperature))
+        var target = uniform() * weights.reduce(0, +)
+        for (index, weight) in weights.enumerated() {
+            target -= weight
+            if target < 0 { return index }
+        }
+        return max(0, weights.count - 1)
+    }
+
     /// Whether `sample` picks the most likely token (no randomness).
     public static func isGreedy(_ parameters: SamplingParameters) -> Bool { parameters.temperature == 0 || parameters.topK == 1 }
 

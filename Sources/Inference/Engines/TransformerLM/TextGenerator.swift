@@ -408,13 +408,26 @@ struct Scheduler {
                 let base = sequence.promptDone
                 let parameters = sequence.job.request.parameters
                 // Greedy sequences without log-probabilities need only the top token.
-                let greedy = Sampler.isGreedy(parameters) && parameters.logprobs == nil
+                // So do sequences that sample from the whole distribution (no top_k or top_p),
+                // where the model has the head's int8 copy (else the draws would come out of the
+                // seeded generator in another order than the sampler's), once their prompt is in:
+                // but not the prompt's last step for n > 1 choices, which each draw their first
+                // token from its logits.
+                let bounded = parameters.logprobs == nil
+                let greedy = bounded && Sampler.isGreedy(parameters)
+                let lastPromptStep = sequence.promptDone + sequence.input.count == sequence.job.request.prompt.count
+                let sampling = bounded && !greedy && model.hasBoundedGreedyHead && parameters.topP >= 1
+                    && (parameters.topK == 0 || parameters.topK >= model.config.vocabularySize)
+                    && (sequence.prefilled || (lastPromptStep && parameters.n <= 1))
+                let penalties = greedy || sampling
+                    ? Sampler.penalties(counts: sequence.counts, frequency: parameters.frequencyPenalty, presence: parameters.presencePenalty)
+                    : [:]
                 return GPT2Model.Step(
                     tokens: sequence.input, cache: sequence.cache, allLogits: wantsPrompt,
                     eachRow: wantsPrompt ? { offset, row in self.recordPromptToken(sequence, after: base + offset, row) } : nil,
-                    greedy: greedy
-                        ? Sampler.penalties(counts: sequence.counts, frequency: parameters.frequencyPenalty, presence: parameters.presencePenalty)
-                        : nil)
+                    greedy: greedy ? penalties : nil,
+                    sample: sampling
+                        ? .init(temperature: parameters.temperature, penalties: penalties, uniform: { sequence.random.unit() }) : nil)
             }
             let logits = model.decode(steps)
             var produced = 0
