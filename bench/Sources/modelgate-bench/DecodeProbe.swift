@@ -206,6 +206,8 @@ enum StreamsProbe {
             }
         }
         generator.shutdown()
-        print("\(streams) streams: \(Double(total) / Date().timeIntervalSince(start)) tok/s")
+        let statistics = model.greedyStatistics
+        let rows = Double(max(1, statistics.rows))
+        print("\(streams) streams: \(Double(total) / Date().timeIntervalSince(start)) tok/s; bounded rows \(statistics.rows): \(Double(statistics.candidates) / rows) columns exact and \(Double(statistics.proposals) / rows) draws per row, \(statistics.fullRows) whole rows")
     }
 }
