@@ -48,7 +48,7 @@ public final class GPT2Model: Sendable {
     let blocks: [Block]
     let finalNormWeight, finalNormBias: FloatBuffer  // ln_f: [C]
     /// The output head's int8 copy for greedy steps (nil without AVX512-VNNI).
-    let greedyHead: BoundedArgmax?
+    let greedyHead: BoundedHead?
 
     /// Loads `config.json` and `model.safetensors` from a Hugging Face GPT-2 folder.
     public convenience init(directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32) throws {
@@ -88,7 +88,7 @@ public final class GPT2Model: Sendable {
         }
         finalNormWeight = try tensor("ln_f.weight", [c])
         finalNormBias = try tensor("ln_f.bias", [c])
-        greedyHead = BoundedArgmax(tokenEmbedding)
+        greedyHead = BoundedHead(tokenEmbedding)
         if file.contains("lm_head.weight"), file.shape("lm_head.weight") != [config.vocabularySize, c] {
             throw ModelLoadError(file: file.path, tensor: "lm_head.weight", reason: "shape \(file.shape("lm_head.weight") ?? []), expected \([config.vocabularySize, c])")
         }
@@ -215,7 +215,7 @@ public final class GPT2Model: Sendable {
         }
 
         /// What the bounded head is to pick for this step, if anything.
-        var choice: BoundedArgmax.Choice? {
+        var choice: BoundedHead.Choice? {
             guard !allLogits, !tokens.isEmpty else { return nil }
             if let greedy { return .greedy(penalties: greedy) }
             if let sample { return .sample(temperature: sample.temperature, penalties: sample.penalties, uniform: sample.uniform) }
@@ -244,7 +244,7 @@ public final class GPT2Model: Sendable {
     public var greedyStatistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) {
         greedyCounters.withLock { ($0.rows, $0.candidates, $0.fullRows, $0.proposals) }
     }
-    private let greedyCounters = Mutex(BoundedArgmax.Statistics())
+    private let greedyCounters = Mutex(BoundedHead.Statistics())
 
     /// Rows of the output head computed at once (a 256 x 50,257 block is 51 MB).
     static let headRows = 256
@@ -336,7 +336,7 @@ public final class GPT2Model: Sendable {
         // Final norm and the tied output head, only for the rows whose logits are wanted, a
         // block of rows at a time; greedy steps' last rows go through the bounded argmax.
         var selected: [(step: Int, row: Int, offset: Int)] = []  // row in x; offset among the step's tokens
-        var greedy: [(step: Int, row: Int, choice: BoundedArgmax.Choice)] = []
+        var greedy: [(step: Int, row: Int, choice: BoundedHead.Choice)] = []
         row = 0
         for (index, step) in steps.enumerated() {
             let count = step.tokens.count
@@ -359,7 +359,7 @@ public final class GPT2Model: Sendable {
             for (index, entry) in greedy.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
             let tokens: [Int]
             if let greedyHead {
-                var statistics = BoundedArgmax.Statistics()
+                var statistics = BoundedHead.Statistics()
                 tokens = greedyHead.choose(gathered.pointer, m: greedy.count, ldx: c, rows: greedy.map(\.choice), statistics: &statistics)
                 greedyCounters.withLock {
                     $0.rows += statistics.rows

@@ -10,8 +10,8 @@ import TestSupport
 /// copy cannot tell apart, exact ties, outlier dimensions, penalties either way, rows that are
 /// not finite), in both weight formats. Skipped (with a message) on a CPU without AVX512-VNNI,
 /// where the model uses the whole head instead.
-@Suite(.enabled(if: BoundedArgmax.available, "this CPU lacks AVX512-VNNI: greedy steps use the whole head"))
-struct BoundedArgmaxTests {
+@Suite(.enabled(if: BoundedHead.available, "this CPU lacks AVX512-VNNI: greedy steps use the whole head"))
+struct BoundedHeadTests {
     /// One row's logits as the full product computes them, penalties subtracted, and its argmax.
     static func fullArgmax(_ matrix: PackedMatrix, _ x: [Float], _ penalties: [Int: Float]) -> Int {
         let y = FloatBuffer(count: matrix.columns, zeroed: false)
@@ -25,9 +25,9 @@ struct BoundedArgmaxTests {
         var random = SeededGenerator(seed: 5)
         for (m, k, n) in [(1, 5, 3), (3, 64, 40), (4, 768, 70), (7, 33, 17), (9, 130, 65)] {
             let w = (0..<(k * n)).map { _ in Float.random(in: -1...1, using: &random) }
-            let head = try #require(BoundedArgmax(building: PackedMatrix(FloatBuffer(w), rows: k, columns: n)))
+            let head = try #require(BoundedHead(building: PackedMatrix(FloatBuffer(w), rows: k, columns: n)))
             let x = (0..<(m * k)).map { _ in Float.random(in: -3...3, using: &random) }
-            var statistics = BoundedArgmax.Statistics()
+            var statistics = BoundedHead.Statistics()
             // Both paths run through `argmax`: the chosen columns must agree and come out right.
             let fast = x.withUnsafeBufferPointer {
                 head.argmax($0.baseAddress!, m: m, ldx: k, adjustments: [], statistics: &statistics)
@@ -62,7 +62,7 @@ struct BoundedArgmaxTests {
             var w = [Float](repeating: 0, count: k * n)
             for j in 0..<n { for i in 0..<k { w[i * n + j] = columns[j][i] } }
             let matrix = PackedMatrix(FloatBuffer(w), rows: k, columns: n, format: format)
-            let head = try #require(BoundedArgmax(matrix))
+            let head = try #require(BoundedHead(matrix))
             var rows: [[Float]] = []
             var adjustments: [[Int: Float]] = []
             for index in 0..<40 {
@@ -76,7 +76,7 @@ struct BoundedArgmaxTests {
             }
             rows.append((0..<k).map { $0 == 3 ? .nan : 1 })  // not finite: the whole row, as argmax treats NaN
             adjustments.append([:])
-            var statistics = BoundedArgmax.Statistics()
+            var statistics = BoundedHead.Statistics()
             let chosen = rows.flatMap { $0 }.withUnsafeBufferPointer {
                 head.argmax($0.baseAddress!, m: rows.count, ldx: k, adjustments: adjustments, statistics: &statistics)
             }
@@ -95,8 +95,8 @@ struct BoundedArgmaxTests {
         var w = (0..<(k * n)).map { _ in Float(Int.random(in: -127...127, using: &random)) }
         for j in 0..<n { w[j] = 127 }  // every column's largest is 127: its scale is exactly 1
         let matrix = PackedMatrix(FloatBuffer(w), rows: k, columns: n)
-        let head = try #require(BoundedArgmax(matrix))
-        var statistics = BoundedArgmax.Statistics()
+        let head = try #require(BoundedHead(matrix))
+        var statistics = BoundedHead.Statistics()
         for trial in 0..<30 {
             var x = (0..<k).map { _ in Float.random(in: -1...1, using: &random) }
             x[1 + trial % (k - 1)] = 500
@@ -111,8 +111,8 @@ struct BoundedArgmaxTests {
         let (k, n) = (256, 4000)
         let w = (0..<(k * n)).map { _ in Float.random(in: -0.05...0.05, using: &random) }
         let matrix = PackedMatrix(FloatBuffer(w), rows: k, columns: n)
-        let head = try #require(BoundedArgmax(matrix))
-        var statistics = BoundedArgmax.Statistics()
+        let head = try #require(BoundedHead(matrix))
+        var statistics = BoundedHead.Statistics()
         for trial in 0..<20 {
             // x along one column, plus noise: that column leads by a wide margin.
             let leader = (trial * 197) % n
@@ -140,7 +140,7 @@ struct BoundedArgmaxTests {
             for i in 0..<k { w[i * n + j] = Float.random(in: -1...1, using: &random) * size }
         }
         let matrix = PackedMatrix(FloatBuffer(w), rows: k, columns: n)
-        let head = try #require(BoundedArgmax(matrix))
+        let head = try #require(BoundedHead(matrix))
         let x = (0..<k).map { _ in Float.random(in: -2...2, using: &random) }
         let penalties: [Int: Float] = [3: 0.7, 11: -0.4]
         var exact = (0..<n).map { j in (0..<k).reduce(Float(0)) { $0 + x[$1] * w[$1 * n + j] } }
@@ -150,11 +150,11 @@ struct BoundedArgmaxTests {
             let weights = exact.map { exp(Double($0 - largest) / temperature) }
             let probabilities = weights.map { $0 / weights.reduce(0, +) }
             var counts = [Int](repeating: 0, count: n)
-            var statistics = BoundedArgmax.Statistics()
+            var statistics = BoundedHead.Statistics()
             let rows = 1200, rounds = 40
             let repeated = Array((0..<rows).map { _ in x }.joined())
             for _ in 0..<rounds {
-                let choices = (0..<rows).map { _ in BoundedArgmax.Choice.sample(temperature: temperature, penalties: penalties, uniform: { random.unit() }) }
+                let choices = (0..<rows).map { _ in BoundedHead.Choice.sample(temperature: temperature, penalties: penalties, uniform: { random.unit() }) }
                 let drawn = repeated.withUnsafeBufferPointer { head.choose($0.baseAddress!, m: rows, ldx: k, rows: choices, statistics: &statistics) }
                 for token in drawn { counts[token] += 1 }
             }
@@ -209,7 +209,7 @@ struct BoundedArgmaxTests {
     }
 }
 
-extension BoundedArgmax {
+extension BoundedHead {
     /// The approximate values of `x · W` for `m` rows (padded to whole panels), for tests.
     func approximations(_ x: [Float], m: Int, reference: Bool = false) -> [Float] {
         let k = matrix.rows, padded = panels * PackedMatrix.panelWidth

@@ -1,8 +1,9 @@
 import Foundation
 import CKernels
 
-/// The column of `x · W` with the largest value, for rows x of a packed matrix `W[K, N]` (an
-/// output head: greedy decoding), found exactly while reading a quarter of W's bytes.
+/// The column of `x · W` with the largest value, or a draw from the softmax of `x · W`, for rows x
+/// of a packed matrix `W[K, N]` (an output head: greedy decoding and sampling), exactly as from
+/// the whole product, while reading a quarter of W's bytes.
 ///
 /// An int8 copy of W (one scale per column) gives every column's value approximately, through
 /// the CPU's int8 dot products (AVX512-VNNI: 4 times a float32 FMA's multiply-adds, a quarter of
@@ -14,8 +15,9 @@ import CKernels
 /// columns whose upper bound reaches the largest lower bound can hold the maximum: those (a
 /// few dozen of 50,257 on GPT-2's head) are computed exactly, in float32, by the same kernel
 /// as `PackedMatrix.multiply` for one row, so the column chosen is the one a full product of
-/// that row would choose, ties going to the lowest index, as `Sampler.argmax` does.
-final class BoundedArgmax: @unchecked Sendable {
+/// that row would choose, ties going to the lowest index, as `Sampler.argmax` does. Sampling
+/// uses the upper bounds as a rejection sampler's envelope (see `choose`).
+final class BoundedHead: @unchecked Sendable {
     let matrix: PackedMatrix
     let k4: Int
     let panels: Int
