@@ -175,12 +175,12 @@ struct BoundedHeadTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try RandomGPT2.write(GPT2Model.Config(layers: 2, heads: 4, width: 64, contextLength: 96, vocabularySize: 1500), seed: 31, to: directory)
         let model = try GPT2Model(directory: directory)
-        #expect(model.hasBoundedGreedyHead)
+        #expect(model.hasBoundedHead)
         let prompts = (0..<5).map { index in (0..<(3 + index)).map { ($0 * 13 + index * 7) % 1500 } }
         let (greedyCaches, fullCaches) = (prompts.map { _ in model.makeCache(capacity: 96) }, prompts.map { _ in model.makeCache(capacity: 96) })
         var counts = prompts.map { _ in [Int: Int]() }
         var greedyInput = prompts, fullInput = prompts
-        let before = model.greedyStatistics
+        let before = model.boundedHeadStatistics
         for step in 0..<30 {
             // Sequences 0 and 3 have penalties (3's negative: repeating is favoured).
             let penalties = counts.enumerated().map { index, counts in
@@ -203,7 +203,7 @@ struct BoundedHeadTests {
                 fullInput[index] = [expected]
             }
         }
-        let after = model.greedyStatistics
+        let after = model.boundedHeadStatistics
         #expect(after.rows - before.rows == 30 * prompts.count)
         #expect(after.candidates - before.candidates < (after.rows - before.rows) * 1500 / 4, "the bound prunes most of the head")
     }

@@ -92,7 +92,7 @@ enum PrefillProbe {
 enum GreedyProbe {
     static func run(rounds: Int = 4, tokens: Int = 48) throws {
         let model = try BenchModel.load()
-        print("loaded (\(BenchModel.format)); greedy head \(model.hasBoundedGreedyHead ? "int8 bounded" : "full (no AVX512-VNNI)")")
+        print("loaded (\(BenchModel.format)); greedy head \(model.hasBoundedHead ? "int8 bounded" : "full (no AVX512-VNNI)")")
         for sequences in [1, 16] {
             var rates: [Bool: [Double]] = [:]
             var produced: [Bool: [[Int]]] = [:]
@@ -123,7 +123,7 @@ enum GreedyProbe {
             func show(_ values: [Double]) -> String { values.map { String(format: "%.1f", $0) }.joined(separator: " ") }
             print("\(sequences) seq: full head \(show(full)) tok/s; bounded \(show(fast)) tok/s; ratio \(show(ratios)); same tokens: \(agree)")
         }
-        let statistics = model.greedyStatistics
+        let statistics = model.boundedHeadStatistics
         print("greedy rows \(statistics.rows): \(Double(statistics.candidates) / Double(max(1, statistics.rows))) columns exact per row, \(statistics.fullRows) whole rows")
     }
 }
@@ -206,7 +206,7 @@ enum StreamsProbe {
             }
         }
         generator.shutdown()
-        let statistics = model.greedyStatistics
+        let statistics = model.boundedHeadStatistics
         let rows = Double(max(1, statistics.rows))
         print("\(streams) streams: \(Double(total) / Date().timeIntervalSince(start)) tok/s; bounded rows \(statistics.rows): \(Double(statistics.candidates) / rows) columns exact and \(Double(statistics.proposals) / rows) draws per row, \(statistics.fullRows) whole rows")
     }

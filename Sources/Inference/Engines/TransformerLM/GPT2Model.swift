@@ -47,8 +47,8 @@ public final class GPT2Model: Sendable {
     let positionEmbedding: FloatBuffer  // wpe: [T, C]
     let blocks: [Block]
     let finalNormWeight, finalNormBias: FloatBuffer  // ln_f: [C]
-    /// The output head's int8 copy for greedy steps (nil without AVX512-VNNI).
-    let greedyHead: BoundedHead?
+    /// The output head's int8 copy for greedy and sampling steps (nil without AVX512-VNNI).
+    let boundedHead: BoundedHead?
 
     /// Loads `config.json` and `model.safetensors` from a Hugging Face GPT-2 folder.
     public convenience init(directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32) throws {
@@ -88,7 +88,7 @@ public final class GPT2Model: Sendable {
         }
         finalNormWeight = try tensor("ln_f.weight", [c])
         finalNormBias = try tensor("ln_f.bias", [c])
-        greedyHead = BoundedHead(tokenEmbedding)
+        boundedHead = BoundedHead(tokenEmbedding)
         if file.contains("lm_head.weight"), file.shape("lm_head.weight") != [config.vocabularySize, c] {
             throw ModelLoadError(file: file.path, tensor: "lm_head.weight", reason: "shape \(file.shape("lm_head.weight") ?? []), expected \([config.vocabularySize, c])")
         }
@@ -106,7 +106,7 @@ public final class GPT2Model: Sendable {
 
     /// The same for a greedy step, which reads the head's int8 copy instead (nil without it).
     public var greedyWeightBytesPerToken: Int? {
-        greedyHead.map { weightBytesPerToken - tokenEmbedding.byteCount + $0.byteCount }
+        boundedHead.map { weightBytesPerToken - tokenEmbedding.byteCount + $0.byteCount }
     }
 
     // MARK: Forward
@@ -236,15 +236,15 @@ public final class GPT2Model: Sendable {
         }
     }
 
-    /// Whether greedy steps use the head's bounded int8 copy (else the whole head).
-    public var hasBoundedGreedyHead: Bool { greedyHead != nil }
+    /// Whether greedy and sampling steps use the head's bounded int8 copy (else the whole head).
+    public var hasBoundedHead: Bool { boundedHead != nil }
 
     /// Greedy and sampling steps' rows so far: how many, the columns computed exactly, rows
     /// computed whole, and the sampling rows' draws (kept or not).
-    public var greedyStatistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) {
-        greedyCounters.withLock { ($0.rows, $0.candidates, $0.fullRows, $0.proposals) }
+    public var boundedHeadStatistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) {
+        boundedHeadCounters.withLock { ($0.rows, $0.candidates, $0.fullRows, $0.proposals) }
     }
-    private let greedyCounters = Mutex(BoundedHead.Statistics())
+    private let boundedHeadCounters = Mutex(BoundedHead.Statistics())
 
     /// Rows of the output head computed at once (a 256 x 50,257 block is 51 MB).
     static let headRows = 256
@@ -358,10 +358,10 @@ public final class GPT2Model: Sendable {
             let gathered = FloatBuffer(count: greedy.count * c, zeroed: false)
             for (index, entry) in greedy.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
             let tokens: [Int]
-            if let greedyHead {
+            if let boundedHead {
                 var statistics = BoundedHead.Statistics()
-                tokens = greedyHead.choose(gathered.pointer, m: greedy.count, ldx: c, rows: greedy.map(\.choice), statistics: &statistics)
-                greedyCounters.withLock {
+                tokens = boundedHead.choose(gathered.pointer, m: greedy.count, ldx: c, rows: greedy.map(\.choice), statistics: &statistics)
+                boundedHeadCounters.withLock {
                     $0.rows += statistics.rows
                     $0.candidates += statistics.candidates
                     $0.fullRows += statistics.fullRows

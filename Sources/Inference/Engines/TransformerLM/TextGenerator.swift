@@ -416,7 +416,7 @@ struct Scheduler {
                 let bounded = parameters.logprobs == nil
                 let greedy = bounded && Sampler.isGreedy(parameters)
                 let lastPromptStep = sequence.promptDone + sequence.input.count == sequence.job.request.prompt.count
-                let sampling = bounded && !greedy && model.hasBoundedGreedyHead && parameters.topP >= 1
+                let sampling = bounded && !greedy && model.hasBoundedHead && parameters.topP >= 1
                     && (parameters.topK == 0 || parameters.topK >= model.config.vocabularySize)
                     && (sequence.prefilled || (lastPromptStep && parameters.n <= 1))
                 let penalties = greedy || sampling
