@@ -42,11 +42,9 @@ let package = Package(
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CPrefetch"),
-        // Our own C: the AVX512-BF16 instructions of bf16 products, which Swift cannot spell,
-        // compiled per function for that extension and chosen at run time.
-        .target(name: "CBFloat16", cSettings: [.unsafeFlags(["-O3"])]),
-        // The same for the AVX-512 kernels: int8 dot products (VNNI) for the greedy head's approximate
-        // copy, and float32 products on 512-bit registers.
+        // Our own C: the AVX-512 kernels Swift cannot spell (AVX512-BF16 products, AVX512-VNNI int8
+        // products for the greedy head's approximate copy, float32 products on 512-bit
+        // registers), compiled per function for their extension and chosen at run time.
         .target(name: "CKernels", cSettings: [.unsafeFlags(["-O3"])]),
 
         // MARK: Foundations
@@ -82,7 +80,7 @@ let package = Package(
         // debug builds (tests run real models), for a CPU with AVX2 and FMA.
         .target(
             name: "Inference",
-            dependencies: ["CBLAS", "CTurboJPEG", "CPNG", "CPrefetch", "CBFloat16", "CKernels"],
+            dependencies: ["CBLAS", "CTurboJPEG", "CPNG", "CPrefetch", "CKernels"],
             swiftSettings: inferenceSettings
         ),
         // Plain SQL migrations, embedded into the binary so it runs from any directory.

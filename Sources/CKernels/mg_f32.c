@@ -1,18 +1,12 @@
 #include "mg_f32.h"
+#include "mg_cpu.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #define MG_TARGET __attribute__((target("avx512f")))
 
-int mg_f32_available(void) {
-    static int state = -1;
-    if (state < 0) {
-        __builtin_cpu_init();
-        state = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    }
-    return state;
-}
+MG_CPU_FEATURE(mg_f32_available, __builtin_cpu_supports("avx512f"))
 
 /// `rows` (1 ... 16) rows against the panel slice: one accumulator a row, the panel row loaded
 /// once for all of them, each x broadcast into its multiply-add from the one line of packed X

@@ -1,4 +1,5 @@
 #include "mg_int8.h"
+#include "mg_cpu.h"
 
 #include <math.h>
 
@@ -63,14 +64,7 @@ void mg_int8_panels_product_reference(
 
 #define MG_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-int mg_int8_available(void) {
-    static int state = -1;
-    if (state < 0) {
-        __builtin_cpu_init();
-        state = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
-    }
-    return state;
-}
+MG_CPU_FEATURE(mg_int8_available, __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
 
 /// `rows` (1 ... 4) rows of X against `count` (1 ... 4) panels: one accumulator each, every
 /// group of 4 bytes of a row broadcast once for all the panels, each panel's 64 bytes loaded
@@ -138,40 +132,58 @@ MG_TARGET void mg_int8_panels_product(
     }
 }
 
+/// How far a value may lie from its approximation `a` (see mg_int8_candidates). Each bound is
+/// computed in float: the slack on |a| (2^-12) and on the margin (1 + 2^-12) covers their own
+/// rounding and the approximation's (at most 3 ulp of a).
+typedef struct {
+    const float *w_norm, *w_error;
+    float x_error, x_norm;
+} bounds;
+
+static const float slack = 0x1p-12f, widen = 1 + 0x1p-12f;
+
+static inline float margin(const bounds *b, int j, float magnitude) {
+    return (slack * magnitude + b->x_error * b->w_norm[j] + b->x_norm * b->w_error[j]) * widen;
+}
+
+static inline MG_TARGET __m512 margins(const bounds *b, int j, __m512 v) {
+    __m512 columns = _mm512_fmadd_ps(_mm512_set1_ps(b->x_error), _mm512_loadu_ps(b->w_norm + j),
+        _mm512_mul_ps(_mm512_set1_ps(b->x_norm), _mm512_loadu_ps(b->w_error + j)));
+    return _mm512_mul_ps(_mm512_fmadd_ps(_mm512_set1_ps(slack), _mm512_abs_ps(v), columns), _mm512_set1_ps(widen));
+}
+
+/// An adjusted column's value (its approximation less the adjustment) and its margin, from the
+/// value before adjusting.
+static inline float adjusted(const bounds *b, int j, float before, float adjustment, float *value) {
+    *value = before - adjustment;
+    return margin(b, j, fabsf(before) + fabsf(adjustment) + fabsf(*value));
+}
+
 MG_TARGET int mg_int8_candidates(
     float *a, int n, const float *w_norm, const float *w_error, float x_error, float x_norm, const int32_t *adjust_index,
     const float *adjust_value, int adjust_count, int32_t *out, int capacity) {
-    // Each bound is computed in float: the slack on |a| (2^-12) and on the margin (1 + 2^-12)
-    // covers their own rounding and the approximation's (at most 3 ulp of a).
-    const float slack = 0x1p-12f, widen = 1 + 0x1p-12f;
-    // Adjusted columns are bounded apart, from their value before adjusting, and kept out of
-    // the vector passes meanwhile.
+    const bounds b = { w_norm, w_error, x_error, x_norm };
+    // Adjusted columns are bounded apart, and kept out of the vector passes meanwhile.
     float lower = -INFINITY;
     float adjusted_upper[adjust_count > 0 ? adjust_count : 1];
     float saved[adjust_count > 0 ? adjust_count : 1];
     for (int i = 0; i < adjust_count; i++) {
-        int j = adjust_index[i];
-        float before = a[j], value = before - adjust_value[i];
-        float margin = (slack * (fabsf(before) + fabsf(adjust_value[i]) + fabsf(value)) + x_error * w_norm[j] + x_norm * w_error[j]) * widen;
-        adjusted_upper[i] = value + margin;
-        if (value - margin > lower) lower = value - margin;
+        float value, m = adjusted(&b, adjust_index[i], a[adjust_index[i]], adjust_value[i], &value);
+        adjusted_upper[i] = value + m;
+        if (value - m > lower) lower = value - m;
         saved[i] = value;
     }
     for (int i = 0; i < adjust_count; i++) a[adjust_index[i]] = -INFINITY;
-    const __m512 s = _mm512_set1_ps(slack), wd = _mm512_set1_ps(widen), xe = _mm512_set1_ps(x_error), xn = _mm512_set1_ps(x_norm);
-#define MARGIN(v, j) \
-    _mm512_mul_ps(_mm512_fmadd_ps(s, _mm512_abs_ps(v), \
-        _mm512_fmadd_ps(xe, _mm512_loadu_ps(w_norm + j), _mm512_mul_ps(xn, _mm512_loadu_ps(w_error + j)))), wd)
     __m512 best = _mm512_set1_ps(lower);
     int j = 0;
     for (; j + 16 <= n; j += 16) {
         __m512 v = _mm512_loadu_ps(a + j);
-        best = _mm512_max_ps(best, _mm512_sub_ps(v, MARGIN(v, j)));
+        best = _mm512_max_ps(best, _mm512_sub_ps(v, margins(&b, j, v)));
     }
     lower = _mm512_reduce_max_ps(best);
     for (; j < n; j++) {
-        float margin = (slack * fabsf(a[j]) + x_error * w_norm[j] + x_norm * w_error[j]) * widen;
-        if (a[j] - margin > lower) lower = a[j] - margin;
+        float m = margin(&b, j, fabsf(a[j]));
+        if (a[j] - m > lower) lower = a[j] - m;
     }
     const __m512 floor = _mm512_set1_ps(lower);
     int found = 0, next_adjusted = 0;
@@ -192,7 +204,7 @@ MG_TARGET int mg_int8_candidates(
     }
     for (j = 0; j + 16 <= n; j += 16) {
         __m512 v = _mm512_loadu_ps(a + j);
-        __mmask16 hits = _mm512_cmp_ps_mask(_mm512_add_ps(v, MARGIN(v, j)), floor, _CMP_GE_OQ);
+        __mmask16 hits = _mm512_cmp_ps_mask(_mm512_add_ps(v, margins(&b, j, v)), floor, _CMP_GE_OQ);
         if (!hits) continue;
         for (int c = 0; c < 16; c++) {
             if (!(hits >> c & 1)) continue;
@@ -201,8 +213,7 @@ MG_TARGET int mg_int8_candidates(
         }
     }
     for (; j < n; j++) {
-        float margin = (slack * fabsf(a[j]) + x_error * w_norm[j] + x_norm * w_error[j]) * widen;
-        if (a[j] + margin >= lower) {
+        if (a[j] + margin(&b, j, fabsf(a[j])) >= lower) {
             ADJUSTED_BEFORE(j)
             TAKE(j);
         }
@@ -210,7 +221,6 @@ MG_TARGET int mg_int8_candidates(
     ADJUSTED_BEFORE(n)
 #undef ADJUSTED_BEFORE
 #undef TAKE
-#undef MARGIN
     for (int i = 0; i < adjust_count; i++) a[adjust_index[i]] = saved[i];
     return found;
 }
@@ -218,23 +228,19 @@ MG_TARGET int mg_int8_candidates(
 MG_TARGET void mg_int8_upper_bounds(
     float *a, int n, const float *w_norm, const float *w_error, float x_error, float x_norm, const int32_t *adjust_index,
     const float *adjust_value, int adjust_count) {
-    const float slack = 0x1p-12f, widen = 1 + 0x1p-12f;  // as in mg_int8_candidates
-    float adjusted[adjust_count > 0 ? adjust_count : 1];
+    const bounds b = { w_norm, w_error, x_error, x_norm };
+    float upper[adjust_count > 0 ? adjust_count : 1];
     for (int i = 0; i < adjust_count; i++) {
-        int j = adjust_index[i];
-        float before = a[j], value = before - adjust_value[i];
-        adjusted[i] = value + (slack * (fabsf(before) + fabsf(adjust_value[i]) + fabsf(value)) + x_error * w_norm[j] + x_norm * w_error[j]) * widen;
+        float value, m = adjusted(&b, adjust_index[i], a[adjust_index[i]], adjust_value[i], &value);
+        upper[i] = value + m;
     }
-    const __m512 s = _mm512_set1_ps(slack), wd = _mm512_set1_ps(widen), xe = _mm512_set1_ps(x_error), xn = _mm512_set1_ps(x_norm);
     int j = 0;
     for (; j + 16 <= n; j += 16) {
         __m512 v = _mm512_loadu_ps(a + j);
-        __m512 margin = _mm512_mul_ps(_mm512_fmadd_ps(s, _mm512_abs_ps(v),
-            _mm512_fmadd_ps(xe, _mm512_loadu_ps(w_norm + j), _mm512_mul_ps(xn, _mm512_loadu_ps(w_error + j)))), wd);
-        _mm512_storeu_ps(a + j, _mm512_add_ps(v, margin));
+        _mm512_storeu_ps(a + j, _mm512_add_ps(v, margins(&b, j, v)));
     }
-    for (; j < n; j++) a[j] += (slack * fabsf(a[j]) + x_error * w_norm[j] + x_norm * w_error[j]) * widen;
-    for (int i = 0; i < adjust_count; i++) a[adjust_index[i]] = adjusted[i];
+    for (; j < n; j++) a[j] += margin(&b, j, fabsf(a[j]));
+    for (int i = 0; i < adjust_count; i++) a[adjust_index[i]] = upper[i];
 }
 
 #else

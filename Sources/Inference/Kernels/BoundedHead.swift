@@ -52,11 +52,8 @@ final class BoundedHead: @unchecked Sendable {
         var norms = [Float](repeating: 0, count: padded), errors = [Float](repeating: 0, count: padded)
         var column = [Float](repeating: 0, count: k)
         for j in 0..<matrix.columns {
-            var largest: Float = 0
-            for i in 0..<k {
-                column[i] = matrix.element(row: i, column: j)
-                largest = max(largest, abs(column[i]))
-            }
+            column.withUnsafeMutableBufferPointer { matrix.column(j, into: $0.baseAddress!) }
+            let largest = column.reduce(Float(0)) { max($0, abs($1)) }
             guard largest.isFinite else {
                 quantized.deallocate()
                 return nil
@@ -235,11 +232,10 @@ final class BoundedHead: @unchecked Sendable {
     private static func rejectionSample(
         _ upper: [Float], temperature: Double, uniform: () -> Double, exact: (Int) -> Float
     ) -> (token: Int?, proposals: Int) {
-        let weights = Sampler.exponentials(upper, scale: Float(1 / temperature))
-        var cumulative = [Double](repeating: 0, count: weights.count)
+        var cumulative = Sampler.exponentials(upper, scale: Float(1 / temperature))  // made running totals
         var total = 0.0
-        for (index, weight) in weights.enumerated() {
-            total += weight
+        for index in cumulative.indices {
+            total += cumulative[index]
             cumulative[index] = total
         }
         guard total.isFinite && total > 0 else { return (nil, 0) }

@@ -1,6 +1,5 @@
 import Foundation
 import Synchronization
-import CBFloat16
 import CKernels
 import CPrefetch
 
@@ -129,7 +128,7 @@ public final class PackedMatrix: @unchecked Sendable {
 
     /// Whether an f32 product of `m` rows runs on the AVX-512 kernel.
     func usesWideF32(m: Int) -> Bool {
-        format == .f32 && m >= Self.wideRows && Self.wideAvailable && Self.wideEnabled.load(ordering: .relaxed)
+        format == .f32 && m >= Self.wideRows && Self.wideEnabled.load(ordering: .relaxed)
     }
 
     /// How a product's work is cut into (panel range x row tile) chunks, handed out in order:
@@ -324,9 +323,9 @@ public final class PackedMatrix: @unchecked Sendable {
     /// Rows from which float32 products run on AVX-512 (`mg_f32_panel_rows`: up to 16 rows a
     /// block), where the CPU has it; `MODELGATE_F32_WIDE=0` keeps them on the Swift blocks.
     static let wideRows = 4
-    static let wideAvailable = mg_f32_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_F32_WIDE"] != "0"
-    /// Off: the Swift blocks even where AVX-512 is there (benchmarks compare both in one process).
-    public static let wideEnabled = Atomic(true)
+    /// Whether they do: on where the CPU has AVX-512 (and the variable allows). Benchmarks turn it
+    /// off to compare both in one process; it must not be turned on where it started off.
+    public static let wideEnabled = Atomic(mg_f32_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_F32_WIDE"] != "0")
 
     static let kSlice = 1024
     static let streamedBytes = 1 << 20

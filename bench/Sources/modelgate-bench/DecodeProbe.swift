@@ -8,6 +8,13 @@ enum BenchModel {
         PackedMatrix.Format(rawValue: ProcessInfo.processInfo.environment["MODELGATE_WEIGHT_FORMAT"] ?? "f32") ?? .f32
     }
 
+    /// One decoding step of every sequence (after its `next` token): greedy steps through the
+    /// bounded head, or the whole head's logits and `Sampler.argmax`.
+    static func step(_ model: GPT2Model, _ next: [Int], _ caches: [GPT2Model.KVCache], bounded: Bool) -> [Int] {
+        if bounded { return model.decode(zip(next, caches).map { .init(tokens: [$0], cache: $1, greedy: [:]) }).map { $0.token ?? 0 } }
+        return model.forward(zip(next, caches).map { .init(tokens: [$0], cache: $1) }).map(Sampler.argmax)
+    }
+
     static func load() throws -> GPT2Model {
         BLAS.configureThreads()
         // MODELGATE_PROBE_MODEL: another GPT-2 folder (models/shakespeare, the demo model).
@@ -21,7 +28,7 @@ enum DecodeProbe {
     static func run(seconds: Double) throws {
         let model = try BenchModel.load()
         let cache = model.makeCache(capacity: 1024)
-        var logits = model.forward([.init(tokens: [1, 2, 3, 4], cache: cache)])[0]
+        let logits = model.forward([.init(tokens: [1, 2, 3, 4], cache: cache)])[0]
         print("loaded; decoding")
         let start = Date()
         var count = 0
@@ -29,12 +36,7 @@ enum DecodeProbe {
         let greedy = ProcessInfo.processInfo.environment["MODELGATE_PROBE_GREEDY"] == "1"
         var token = Sampler.argmax(logits)
         while Date().timeIntervalSince(start) < seconds && cache.length < 1000 {
-            if greedy {
-                if case .token(let next) = model.decode([.init(tokens: [token], cache: cache, greedy: [:])])[0] { token = next }
-            } else {
-                logits = model.forward([.init(tokens: [token], cache: cache)])[0]
-                token = Sampler.argmax(logits)
-            }
+            token = BenchModel.step(model, [token], [cache], bounded: greedy)[0]
             count += 1
         }
         print("decode \(Double(count) / Date().timeIntervalSince(start)) tok/s")
@@ -55,14 +57,7 @@ enum BatchProbe {
             var next = model.forward(caches.enumerated().map { .init(tokens: [1, 2, 3, $0.offset], cache: $0.element) }).map(Sampler.argmax)
             while caches[0].length < 84 {
                 // Greedy steps (the bounded head) unless MODELGATE_PROBE_HEAD=full.
-                if fullHead {
-                    next = model.forward(zip(caches, next).map { .init(tokens: [$0.1], cache: $0.0) }).map(Sampler.argmax)
-                } else {
-                    next = model.decode(zip(caches, next).map { .init(tokens: [$0.1], cache: $0.0, greedy: [:]) }).map {
-                        if case .token(let token) = $0 { return token }
-                        return 0
-                    }
-                }
+                next = BenchModel.step(model, next, caches, bounded: !fullHead)
                 steps += 1
             }
         }
@@ -104,14 +99,7 @@ enum GreedyProbe {
                 var emitted = next.map { [$0] }
                 let start = Date()
                 for _ in 0..<tokens {
-                    if bounded {
-                        next = model.decode(zip(next, caches).map { .init(tokens: [$0], cache: $1, greedy: [:]) }).map {
-                            if case .token(let token) = $0 { return token }
-                            return -1
-                        }
-                    } else {
-                        next = model.forward(zip(next, caches).map { .init(tokens: [$0], cache: $1) }).map(Sampler.argmax)
-                    }
+                    next = BenchModel.step(model, next, caches, bounded: bounded)
                     for index in next.indices { emitted[index].append(next[index]) }
                 }
                 rates[bounded, default: []].append(Double(tokens * sequences) / Date().timeIntervalSince(start))
@@ -139,14 +127,7 @@ enum WideProbe {
             var next = model.forward(caches.enumerated().map { .init(tokens: [1, 2, 3, $0.offset], cache: $0.element) }).map(Sampler.argmax)
             let start = Date()
             for _ in 0..<24 {
-                if greedy {
-                    next = model.decode(zip(caches, next).map { .init(tokens: [$0.1], cache: $0.0, greedy: [:]) }).map {
-                        if case .token(let token) = $0 { return token }
-                        return 0
-                    }
-                } else {
-                    next = model.forward(zip(caches, next).map { .init(tokens: [$0.1], cache: $0.0) }).map(Sampler.argmax)
-                }
+                next = BenchModel.step(model, next, caches, bounded: greedy)
             }
             return 24 * 16 / Date().timeIntervalSince(start)
         }
@@ -156,14 +137,15 @@ enum WideProbe {
             return 3 * 128 / Date().timeIntervalSince(start)
         }
         var results: [String: [Bool: [Double]]] = [:]
+        let initially = PackedMatrix.wideEnabled.load(ordering: .relaxed)
         for round in 0..<(2 * rounds) {
             let wide = round % 2 == 0
-            PackedMatrix.wideEnabled.store(wide, ordering: .relaxed)
+            PackedMatrix.wideEnabled.store(wide && initially, ordering: .relaxed)  // never on without AVX-512
             results["16 greedy", default: [:]][wide, default: []].append(decode(greedy: true))
             results["16 full head", default: [:]][wide, default: []].append(decode(greedy: false))
             results["prefill 128", default: [:]][wide, default: []].append(prefill())
         }
-        PackedMatrix.wideEnabled.store(true, ordering: .relaxed)
+        PackedMatrix.wideEnabled.store(initially, ordering: .relaxed)
         for (name, byWide) in results.sorted(by: { $0.key < $1.key }) {
             let (on, off) = (byWide[true] ?? [], byWide[false] ?? [])
             func show(_ values: [Double]) -> String { values.map { String(format: "%.0f", $0) }.joined(separator: " ") }

@@ -27,28 +27,21 @@ struct GPT2Benchmark {
             prefillRates.append(128 / Date().timeIntervalSince(start))
         }
 
-        // Decode at batch 1, after a 16-token prompt.
-        let cache = model.makeCache(capacity: 1024)
-        var logits = model.forward([.init(tokens: Array(prompt.prefix(16)), cache: cache)])[0]
-        var decoded = 0
-        let decodeStart = Date()
-        while Date().timeIntervalSince(decodeStart) < seconds / 3 && cache.length < 1000 {
-            let next = Sampler.argmax(logits)
-            logits = model.forward([.init(tokens: [next], cache: cache)])[0]
-            decoded += 1
+        // Decode at batch 1, after a 16-token prompt: every logit, then greedy steps through the
+        // bounded int8 copy of the head.
+        func decode(bounded: Bool) -> Double {
+            let cache = model.makeCache(capacity: 1024)
+            var token = Sampler.argmax(model.forward([.init(tokens: Array(prompt.prefix(16)), cache: cache)])[0])
+            var decoded = 0
+            let start = Date()
+            while Date().timeIntervalSince(start) < seconds / 3 && cache.length < 1000 {
+                token = BenchModel.step(model, [token], [cache], bounded: bounded)[0]
+                decoded += 1
+            }
+            return Double(decoded) / Date().timeIntervalSince(start)
         }
-        let decodeRate = Double(decoded) / Date().timeIntervalSince(decodeStart)
-
-        // The same through greedy steps: the bounded int8 copy of the head.
-        let greedyCache = model.makeCache(capacity: 1024)
-        var token = Sampler.argmax(model.forward([.init(tokens: Array(prompt.prefix(16)), cache: greedyCache)])[0])
-        var greedyDecoded = 0
-        let greedyStart = Date()
-        while Date().timeIntervalSince(greedyStart) < seconds / 3 && greedyCache.length < 1000 {
-            if case .token(let next) = model.decode([.init(tokens: [token], cache: greedyCache, greedy: [:])])[0] { token = next }
-            greedyDecoded += 1
-        }
-        let greedyRate = Double(greedyDecoded) / Date().timeIntervalSince(greedyStart)
+        let decodeRate = decode(bounded: false)
+        let greedyRate = decode(bounded: true)
         let greedyBytes = model.greedyWeightBytesPerToken ?? model.weightBytesPerToken
 
         // Concurrency through the scheduler (greedy, 64 new tokens each).

@@ -11,20 +11,12 @@ enum LlamaBenchShape {
         let format = BenchModel.format
         let model = try BenchModel.load()
         let prompt = (0..<128).map { ($0 * 7919) % 50257 }
-        func generate() -> Double {
+        // 128 tokens from an empty context: every logit (as llama-bench), or greedy steps.
+        func generate(bounded: Bool) -> Double {
             let cache = model.makeCache(capacity: 1024)
             var token = 0
             let start = Date()
-            for _ in 0..<128 { token = Sampler.argmax(model.forward([.init(tokens: [token], cache: cache)])[0]) }
-            return 128 / Date().timeIntervalSince(start)
-        }
-        func generateGreedy() -> Double {
-            let cache = model.makeCache(capacity: 1024)
-            var token = 0
-            let start = Date()
-            for _ in 0..<128 {
-                if case .token(let next) = model.decode([.init(tokens: [token], cache: cache, greedy: [:])])[0] { token = next }
-            }
+            for _ in 0..<128 { token = BenchModel.step(model, [token], [cache], bounded: bounded)[0] }
             return 128 / Date().timeIntervalSince(start)
         }
         func process() -> Double {
@@ -34,8 +26,8 @@ enum LlamaBenchShape {
         }
         _ = process()
         let prefill = process()
-        let decode = generate()
-        let greedy = generateGreedy()
+        let decode = generate(bounded: false)
+        let greedy = generate(bounded: true)
         printJSON(["benchmark": "modelgate_tg128_pp128", "format": format.rawValue, "decode_batch1_tokens_per_second": (decode * 10).rounded() / 10,
                    "prefill_128_tokens_per_second": (prefill * 10).rounded() / 10,
                    "greedy_decode_batch1_tokens_per_second": (greedy * 10).rounded() / 10])

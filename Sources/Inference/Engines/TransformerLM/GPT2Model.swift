@@ -234,6 +234,11 @@ public final class GPT2Model: Sendable {
             if case .logits(let values) = self { return values }
             return []
         }
+
+        public var token: Int? {
+            if case .token(let token) = self { return token }
+            return nil
+        }
     }
 
     /// Whether greedy and sampling steps use the head's bounded int8 copy (else the whole head).
@@ -334,14 +339,14 @@ public final class GPT2Model: Sendable {
         for step in steps { step.cache.advance(by: step.tokens.count) }
 
         // Final norm and the tied output head, only for the rows whose logits are wanted, a
-        // block of rows at a time; greedy steps' last rows go through the bounded argmax.
+        // block of rows at a time; bounded and sampling steps' last rows go through the bounded head.
         var selected: [(step: Int, row: Int, offset: Int)] = []  // row in x; offset among the step's tokens
-        var greedy: [(step: Int, row: Int, choice: BoundedHead.Choice)] = []
+        var bounded: [(step: Int, row: Int, choice: BoundedHead.Choice)] = []
         row = 0
         for (index, step) in steps.enumerated() {
             let count = step.tokens.count
             if let choice = step.choice {
-                greedy.append((index, row + count - 1, choice))
+                bounded.append((index, row + count - 1, choice))
             } else {
                 for offset in (step.allLogits ? 0 : max(0, count - 1))..<count { selected.append((index, row + offset, offset)) }
             }
@@ -354,13 +359,13 @@ public final class GPT2Model: Sendable {
                 x.pointer + row * c, into, rows: 1, width: c, weight: self.finalNormWeight.pointer, bias: self.finalNormBias.pointer,
                 epsilon: self.config.layerNormEpsilon)
         }
-        if !greedy.isEmpty {
-            let gathered = FloatBuffer(count: greedy.count * c, zeroed: false)
-            for (index, entry) in greedy.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
+        if !bounded.isEmpty {
+            let gathered = FloatBuffer(count: bounded.count * c, zeroed: false)
+            for (index, entry) in bounded.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
             let tokens: [Int]
             if let boundedHead {
                 var statistics = BoundedHead.Statistics()
-                tokens = boundedHead.choose(gathered.pointer, m: greedy.count, ldx: c, rows: greedy.map(\.choice), statistics: &statistics)
+                tokens = boundedHead.choose(gathered.pointer, m: bounded.count, ldx: c, rows: bounded.map(\.choice), statistics: &statistics)
                 boundedHeadCounters.withLock {
                     $0.rows += statistics.rows
                     $0.candidates += statistics.candidates
@@ -368,9 +373,9 @@ public final class GPT2Model: Sendable {
                     $0.proposals += statistics.proposals
                 }
             } else {
-                let logits = FloatBuffer(count: greedy.count * vocabulary, zeroed: false)
-                tokenEmbedding.multiply(gathered.pointer, m: greedy.count, into: logits.pointer)
-                tokens = greedy.enumerated().map { index, entry in
+                let logits = FloatBuffer(count: bounded.count * vocabulary, zeroed: false)
+                tokenEmbedding.multiply(gathered.pointer, m: bounded.count, into: logits.pointer)
+                tokens = bounded.enumerated().map { index, entry in
                     var row = Array(UnsafeBufferPointer(start: logits.pointer + index * vocabulary, count: vocabulary))
                     for (token, penalty) in entry.choice.penalties where token >= 0 && token < vocabulary { row[token] -= penalty }
                     if case .sample(let temperature, _, let uniform) = entry.choice {
@@ -379,7 +384,7 @@ public final class GPT2Model: Sendable {
                     return Sampler.argmax(row)
                 }
             }
-            for (entry, token) in zip(greedy, tokens) { results[entry.step] = .token(token) }
+            for (entry, token) in zip(bounded, tokens) { results[entry.step] = .token(token) }
         }
         var rowsOut = [[Float]](repeating: [], count: steps.count)
         let gathered = FloatBuffer(count: min(selected.count, Self.headRows) * c, zeroed: false)

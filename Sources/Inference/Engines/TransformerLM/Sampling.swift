@@ -120,12 +120,7 @@ public enum Sampler {
     /// or top_p: one uniform number against the running total of the weights.
     static func draw(_ logits: [Float], temperature: Double, uniform: () -> Double) -> Int {
         let weights = exponentials(logits, scale: Float(1 / temperature))
-        var target = uniform() * weights.reduce(0, +)
-        for (index, weight) in weights.enumerated() {
-            target -= weight
-            if target < 0 { return index }
-        }
-        return max(0, weights.count - 1)
+        return pick(weights, total: weights.reduce(0, +), uniform: uniform())
     }
 
     /// Whether `sample` picks the most likely token (no randomness).
@@ -155,12 +150,17 @@ public enum Sampler {
             let index = kept?[position] ?? position
             return candidates?[index] ?? index
         }
-        var target = random.unit() * total
+        return token(pick(weights, total: total, uniform: random.unit()))
+    }
+
+    /// The position whose weight a uniform number in [0, 1) lands on, against the running total.
+    static func pick(_ weights: [Double], total: Double, uniform: Double) -> Int {
+        var target = uniform * total
         for (position, weight) in weights.enumerated() {
             target -= weight
-            if target < 0 { return token(position) }
+            if target < 0 { return position }
         }
-        return token(weights.count - 1)
+        return max(0, weights.count - 1)
     }
 
     /// Positions of the smallest set of the largest weights whose sum reaches `topP` of

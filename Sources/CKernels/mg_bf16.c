@@ -1,18 +1,12 @@
 #include "mg_bf16.h"
+#include "mg_cpu.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #define MG_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-int mg_bf16_available(void) {
-    static int state = -1;
-    if (state < 0) {
-        __builtin_cpu_init();
-        state = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
-    }
-    return state;
-}
+MG_CPU_FEATURE(mg_bf16_available, __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw"))
 
 /// float32 -> bfloat16, rounding to nearest even (as VCVTNE2PS2BF16 does; NaN stays NaN).
 static inline uint32_t bf16_bits(float value) {
