@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Postgres
 
 /// The real `modelgate` binary, run as a child process in a directory of the test's choosing.
@@ -73,8 +74,23 @@ public final class ModelGateProcess: Sendable {
 }
 
 public enum FreePort {
-    /// A TCP port that was free a moment ago (bound to port 0, then released).
+    /// Ports this test process has handed out: the kernel may give a released port to the next
+    /// bind to port 0, and two servers started by tests running in parallel once got the same
+    /// one. The second could not bind, and its test's requests went to the other test's server
+    /// (401 for an unknown key, then connection refused when that test stopped it).
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    /// A TCP port that was free a moment ago (bound to port 0, then released) and that no other
+    /// caller in this process got.
     public static func find() throws -> Int {
+        for _ in 0..<100 {
+            let port = try unbound()
+            if handedOut.withLock({ $0.insert(port).inserted }) { return port }
+        }
+        throw POSIXError(.EADDRINUSE)
+    }
+
+    private static func unbound() throws -> Int {
         let socketDescriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socketDescriptor >= 0 else { throw POSIXError(.EMFILE) }
         defer { close(socketDescriptor) }
