@@ -53,4 +53,16 @@ struct MiniLMReference: Decodable {
         #expect(tokenizer.encode(String(repeating: "a", count: 101)) == [2, 1, 3])
         #expect(tokenizer.encode("hello hello hello", maxLength: 3) == [2, 10, 3])
     }
+
+    /// Cased vocabularies keep NFC and NFD apart, as Hugging Face's does: `é` is a token of its
+    /// own, `e` + U+0301 is `e` and an unknown continuation. Neither order may change that.
+    @Test func wordPieceKeysItsVocabularyByBytes() throws {
+        let vocabulary: [String: Int] = ["[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "caf\u{E9}": 10, "cafe": 11, "##\u{301}": 12]
+        for order in [["caf\u{E9}", "cafe\u{301}"], ["cafe\u{301}", "caf\u{E9}"]] {
+            let tokenizer = try WordPieceTokenizer(vocabulary: vocabulary, lowercase: false)
+            let results = order.map { tokenizer.encode($0) }
+            let expected = order.map { Array($0.utf8) == Array("caf\u{E9}".utf8) ? [2, 10, 3] : [2, 11, 12, 3] }  // bytes: String == is canonical equivalence
+            #expect(results == expected)
+        }
+    }
 }

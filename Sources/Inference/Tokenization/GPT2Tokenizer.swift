@@ -19,19 +19,33 @@ extension Tokenizer {
 /// GPT-2's byte-level BPE (`vocab.json` + `merges.txt`), exact to Hugging Face's tokenizer:
 /// GPT-2's pre-tokenisation pattern, bytes mapped to printable characters, merges by rank.
 /// Any UTF-8 round-trips, because every byte has a token.
+///
+/// Every table is keyed by bytes or token ids, never by `String`: Swift's `String` equality is
+/// Unicode canonical equivalence, so a `String`-keyed cache would hand the tokens of `"≯"` to
+/// `">\u{338}"` (different bytes, different tokens) — across requests and tenants.
 public final class GPT2Tokenizer: Tokenizer {
-    private let encoder: [String: Int]
+    /// Token bytes -> id.
+    private let encoder: [[UInt8]: Int]
     private let decoder: [Int: [UInt8]]
-    private let ranks: [Pair: Int]
-    private let byteToUnicode: [Character]
-    private let cache = Mutex<[String: [Int]]>([:])
+    /// A pair of adjacent token ids -> the merge's rank and the id it makes (as Hugging Face's
+    /// BPE model holds its merges).
+    private let merges: [Pair: Merge]
+    /// The id of each single byte (nil when a custom vocabulary lacks it).
+    private let byteTokens: [Int?]
+    /// Pieces already encoded, by their UTF-8 bytes.
+    private let cache = Mutex<[[UInt8]: [Int]]>([:])
     public let vocabularySize: Int
     /// The `<|endoftext|>` id, when the vocabulary has it.
     public let endOfText: Int?
 
     struct Pair: Hashable {
-        var first: String
-        var second: String
+        var first: Int
+        var second: Int
+    }
+
+    struct Merge {
+        var rank: Int
+        var merged: Int
     }
 
     public convenience init(directory: String) throws {
@@ -56,22 +70,35 @@ public final class GPT2Tokenizer: Tokenizer {
         self.init(vocabulary: vocab, merges: merges)
     }
 
+    /// `vocabulary` and `merges` in the file's printable form (each byte one character of
+    /// GPT-2's byte table); they are turned into bytes here, scalar by scalar.
     public init(vocabulary: [String: Int], merges: [(String, String)]) {
-        self.encoder = vocabulary
-        let table = Self.byteTable()
-        self.byteToUnicode = table
-        var unicodeToByte: [Character: UInt8] = [:]
-        for (byte, character) in table.enumerated() { unicodeToByte[character] = UInt8(byte) }
+        var unicodeToByte: [Unicode.Scalar: UInt8] = [:]
+        for (byte, character) in Self.byteTable().enumerated() {
+            if let scalar = character.unicodeScalars.first { unicodeToByte[scalar] = UInt8(byte) }
+        }
+        func bytes(_ token: String) -> [UInt8] { token.unicodeScalars.compactMap { unicodeToByte[$0] } }
+        var encoder: [[UInt8]: Int] = [:]
         var decoder: [Int: [UInt8]] = [:]
         for (token, id) in vocabulary {
-            decoder[id] = token.compactMap { unicodeToByte[$0] }
+            let tokenBytes = bytes(token)
+            decoder[id] = tokenBytes
+            // Two spellings of one byte string: the lower id wins (whatever the dictionary's order).
+            if let existing = encoder[tokenBytes], existing < id { continue }
+            encoder[tokenBytes] = id
         }
+        self.encoder = encoder
         self.decoder = decoder
-        var ranks: [Pair: Int] = [:]
-        for (rank, merge) in merges.enumerated() where ranks[Pair(first: merge.0, second: merge.1)] == nil {
-            ranks[Pair(first: merge.0, second: merge.1)] = rank
+        var table: [Pair: Merge] = [:]
+        for (rank, merge) in merges.enumerated() {
+            let first = bytes(merge.0), second = bytes(merge.1)
+            // A merge whose parts or result the vocabulary lacks can never apply.
+            guard let left = encoder[first], let right = encoder[second], let merged = encoder[first + second] else { continue }
+            let pair = Pair(first: left, second: right)
+            if table[pair] == nil { table[pair] = Merge(rank: rank, merged: merged) }
         }
-        self.ranks = ranks
+        self.merges = table
+        self.byteTokens = (0..<256).map { encoder[[UInt8($0)]] }
         self.vocabularySize = (vocabulary.values.max() ?? -1) + 1
         self.endOfText = vocabulary["<|endoftext|>"]
     }
@@ -96,14 +123,15 @@ public final class GPT2Tokenizer: Tokenizer {
     public func encode(_ text: String) -> [Int] {
         var ids: [Int] = []
         for piece in Self.pretokenize(text) {
-            if let cached = cache.withLock({ $0[piece] }) {
+            let key = Array(piece.utf8)
+            if let cached = cache.withLock({ $0[key] }) {
                 ids += cached
                 continue
             }
-            let encoded = bpe(piece)
+            let encoded = bpe(key)
             cache.withLock { cache in
                 if cache.count > 50_000 { cache.removeAll() }
-                cache[piece] = encoded
+                cache[key] = encoded
             }
             ids += encoded
         }
@@ -119,24 +147,25 @@ public final class GPT2Tokenizer: Tokenizer {
     /// The bytes of one token.
     public func tokenBytes(_ token: Int) -> [UInt8] { decoder[token] ?? [] }
 
-    private func bpe(_ piece: String) -> [Int] {
-        var symbols = piece.utf8.map { String(byteToUnicode[Int($0)]) }
+    /// One piece's tokens: its bytes' tokens, merged pairwise by lowest rank until no pair merges.
+    private func bpe(_ piece: [UInt8]) -> [Int] {
+        // A byte missing from a custom vocabulary becomes token 0 and merges with nothing.
+        var symbols = piece.map { byteTokens[Int($0)] ?? -1 }
         while symbols.count > 1 {
-            var best: (rank: Int, index: Int)?
+            var best: (rank: Int, pair: Pair, merged: Int)?
             for index in 0..<(symbols.count - 1) {
-                if let rank = ranks[Pair(first: symbols[index], second: symbols[index + 1])], rank < (best?.rank ?? Int.max) {
-                    best = (rank, index)
+                let pair = Pair(first: symbols[index], second: symbols[index + 1])
+                if let merge = merges[pair], merge.rank < (best?.rank ?? Int.max) {
+                    best = (merge.rank, pair, merge.merged)
                 }
             }
             guard let best else { break }
-            let first = symbols[best.index]
-            let second = symbols[best.index + 1]
-            var merged: [String] = []
+            var merged: [Int] = []
             merged.reserveCapacity(symbols.count)
             var index = 0
             while index < symbols.count {
-                if index < symbols.count - 1, symbols[index] == first, symbols[index + 1] == second {
-                    merged.append(first + second)
+                if index < symbols.count - 1, symbols[index] == best.pair.first, symbols[index + 1] == best.pair.second {
+                    merged.append(best.merged)
                     index += 2
                 } else {
                     merged.append(symbols[index])
@@ -145,11 +174,7 @@ public final class GPT2Tokenizer: Tokenizer {
             }
             symbols = merged
         }
-        return symbols.map { symbol in
-            if let id = encoder[symbol] { return id }
-            // Every single byte is in a GPT-2 vocabulary; a custom one missing it falls back per byte.
-            return encoder[String(symbol.first ?? " ")] ?? 0
-        }
+        return symbols.map { max($0, 0) }
     }
 
     // MARK: Pre-tokenisation

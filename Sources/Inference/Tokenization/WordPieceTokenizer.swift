@@ -2,9 +2,11 @@ import Foundation
 
 /// BERT's tokenizer (`vocab.txt`): basic tokenisation (clean control characters, space out CJK
 /// ideographs, lower-case, strip accents, split punctuation), then WordPiece greedy
-/// longest-match with `##` continuations; `[CLS] ... [SEP]` around each text.
+/// longest-match with `##` continuations; `[CLS] ... [SEP]` around each text. The vocabulary
+/// is keyed by UTF-8 bytes: `String` keys would match canonically equivalent spellings
+/// (`"é"` and `"e\u{301}"`) that Hugging Face's tokenizer keeps apart.
 public final class WordPieceTokenizer: Sendable {
-    let vocabulary: [String: Int]
+    let vocabulary: [[UInt8]: Int]
     let inverse: [Int: String]
     public let lowercase: Bool
     public let classToken: Int
@@ -16,22 +18,28 @@ public final class WordPieceTokenizer: Sendable {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ModelLoadError(file: path, reason: "missing or not UTF-8")
         }
-        var vocabulary: [String: Int] = [:]
+        var vocabulary: [[UInt8]: Int] = [:]
         for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let token = line.hasSuffix("\r") ? String(line.dropLast()) : String(line)
+            let token = Array((line.hasSuffix("\r") ? line.dropLast() : line).utf8)
             if token.isEmpty && index > 0 { continue }
             if vocabulary[token] == nil { vocabulary[token] = index }
         }
         try self.init(vocabulary: vocabulary, lowercase: lowercase, file: path)
     }
 
-    init(vocabulary: [String: Int], lowercase: Bool, file: String = "vocab.txt") throws {
+    convenience init(vocabulary: [String: Int], lowercase: Bool, file: String = "vocab.txt") throws {
+        var byBytes: [[UInt8]: Int] = [:]
+        for (token, id) in vocabulary.sorted(by: { $0.value < $1.value }) where byBytes[Array(token.utf8)] == nil { byBytes[Array(token.utf8)] = id }
+        try self.init(vocabulary: byBytes, lowercase: lowercase, file: file)
+    }
+
+    init(vocabulary: [[UInt8]: Int], lowercase: Bool, file: String) throws {
         self.vocabulary = vocabulary
         var inverse: [Int: String] = [:]
-        for (token, id) in vocabulary { inverse[id] = token }
+        for (token, id) in vocabulary { inverse[id] = String(decoding: token, as: UTF8.self) }
         self.inverse = inverse
         self.lowercase = lowercase
-        guard let cls = vocabulary["[CLS]"], let sep = vocabulary["[SEP]"], let unk = vocabulary["[UNK]"] else {
+        guard let cls = vocabulary[Array("[CLS]".utf8)], let sep = vocabulary[Array("[SEP]".utf8)], let unk = vocabulary[Array("[UNK]".utf8)] else {
             throw ModelLoadError(file: file, reason: "vocabulary lacks [CLS], [SEP] or [UNK]")
         }
         classToken = cls
@@ -39,7 +47,7 @@ public final class WordPieceTokenizer: Sendable {
         unknownToken = unk
     }
 
-    public var vocabularySize: Int { (vocabulary.values.max() ?? -1) + 1 }
+    public var vocabularySize: Int { (inverse.keys.max() ?? -1) + 1 }
 
     /// `[CLS] tokens [SEP]`, truncated to `maxLength` ids in all.
     public func encode(_ text: String, maxLength: Int = 512) -> [Int] {
@@ -143,15 +151,16 @@ public final class WordPieceTokenizer: Sendable {
     func wordPiece(_ word: String) -> [Int] {
         let characters = Array(word.unicodeScalars)
         guard characters.count <= Self.maxCharactersPerWord else { return [unknownToken] }
+        // Each scalar's UTF-8 bytes, so a candidate piece is a byte range.
+        let encoded = characters.map { Array(String($0).utf8) }
         var ids: [Int] = []
         var start = 0
         while start < characters.count {
             var end = characters.count
             var found: Int?
             while start < end {
-                var view = String.UnicodeScalarView()
-                view.append(contentsOf: characters[start..<end])
-                let piece = (start > 0 ? "##" : "") + String(view)
+                var piece: [UInt8] = start > 0 ? [0x23, 0x23] : []  // "##"
+                for scalar in encoded[start..<end] { piece += scalar }
                 if let id = vocabulary[piece] {
                     found = id
                     break
