@@ -88,8 +88,11 @@ public struct APIKeyService: Sendable {
         self.pepper = pepper
     }
 
-    /// Creates a key for `tenant` (nil: an operator key, which must have exactly the `admin` scope).
-    public func create(tenant: UUID?, _ request: NewAPIKey, actor: AuditActor) async throws -> CreatedAPIKey {
+    /// Creates a key for `tenant` (nil: an operator key, which must have exactly the `admin`
+    /// scope), bounded by what `issuer` holds.
+    public func create(tenant: UUID?, _ request: NewAPIKey, issuer: KeyIssuer) async throws -> CreatedAPIKey {
+        let request = try issuer.bound(request)
+        let actor = issuer.actor
         try validate(request, tenant: tenant)
         let secret = try APIKeyFormat.generate()
         let id = UUID()
@@ -161,12 +164,21 @@ public struct APIKeyService: Sendable {
         return key
     }
 
+    /// The longest an old key may keep working after a rotation.
+    public static let maximumGrace = Duration.seconds(90 * 86_400)
+    public static let defaultGrace = Duration.seconds(86_400)
+
     /// Issues a replacement with the same attributes; the old key keeps working for `grace`
-    /// (default 24 h, zero stops it at once), then stops.
-    public func rotate(_ id: UUID, tenant: UUID?, grace: Duration = .seconds(86_400), actor: AuditActor) async throws -> CreatedAPIKey {
+    /// (default 24 h, zero stops it at once, at most 90 days), then stops. Refused when the
+    /// key holds more than `issuer` does.
+    public func rotate(_ id: UUID, tenant: UUID?, grace: Duration = defaultGrace, issuer: KeyIssuer) async throws -> CreatedAPIKey {
+        guard grace >= .zero, grace <= Self.maximumGrace else {
+            throw TenancyError.invalid(field: "grace_period_seconds", message: "must be between 0 and \(Self.maximumGrace.components.seconds) seconds")
+        }
         let old = try await get(id, tenant: tenant)
+        try issuer.checkRotation(of: old)
         guard old.isUsable() else { throw TenancyError.conflict("API key \(old.prefix)… is revoked or expired") }
-        guard grace >= .zero else { throw TenancyError.invalid(field: "grace", message: "must not be negative") }
+        let actor = issuer.actor
         let secret = try APIKeyFormat.generate()
         let newID = UUID()
         let prefix = APIKeyFormat.displayPrefix(secret)

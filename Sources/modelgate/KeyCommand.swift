@@ -52,7 +52,7 @@ struct KeyCommand: AsyncParsableCommand {
                     name: name, scopes: try Scope.parseList(scopes),
                     allowedModels: models.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? [],
                     expiresAt: try expires.map(Output.expiry))
-                try KeyCommand.printCreated(try await services.apiKeys.create(tenant: id, request, actor: .cli()), json: json)
+                try KeyCommand.printCreated(try await services.apiKeys.create(tenant: id, request, issuer: .operator(.cli())), json: json)
             }
         }
     }
@@ -98,7 +98,7 @@ struct KeyCommand: AsyncParsableCommand {
             guard let keyID = UUID(uuidString: key) else { CLI.fail("'\(key)' is not a key id (see 'modelgate key list')") }
             try await withServices(global) { services in
                 let created = try await services.apiKeys.rotate(
-                    keyID, tenant: try await services.tenants.resolve(tenant), grace: try Output.duration(grace, option: "--grace"), actor: .cli())
+                    keyID, tenant: try await services.tenants.resolve(tenant), grace: try Output.duration(grace, option: "--grace"), issuer: .operator(.cli()))
                 try KeyCommand.printCreated(created, json: json)
             }
         }
@@ -120,7 +120,7 @@ struct AdminKeyCommand: AsyncParsableCommand {
         func run() async throws {
             try await withServices(global) { services in
                 let created = try await services.apiKeys.create(
-                    tenant: nil, NewAPIKey(name: name, scopes: [.admin], expiresAt: try expires.map(Output.expiry)), actor: .cli())
+                    tenant: nil, NewAPIKey(name: name, scopes: [.admin], expiresAt: try expires.map(Output.expiry)), issuer: .operator(.cli()))
                 try KeyCommand.printCreated(created, json: json)
             }
         }

@@ -21,7 +21,7 @@ struct MeteringSetup {
         _ = try await LimitService(pool: system.pool).setPlan("unlimited", displayName: "No limits", limits: LimitSettings(), actor: .init("test"))
         let tenant = try await system.tenants.create(slug: "metered-\(UUID().uuidString.prefix(6).lowercased())", displayName: "M", plan: "unlimited", actor: .init("test"))
         try await LimitService(pool: system.pool).setTenantOverrides(tenant.id, limits, actor: .init("test"))
-        let key = try await system.apiKeys.create(tenant: tenant.id, .init(name: "k", scopes: [.inference], limits: keyLimits), actor: .init("test"))
+        let key = try await system.apiKeys.create(tenant: tenant.id, .init(name: "k", scopes: [.inference], limits: keyLimits), issuer: .operator(.init("test")))
         let principal = try await system.authenticator.authenticate(key.secret, clientAddress: "t")
         var pools = [system.pool]
         for _ in 1..<max(1, instances) { pools.append(PostgresPool(configuration: system.database.configuration)) }
@@ -120,9 +120,9 @@ final class Tally: Sendable {
                         do {
                             let admission = try await setup.meters[index % instances].admit(
                                 UsageEstimate(requestID: "burst-\(index)", model: "demo", promptTokens: 1), principal: setup.principal)
-                            #expect(admission.requests?.limit == 60)
+                            #expect(admission.rateLimits.requests?.limit == 60)
                             tally.admitted.add(1, ordering: .relaxed)
-                        } catch MeteringError.rateLimited(_, let retryAfter) {
+                        } catch MeteringError.rateLimited(_, let retryAfter, _) {
                             #expect(retryAfter >= 1)
                             tally.rejected.add(1, ordering: .relaxed)
                         }
@@ -286,7 +286,7 @@ final class Tally: Sendable {
         let ring = Encryption.KeyRing(masterKeys: keys, store: PostgresDataKeyStore(pool: pool)) { keys }
         _ = try await LimitService(pool: pool).setPlan("unlimited", displayName: nil, limits: LimitSettings(), actor: .init("test"))
         let tenant = try await TenantService(pool: pool, keyRing: ring).create(slug: "outage", displayName: "O", plan: "unlimited", actor: .init("test"))
-        let key = try await APIKeyService(pool: pool, pepper: keys.pepper).create(tenant: tenant.id, .init(name: "k", scopes: [.inference]), actor: .init("test"))
+        let key = try await APIKeyService(pool: pool, pepper: keys.pepper).create(tenant: tenant.id, .init(name: "k", scopes: [.inference]), issuer: .operator(.init("test")))
         let principal = try await Authenticator(pool: pool, pepper: keys.pepper).authenticate(key.secret, clientAddress: "t")
         let directory = NSTemporaryDirectory() + "mg-spool-\(UUID().uuidString)"
         let meter = Meter(pool: pool, spool: try UsageSpool(directory: directory))

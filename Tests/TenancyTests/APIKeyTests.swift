@@ -52,7 +52,7 @@ import TestSupport
 
     func tenantWithKey(_ system: TestTenancy, slug: String, scopes: [Scope] = [.inference]) async throws -> (Tenant, CreatedAPIKey) {
         let tenant = try await system.tenants.create(slug: slug, displayName: slug, actor: actor)
-        let key = try await system.apiKeys.create(tenant: tenant.id, NewAPIKey(name: "k", scopes: scopes, allowedModels: ["gpt2"]), actor: actor)
+        let key = try await system.apiKeys.create(tenant: tenant.id, NewAPIKey(name: "k", scopes: scopes, allowedModels: ["gpt2"]), issuer: .operator(actor))
         return (tenant, key)
     }
 
@@ -105,12 +105,12 @@ import TestSupport
         _ = try await auth.authenticate(key.secret, clientAddress: "a")
 
         // Rotation with a grace period: both work; with none the old stops at once.
-        let graceful = try await system.apiKeys.rotate(key.key.id, tenant: tenant.id, grace: .seconds(3600), actor: actor)
+        let graceful = try await system.apiKeys.rotate(key.key.id, tenant: tenant.id, grace: .seconds(3600), issuer: .operator(actor))
         auth.flush()
         _ = try await auth.authenticate(key.secret, clientAddress: "a")
         _ = try await auth.authenticate(graceful.secret, clientAddress: "a")
-        await #expect(throws: TenancyError.self) { try await system.apiKeys.rotate(key.key.id, tenant: tenant.id, actor: actor) }
-        let abrupt = try await system.apiKeys.rotate(graceful.key.id, tenant: tenant.id, grace: .zero, actor: actor)
+        await #expect(throws: TenancyError.self) { try await system.apiKeys.rotate(key.key.id, tenant: tenant.id, issuer: .operator(actor)) }
+        let abrupt = try await system.apiKeys.rotate(graceful.key.id, tenant: tenant.id, grace: .zero, issuer: .operator(actor))
         auth.flush()
         await #expect(throws: AuthenticationError.invalidKey) { try await auth.authenticate(graceful.secret, clientAddress: "a") }
         _ = try await auth.authenticate(abrupt.secret, clientAddress: "a")
@@ -119,7 +119,7 @@ import TestSupport
         // Expiry is checked on every request, even from the cache.
         let expiry = Date().addingTimeInterval(4)  // room for a loaded machine to authenticate it first
         let shortLived = try await system.apiKeys.create(
-            tenant: tenant.id, NewAPIKey(name: "short", scopes: [.inference], expiresAt: expiry), actor: actor)
+            tenant: tenant.id, NewAPIKey(name: "short", scopes: [.inference], expiresAt: expiry), issuer: .operator(actor))
         _ = try await auth.authenticate(shortLived.secret, clientAddress: "a")
         try await Task.sleep(for: .milliseconds(Int(max(0, expiry.timeIntervalSinceNow) * 1000) + 100))
         await #expect(throws: AuthenticationError.invalidKey) { try await auth.authenticate(shortLived.secret, clientAddress: "a") }
@@ -181,7 +181,7 @@ import TestSupport
         await #expect(throws: TenancyError.notFound("no API key \(keyB.key.id.uuidString.lowercased())")) {
             try await system.apiKeys.revoke(keyB.key.id, tenant: tenantA.id, actor: actor)
         }
-        await #expect(throws: TenancyError.self) { try await system.apiKeys.rotate(keyB.key.id, tenant: tenantA.id, actor: actor) }
+        await #expect(throws: TenancyError.self) { try await system.apiKeys.rotate(keyB.key.id, tenant: tenantA.id, issuer: .operator(actor)) }
         await #expect(throws: TenancyError.self) { try await system.apiKeys.get(keyB.key.id, tenant: tenantA.id) }
         #expect(try await system.apiKeys.list(tenant: tenantA.id).allSatisfy { $0.tenantID == tenantA.id })
         let untouched = try await system.apiKeys.get(keyB.key.id, tenant: tenantB.id)
@@ -195,20 +195,20 @@ import TestSupport
         defer { Task { await system.drop() } }
         let tenant = try await system.tenants.create(slug: "rules", displayName: "R", actor: actor)
         await #expect(throws: TenancyError.self) {
-            try await system.apiKeys.create(tenant: tenant.id, NewAPIKey(name: "x", scopes: [.admin]), actor: actor)
+            try await system.apiKeys.create(tenant: tenant.id, NewAPIKey(name: "x", scopes: [.admin]), issuer: .operator(actor))
         }
         await #expect(throws: TenancyError.self) {
-            try await system.apiKeys.create(tenant: nil, NewAPIKey(name: "x", scopes: [.inference]), actor: actor)
+            try await system.apiKeys.create(tenant: nil, NewAPIKey(name: "x", scopes: [.inference]), issuer: .operator(actor))
         }
         await #expect(throws: TenancyError.self) {
-            try await system.apiKeys.create(tenant: tenant.id, NewAPIKey(name: "", scopes: [.inference]), actor: actor)
+            try await system.apiKeys.create(tenant: tenant.id, NewAPIKey(name: "", scopes: [.inference]), issuer: .operator(actor))
         }
         await #expect(throws: TenancyError.self) {
             try await system.apiKeys.create(
-                tenant: tenant.id, NewAPIKey(name: "x", scopes: [.inference], expiresAt: Date().addingTimeInterval(-5)), actor: actor)
+                tenant: tenant.id, NewAPIKey(name: "x", scopes: [.inference], expiresAt: Date().addingTimeInterval(-5)), issuer: .operator(actor))
         }
         await #expect(throws: TenancyError.self) {
-            try await system.apiKeys.create(tenant: UUID(), NewAPIKey(name: "x", scopes: [.inference]), actor: actor)
+            try await system.apiKeys.create(tenant: UUID(), NewAPIKey(name: "x", scopes: [.inference]), issuer: .operator(actor))
         }
         #expect(throws: TenancyError.self) { try Scope.parseList("inference,superuser") }
         await #expect(throws: TenancyError.self) { try await system.tenants.create(slug: "Bad Slug", displayName: "x", actor: actor) }

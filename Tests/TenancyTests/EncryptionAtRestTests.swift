@@ -19,14 +19,14 @@ import TestSupport
                 slug: "dump-\(index)", displayName: "Dump \(index)", contactEmail: email, billingDetails: billing, actor: actor)
             let secret = "whsec_\(UUID().uuidString)"
             try await system.tenants.setSecret(tenant.id, name: "webhook", value: secret, actor: actor)
-            let key = try await system.apiKeys.create(tenant: tenant.id, NewAPIKey(name: "k", scopes: [.inference]), actor: actor)
+            let key = try await system.apiKeys.create(tenant: tenant.id, NewAPIKey(name: "k", scopes: [.inference]), issuer: .operator(actor))
             _ = try await system.authenticator.authenticate(key.secret, clientAddress: "127.0.0.1")
             plaintexts += [email, billing, secret, key.secret]
             // Readable through the service.
             #expect(try await system.tenants.get(tenant.id).contactEmail == email)
             #expect(try await system.tenants.secret(tenant.id, name: "webhook") == secret)
         }
-        let operatorKey = try await system.apiKeys.create(tenant: nil, NewAPIKey(name: "op", scopes: [.admin]), actor: actor)
+        let operatorKey = try await system.apiKeys.create(tenant: nil, NewAPIKey(name: "op", scopes: [.admin]), issuer: .operator(actor))
         plaintexts.append(operatorKey.secret)
         await system.authenticator.flushLastUsed()
 
@@ -146,7 +146,7 @@ import TestSupport
         let doomed = try await system.tenants.create(slug: "doomed", displayName: "D", contactEmail: "gone@example.com", actor: actor)
         let survivor = try await system.tenants.create(slug: "survivor", displayName: "S", contactEmail: "stay@example.com", actor: actor)
         try await system.tenants.setSecret(doomed.id, name: "api", value: "doomed-secret", actor: actor)
-        let key = try await system.apiKeys.create(tenant: doomed.id, NewAPIKey(name: "k", scopes: [.inference]), actor: actor)
+        let key = try await system.apiKeys.create(tenant: doomed.id, NewAPIKey(name: "k", scopes: [.inference]), issuer: .operator(actor))
 
         // What a backup taken now would hold.
         let backup = try await system.pool.query("SELECT contact_email FROM tenants WHERE id = $1", [doomed.id])
