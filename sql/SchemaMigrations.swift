@@ -13,6 +13,7 @@ public enum SchemaMigrations {
         ("0002_tenancy.sql", PackageResources._002_tenancy_sql),
         ("0003_metering.sql", PackageResources._003_metering_sql),
         ("0004_gateway.sql", PackageResources._004_gateway_sql),
+        ("0005_sealed_content.sql", PackageResources._005_sealed_content_sql),
     ]
 
     /// File names of the embedded migrations (tests compare them with the folder).

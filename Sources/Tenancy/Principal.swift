@@ -16,6 +16,8 @@ public struct Principal: Sendable, Equatable {
     /// Per-key limit overrides (metering reads them).
     public var limits: [String: Int]
     public var expiresAt: Date?
+    /// The tenant keeps its requests and responses (sealed) in its payload log.
+    public var payloadLogging = false
 
     public var isOperator: Bool { tenantID == nil }
 
@@ -23,6 +25,15 @@ public struct Principal: Sendable, Equatable {
 
     /// Whether this key's allow-list admits `model` (tenant visibility is checked separately).
     public func mayUse(model: String) -> Bool { allowedModels.isEmpty || allowedModels.contains(model) }
+
+    /// The one rule for who may see and use a model, applied by every route that lists or
+    /// runs models: a tenant key, a model that is public (`visibility` nil) or names the key's
+    /// tenant, and the key's allow-list admitting it. Operator keys see no tenant models.
+    public func maySee(model: String, visibility: [String]?) -> Bool {
+        guard let tenantSlug else { return false }
+        if let visibility, !visibility.contains(tenantSlug) { return false }
+        return mayUse(model: model)
+    }
 }
 
 public enum TenantStatus: String, Sendable, Codable, Equatable {

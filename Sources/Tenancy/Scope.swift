@@ -8,6 +8,8 @@ public enum Scope: String, Sendable, CaseIterable, Codable, Comparable {
     case usageRead = "usage:read"
     /// Manage the tenant's own keys (a tenant administrator).
     case keysManage = "keys:manage"
+    /// Read the tenant's own payload logs (its prompts and completions, when it opted in).
+    case logsRead = "logs:read"
     /// Operator: manage tenants, plans, models, billing. Belongs to no tenant.
     case admin
 

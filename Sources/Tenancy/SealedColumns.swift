@@ -19,6 +19,8 @@ enum SealedColumns {
         Column(table: "tenant_secrets", column: "value", idColumn: "id", tenantColumn: "tenant_id"),
         Column(table: "payload_logs", column: "request", idColumn: "id", tenantColumn: "tenant_id"),
         Column(table: "payload_logs", column: "response", idColumn: "id", tenantColumn: "tenant_id"),
+        Column(table: "idempotency_keys", column: "request_hash", idColumn: "id", tenantColumn: "tenant_id"),
+        Column(table: "idempotency_keys", column: "response_body", idColumn: "id", tenantColumn: "tenant_id"),
     ]
 }
 

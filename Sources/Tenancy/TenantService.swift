@@ -193,7 +193,8 @@ public struct TenantService: Sendable {
             var details = ["fields": fields]
             if let plan = changes.plan { details["plan"] = plan }
             try AuditLog.append(connection, actor: actor, tenant: id, action: "tenant.update", target: "tenant:\(rowID)", details: details)
-            if changes.plan != nil { try notifier.tenantChanged(id, connection) }
+            // Keys cache their tenant's plan and payload logging: drop them everywhere.
+            if changes.plan != nil || changes.payloadLogging != nil { try notifier.tenantChanged(id, connection) }
         }
         } catch let error as PostgresError where error.isForeignKeyViolation {
             throw TenancyError.invalid(field: "plan", message: "unknown plan '\(changes.plan ?? "")' (see 'modelgate plan list')")
@@ -247,6 +248,7 @@ public struct TenantService: Sendable {
                 "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL", [id])
             try connection.execute("DELETE FROM tenant_secrets WHERE tenant_id = $1", [id])
             try connection.execute("DELETE FROM payload_logs WHERE tenant_id = $1", [id])
+            try connection.execute("DELETE FROM idempotency_keys WHERE tenant_id = $1", [id])
             try connection.execute(
                 """
                 UPDATE tenants SET status = 'deleted', deleted_at = now(), updated_at = now(),

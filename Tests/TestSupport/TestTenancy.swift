@@ -26,7 +26,9 @@ public struct TestTenancy: Sendable {
             database: database, keyFile: keyFile, keyRing: keyRing,
             tenants: TenantService(pool: database.pool, keyRing: keyRing),
             apiKeys: APIKeyService(pool: database.pool, pepper: keys.pepper),
-            authenticator: Authenticator(pool: database.pool, pepper: keys.pepper) { keyRing.dropCache(tenant: $0) },
+            authenticator: Authenticator(pool: database.pool, pepper: keys.pepper) { change in
+                if case .tenant(let tenant) = change { keyRing.dropCache(tenant: tenant) }
+            },
             keyring: KeyringAdministration(pool: database.pool, keyRing: keyRing, keyFile: keyFile))
     }
 
@@ -50,5 +52,23 @@ public struct TestTenancy: Sendable {
         let (status, output) = try await onOwnThread { try ChildProcess.run(bin + "/pg_dump", arguments) }
         guard status == 0 else { throw PostgresError(.localCluster, "pg_dump failed: \(output)") }
         return output
+    }
+}
+
+extension TestTenancy {
+    /// Runs `body` on fresh tenancy services and drops the database afterwards — awaited, also
+    /// when `body` throws, so no later test sees the leftovers.
+    public static func with<Result>(
+        poolSize: Int = 4, _ body: (TestTenancy) async throws -> Result
+    ) async throws -> Result {
+        let system = try await create(poolSize: poolSize)
+        do {
+            let result = try await body(system)
+            await system.drop()
+            return result
+        } catch {
+            await system.drop()
+            throw error
+        }
     }
 }
