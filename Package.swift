@@ -176,6 +176,10 @@ let package = Package(
             dependencies: ["Tenancy", "Encryption", "Postgres", "TestSupport"]
         ),
         .testTarget(
+            name: "GatewayTests",
+            dependencies: ["Gateway", "Tenancy", "Inference", "Metering"]
+        ),
+        .testTarget(
             name: "PlatformTests",
             dependencies: ["Platform", "SchemaMigrations", "TestSupport", "Postgres"]
         ),
@@ -192,7 +196,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            exclude: ["Python"]  // run by the tests from the source tree, not a bundled resource
+            exclude: ["Python", "Fixtures"]  // read by the tests from the source tree, not bundled resources
         ),
     ]
 )

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import Synchronization
+import Tenancy
 
 /// What the access log reports about a request, filled in as it goes (the context is copied
 /// down the middleware chain; this record is shared by all the copies).
@@ -50,8 +51,8 @@ struct AccessLogMiddleware: RouterMiddleware {
     ) async throws -> Response {
         let started = ContinuousClock.now
         let entry = Entry(
-            logger: logger, requestID: context.requestID, method: request.method.rawValue, path: request.uri.path,
-            client: context.clientAddress, record: context.access, started: started)
+            logger: logger, requestID: context.requestID, method: request.method.rawValue, path: Self.redacted(request.uri.path),
+            client: context.clientAddress, record: context.access, endpoint: context.coreContext.endpointPath, started: started)
         let response: Response
         do {
             response = try await next(request, context)
@@ -79,6 +80,22 @@ struct AccessLogMiddleware: RouterMiddleware {
         return streamed
     }
 
+    /// The path with anything shaped like an API key (`mgk_` and what follows it in the
+    /// segment) cut to its display prefix: a key sent in the path must not reach the log.
+    static func redacted(_ path: String) -> String {
+        guard path.contains("mgk_") else { return path }
+        var output = ""
+        var rest = Substring(path)
+        while let range = rest.range(of: "mgk_") {
+            output += rest[..<range.lowerBound]
+            let tail = rest[range.upperBound...]
+            let secret = tail.prefix { $0.isLetter || $0.isNumber }
+            output += "mgk_" + secret.prefix(APIKeyFormat.displayPrefixLength) + (secret.count > APIKeyFormat.displayPrefixLength ? "…" : "")
+            rest = tail.dropFirst(secret.count)
+        }
+        return output + rest
+    }
+
     struct Entry: Sendable {
         let logger: Logger
         let requestID: String
@@ -86,13 +103,16 @@ struct AccessLogMiddleware: RouterMiddleware {
         let path: String
         let client: String
         let record: AccessRecord
+        /// Set by the router once it has matched a route (shared by every copy of the context).
+        let endpoint: EndpointPath
         let started: ContinuousClock.Instant
 
         func write(status: Int) {
             let elapsed = ContinuousClock.now - started
             let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
             let fields = record.fields.withLock { $0 }
-            GatewayMetrics.request(path: path, method: method, status: status, seconds: milliseconds / 1000)
+            GatewayMetrics.request(
+                route: GatewayMetrics.routeLabel(endpointPath: endpoint.value), method: method, status: status, seconds: milliseconds / 1000)
             if let model = fields.model {
                 GatewayMetrics.usage(model: model, promptTokens: fields.promptTokens, completionTokens: fields.completionTokens, images: fields.images)
             }

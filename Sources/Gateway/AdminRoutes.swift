@@ -55,12 +55,11 @@ struct AdminRoutes {
 
     func register(on group: RouterGroup<GatewayRequestContext>) {
         group.get("tenants") { request, context in
-            _ = try context.require(.admin)
             let includeDeleted = request.uri.queryParameters.get("include_deleted") == "true"
             return JSONResponse(status: .ok, body: ListBody(data: try await tenants.list(includeDeleted: includeDeleted)))
         }
         group.post("tenants") { request, context in
-            let principal = try context.require(.admin)
+            let principal = try context.requirePrincipal()
             let body = try await JSONBody.decode(CreateTenantRequest.self, from: request, context: context, limit: maxBodyBytes)
             let tenant = try await tenants.create(
                 slug: body.slug, displayName: body.displayName, contactEmail: body.contactEmail,
@@ -68,12 +67,11 @@ struct AdminRoutes {
             return JSONResponse(status: .created, body: tenant)
         }
         group.get("tenants/:id") { _, context in
-            _ = try context.require(.admin)
-            return JSONResponse(status: .ok, body: try await tenants.get(try TenantKeyRoutes.id(context)))
+            JSONResponse(status: .ok, body: try await tenants.get(try await tenants.resolve(context)))
         }
         group.patch("tenants/:id") { request, context in
-            let principal = try context.require(.admin)
-            let id = try TenantKeyRoutes.id(context)
+            let principal = try context.requirePrincipal()
+            let id = try await tenants.resolve(context)
             let body = try await JSONBody.decode(UpdateTenantRequest.self, from: request, context: context, limit: maxBodyBytes)
             let changes = TenantChanges(
                 displayName: body.displayName, contactEmail: body.contactEmail, billingDetails: body.billingDetails,
@@ -81,47 +79,39 @@ struct AdminRoutes {
             return JSONResponse(status: .ok, body: try await tenants.update(id, changes, actor: .key(principal)))
         }
         group.delete("tenants/:id") { _, context in
-            let principal = try context.require(.admin)
-            let id = try TenantKeyRoutes.id(context)
+            let principal = try context.requirePrincipal()
+            let id = try await tenants.resolve(context)
             let report = try await tenants.delete(id, actor: .key(principal))
             return JSONResponse(status: .ok, body: DeletionBody(id: id.uuidString.lowercased(), revokedKeys: report.revokedKeys, shreddedDataKeys: report.shreddedDataKeys))
         }
         group.post("tenants/:id/suspend") { _, context in
-            let principal = try context.require(.admin)
-            return JSONResponse(status: .ok, body: try await tenants.suspend(try TenantKeyRoutes.id(context), actor: .key(principal)))
+            let principal = try context.requirePrincipal()
+            return JSONResponse(status: .ok, body: try await tenants.suspend(try await tenants.resolve(context), actor: .key(principal)))
         }
         group.post("tenants/:id/resume") { _, context in
-            let principal = try context.require(.admin)
-            return JSONResponse(status: .ok, body: try await tenants.resume(try TenantKeyRoutes.id(context), actor: .key(principal)))
+            let principal = try context.requirePrincipal()
+            return JSONResponse(status: .ok, body: try await tenants.resume(try await tenants.resolve(context), actor: .key(principal)))
         }
         group.get("tenants/:id/keys") { _, context in
-            _ = try context.require(.admin)
-            let tenant = try await existingTenant(context)
+            let tenant = try await tenants.resolve(context)
             return JSONResponse(status: .ok, body: ListBody(data: try await apiKeys.list(tenant: tenant)))
         }
         group.post("tenants/:id/keys") { request, context in
-            let principal = try context.require(.admin)
-            let tenant = try await existingTenant(context)
+            let principal = try context.requirePrincipal()
+            let tenant = try await tenants.resolve(context)
             let body = try await JSONBody.decode(TenantKeyRoutes.CreateKeyRequest.self, from: request, context: context, limit: maxBodyBytes)
-            let scopes = try Scope.parseList((body.scopes ?? ["inference"]).joined(separator: ","))
-            let created = try await apiKeys.create(
-                tenant: tenant,
-                NewAPIKey(name: body.name, scopes: scopes, allowedModels: body.allowedModels ?? [], expiresAt: body.expiresAt, limits: body.limits ?? [:]),
-                actor: .key(principal))
+            let created = try await apiKeys.create(tenant: tenant, try body.newKey(), issuer: .operator(.key(principal)))
             return JSONResponse(status: .created, body: CreatedKeyBody(created))
         }
         group.delete("tenants/:id/keys/:key") { _, context in
-            let principal = try context.require(.admin)
-            let tenant = try await existingTenant(context)
+            let principal = try context.requirePrincipal()
+            let tenant = try await tenants.resolve(context)
             return JSONResponse(status: .ok, body: try await apiKeys.revoke(try TenantKeyRoutes.id(context, "key"), tenant: tenant, actor: .key(principal)))
         }
         group.get("audit") { request, context in
-            _ = try context.require(.admin)
             let query = request.uri.queryParameters
-            let tenant = try query.get("tenant").map { text -> UUID in
-                guard let id = UUID(uuidString: text) else { throw OpenAIError.invalidRequest("tenant must be a tenant id", param: "tenant") }
-                return id
-            }
+            var tenant: UUID?
+            if let reference = query.get("tenant") { tenant = try await tenants.resolve(reference) }
             let since = try query.get("since").map { text -> Date in
                 guard let date = ISO8601DateFormatter().date(from: text) else {
                     throw OpenAIError.invalidRequest("since must be an ISO 8601 time", param: "since")
@@ -132,10 +122,11 @@ struct AdminRoutes {
             return JSONResponse(status: .ok, body: ListBody(data: try await auditLog(tenant, since, limit)))
         }
     }
+}
 
-    private func existingTenant(_ context: GatewayRequestContext) async throws -> UUID {
-        let id = try TenantKeyRoutes.id(context)
-        _ = try await tenants.get(id)
-        return id
+extension TenantService {
+    /// The tenant a path names (`{id}`): by id or by slug; not found otherwise.
+    func resolve(_ context: GatewayRequestContext) async throws -> UUID {
+        try await resolve(try TenantKeyRoutes.reference(context))
     }
 }

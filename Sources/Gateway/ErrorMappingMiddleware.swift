@@ -68,6 +68,8 @@ struct ErrorMappingMiddleware: RouterMiddleware {
         case .conflict(let message): OpenAIError(status: .conflict, message: message, type: "invalid_request_error", code: "conflict")
         case .invalid(let field, let message): .invalidRequest("\(field): \(message)", param: field)
         case .forbidden(let message): OpenAIError(status: .forbidden, message: message, type: "permission_error", code: "forbidden")
+        case .notGrantable(let field, let message):
+            OpenAIError(status: .forbidden, message: message, type: "permission_error", param: field, code: "insufficient_scope")
         }
     }
 

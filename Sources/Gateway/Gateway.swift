@@ -15,6 +15,7 @@ public struct GatewayDependencies: Sendable {
     public var registry: ModelRegistry
     public var meter: Meter
     public var idempotency: IdempotencyStore
+    public var payloadLog: PayloadLog
     public var reports: Reports
     public var limits: LimitService
     public var prices: PriceBook
@@ -26,11 +27,16 @@ public struct GatewayDependencies: Sendable {
     public var metrics: @Sendable () async -> [UInt8]
     /// Whether `GET /metrics` needs an operator key.
     public var metricsNeedOperatorKey = false
+    /// Drop OpenAI parameters a model's engine does not support instead of refusing them.
+    public var dropUnsupportedParams = false
+    /// The largest image decoded, and the most pixels one request's images may hold together.
+    public var maxImagePixels = 40_000_000
+    public var maxImagePixelsPerRequest = 100_000_000
 
     public init(
         readiness: @escaping @Sendable () async -> ReadinessReport, authenticator: Authenticator, tenants: TenantService,
         apiKeys: APIKeyService, auditLog: @escaping @Sendable (UUID?, Date?, Int) async throws -> [AuditEntry], registry: ModelRegistry,
-        meter: Meter, idempotency: IdempotencyStore, reports: Reports, limits: LimitService, prices: PriceBook,
+        meter: Meter, idempotency: IdempotencyStore, payloadLog: PayloadLog, reports: Reports, limits: LimitService, prices: PriceBook,
         modelControl: @escaping @Sendable (String, String) async throws -> Void, maxBodyBytes: Int, requestTimeout: Duration,
         metrics: @escaping @Sendable () async -> [UInt8] = { [] }
     ) {
@@ -42,6 +48,7 @@ public struct GatewayDependencies: Sendable {
         self.registry = registry
         self.meter = meter
         self.idempotency = idempotency
+        self.payloadLog = payloadLog
         self.reports = reports
         self.limits = limits
         self.prices = prices
@@ -75,7 +82,7 @@ public enum Gateway {
                 body: .init(byteBuffer: ByteBuffer(bytes: await metrics())))
         }
         let tenantAPI = router.group("v1").add(middleware: authentication)
-        let adminAPI = router.group("admin/v1").add(middleware: authentication)
+        let adminAPI = router.group("admin/v1").add(middleware: authentication).add(middleware: ScopeMiddleware(scope: .admin))
         IdentityRoutes().register(on: tenantAPI)
         TenantKeyRoutes(apiKeys: dependencies.apiKeys, tenants: dependencies.tenants, maxBodyBytes: dependencies.maxBodyBytes)
             .register(on: tenantAPI)
@@ -85,9 +92,14 @@ public enum Gateway {
         ).register(on: adminAPI)
         let pipeline = InferencePipeline(
             registry: dependencies.registry, meter: dependencies.meter, idempotency: dependencies.idempotency,
-            maxBodyBytes: dependencies.maxBodyBytes, requestTimeout: dependencies.requestTimeout)
+            payloadLog: dependencies.payloadLog, maxBodyBytes: dependencies.maxBodyBytes, requestTimeout: dependencies.requestTimeout,
+            dropUnsupportedParams: dependencies.dropUnsupportedParams, maxImagePixelsPerRequest: dependencies.maxImagePixelsPerRequest)
         CompletionsRoutes(pipeline: pipeline).register(on: tenantAPI)
-        EmbeddingsAndImagesRoutes(pipeline: pipeline).register(on: tenantAPI)
+        EmbeddingsAndImagesRoutes(
+            pipeline: pipeline,
+            imageLimits: .init(maxPixels: dependencies.maxImagePixels, maxPixelsPerRequest: dependencies.maxImagePixelsPerRequest)
+        ).register(on: tenantAPI)
+        PayloadLogRoutes(payloadLog: dependencies.payloadLog).register(on: tenantAPI)
         ModelAndUsageRoutes(
             registry: dependencies.registry, reports: dependencies.reports, limits: dependencies.limits, prices: dependencies.prices,
             tenants: dependencies.tenants, modelControl: dependencies.modelControl, maxBodyBytes: dependencies.maxBodyBytes

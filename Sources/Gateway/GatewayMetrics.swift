@@ -7,10 +7,24 @@ import Synchronization
 /// and serves it at `GET /metrics`). Labels never carry tenant secrets or key material; paths
 /// are reduced to their route so ids do not explode the label space.
 enum GatewayMetrics {
-    static func request(path: String, method: String, status: Int, seconds: Double) {
-        let handles = requestHandles(route: routeLabel(path, status: status), method: method, status: status)
+    /// `route` is the matched route's template (`/v1/keys/{id}`), never the raw path: a label
+    /// made from what a client sent would let any client grow the label space without bound.
+    static func request(route: String, method: String, status: Int, seconds: Double) {
+        let handles = requestHandles(route: route, method: methodLabel(method), status: status)
         handles.counter.increment()
         handles.timer.recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    /// The route label of a request: the router's template for the route it matched, or
+    /// `unmatched` for every path no route matched.
+    static func routeLabel(endpointPath: String?) -> String {
+        guard let endpointPath, endpointPath != "NotFound", endpointPath.hasPrefix("/") else { return "unmatched" }
+        return endpointPath
+    }
+
+    /// HTTP allows any token as a method: the label knows the standard ones and calls the rest `other`.
+    static func methodLabel(_ method: String) -> String {
+        ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(method) ? method : "other"
     }
 
     /// The counter and timer of one route, method and status, made once: the backend's own
@@ -49,22 +63,5 @@ enum GatewayMetrics {
     /// An inference request refused before it ran: `rate_limit`, `quota`, `queue_full`, `tenant_share` or `unavailable`.
     static func rejected(_ reason: String) {
         CoreMetrics.Counter(label: "modelgate_admission_rejections_total", dimensions: [("reason", reason)]).increment()
-    }
-
-    /// `/v1/models/shakespeare` -> `/v1/models/{name}`, ids -> `{id}`; anything unrouted -> `unmatched`.
-    static func routeLabel(_ path: String, status: Int) -> String {
-        let known = ["/healthz", "/readyz", "/metrics", "/openapi.json"]
-        guard path.hasPrefix("/v1/") || path.hasPrefix("/admin/v1/") || known.contains(path) else { return "unmatched" }
-        if status == 404, !path.hasPrefix("/v1/models/") { return "unmatched" }
-        var segments = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        for index in segments.indices where index > 0 {
-            let segment = segments[index]
-            if segments[index - 1] == "models", !segment.isEmpty {
-                segments[index] = "{name}"
-            } else if UUID(uuidString: segment) != nil || segment.allSatisfy(\.isNumber) && !segment.isEmpty {
-                segments[index] = "{id}"
-            }
-        }
-        return segments.joined(separator: "/")
     }
 }

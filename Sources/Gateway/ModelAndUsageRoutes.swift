@@ -53,13 +53,13 @@ struct ModelAndUsageRoutes {
     func register(tenant group: RouterGroup<GatewayRequestContext>, admin: RouterGroup<GatewayRequestContext>) {
         group.get("models") { _, context in
             let principal = try context.require(.inference)
-            let visible = registry.models().filter { $0.status == .ready && $0.visible(to: principal.tenantSlug) && principal.mayUse(model: $0.name) }
+            let visible = registry.models().filter { $0.status == .ready && ModelAccess.visible($0, to: principal) }
             return JSONResponse(status: .ok, body: ListBody(data: visible.map(Self.object)))
         }
-        group.get("models/:id") { _, context in
+        group.get("models/:name") { _, context in
             let principal = try context.require(.inference)
-            let name = context.parameters.get("id") ?? ""
-            guard let info = registry.info(name), info.status == .ready, info.visible(to: principal.tenantSlug), principal.mayUse(model: name) else {
+            let name = context.parameters.get("name") ?? ""
+            guard let info = registry.info(name), info.status == .ready, ModelAccess.visible(info, to: principal) else {
                 throw InferencePipeline.modelNotFound(name)
             }
             return JSONResponse(status: .ok, body: Self.object(info))
@@ -71,18 +71,15 @@ struct ModelAndUsageRoutes {
         }
 
         admin.get("models") { _, context in
-            _ = try context.require(.admin)
             return JSONResponse(status: .ok, body: ListBody(data: registry.models().map(Self.admin)))
         }
-        admin.get("models/:id") { _, context in
-            _ = try context.require(.admin)
-            guard let info = registry.info(context.parameters.get("id") ?? "") else { throw TenancyError.notFound("no such model") }
+        admin.get("models/:name") { _, context in
+            guard let info = registry.info(context.parameters.get("name") ?? "") else { throw TenancyError.notFound("no such model") }
             return JSONResponse(status: .ok, body: Self.admin(info))
         }
         for action in ["load", "unload", "reload"] {
-            admin.post("models/:id/\(action)") { _, context in
-                _ = try context.require(.admin)
-                let name = context.parameters.get("id") ?? ""
+            admin.post("models/:name/\(action)") { _, context in
+                let name = context.parameters.get("name") ?? ""
                 guard registry.info(name) != nil || registry.discover().contains(name) else { throw TenancyError.notFound("no model '\(name)' in the model directory") }
                 try await modelControl(action, name)
                 guard let info = registry.info(name) else { throw TenancyError.notFound("no such model") }
@@ -90,14 +87,12 @@ struct ModelAndUsageRoutes {
             }
         }
         admin.get("usage") { request, context in
-            _ = try context.require(.admin)
             guard let reference = request.uri.queryParameters.get("tenant") else { throw OpenAIError.invalidRequest("tenant is required", param: "tenant") }
             let tenant = try await tenants.resolve(reference)
             let (from, to, grouping) = try Self.window(request)
             return JSONResponse(status: .ok, body: ListBody(data: try await reports.usage(tenant: tenant, from: from, to: to, groupBy: grouping)))
         }
         admin.get("invoices") { request, context in
-            _ = try context.require(.admin)
             let query = request.uri.queryParameters
             guard let reference = query.get("tenant"), let month = query.get("month") else {
                 throw OpenAIError.invalidRequest("tenant and month (YYYY-MM) are required", param: "month")
@@ -105,36 +100,33 @@ struct ModelAndUsageRoutes {
             return JSONResponse(status: .ok, body: try await reports.invoice(tenant: try await tenants.resolve(reference), month: month))
         }
         admin.get("plans") { _, context in
-            _ = try context.require(.admin)
             return JSONResponse(status: .ok, body: ListBody(data: try await limits.plans()))
         }
         admin.put("plans/:name") { request, context in
-            let principal = try context.require(.admin)
+            let principal = try context.requirePrincipal()
             let body = try await JSONBody.decode(PlanInput.self, from: request, context: context, limit: maxBodyBytes)
             let plan = try await limits.setPlan(context.parameters.get("name") ?? "", displayName: body.display_name, limits: body.limits.settings, actor: .key(principal))
             return JSONResponse(status: .ok, body: plan)
         }
         admin.get("tenants/:id/limits") { _, context in
-            _ = try context.require(.admin)
-            let id = try TenantKeyRoutes.id(context)
+            let id = try await tenants.resolve(context)
             let tenant = try await tenants.get(id)
             let (effective, _) = try await limits.effective(tenant: id, plan: tenant.plan, keyLimits: [:])
             return JSONResponse(status: .ok, body: TenantLimitsBody(plan: tenant.plan, overrides: try await limits.tenantOverrides(id), effective: effective))
         }
         admin.put("tenants/:id/limits") { request, context in
-            let principal = try context.require(.admin)
-            let id = try TenantKeyRoutes.id(context)
+            let principal = try context.requirePrincipal()
+            let id = try await tenants.resolve(context)
             _ = try await tenants.get(id)
             let body = try await JSONBody.decode(LimitSettingsInput.self, from: request, context: context, limit: maxBodyBytes)
             try await limits.setTenantOverrides(id, body.settings, actor: .key(principal))
             return JSONResponse(status: .ok, body: body.settings)
         }
         admin.get("prices") { request, context in
-            _ = try context.require(.admin)
             return JSONResponse(status: .ok, body: ListBody(data: try await prices.list(model: request.uri.queryParameters.get("model"))))
         }
         admin.post("prices") { request, context in
-            let principal = try context.require(.admin)
+            let principal = try context.requirePrincipal()
             let body = try await JSONBody.decode(PriceInput.self, from: request, context: context, limit: maxBodyBytes)
             let tenant = try await body.tenant.asyncMapTenant { try await tenants.resolve($0) }
             try await prices.set(model: body.model, metric: body.metric, unitPrice: body.unit_price, tenant: tenant, effectiveFrom: body.effective_from, actor: .key(principal))

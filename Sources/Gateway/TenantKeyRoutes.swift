@@ -9,17 +9,35 @@ struct TenantKeyRoutes {
     let tenants: TenantService
     let maxBodyBytes: Int
 
+    /// `POST /v1/keys` and `POST /admin/v1/tenants/{id}/keys`. The CLI's names are accepted
+    /// too: `models` for `allowed_models`, and `expires` (an ISO 8601 time or a duration such
+    /// as `30d`) for `expires_at`; giving both spellings of one field is an error.
     struct CreateKeyRequest: Decodable {
         var name: String
         var scopes: [String]?
         var allowedModels: [String]?
+        var models: [String]?
         var expiresAt: Date?
+        var expires: String?
         var limits: [String: Int]?
 
         enum CodingKeys: String, CodingKey {
-            case name, scopes, limits
+            case name, scopes, limits, models, expires
             case allowedModels = "allowed_models"
             case expiresAt = "expires_at"
+        }
+
+        func newKey() throws -> NewAPIKey {
+            if allowedModels != nil, models != nil {
+                throw OpenAIError.invalidRequest("give allowed_models or its alias models, not both", param: "models")
+            }
+            if expiresAt != nil, expires != nil {
+                throw OpenAIError.invalidRequest("give expires_at or its alias expires, not both", param: "expires")
+            }
+            return NewAPIKey(
+                name: name, scopes: try Scope.parseList((scopes ?? ["inference"]).joined(separator: ",")),
+                allowedModels: allowedModels ?? models ?? [], expiresAt: try expiresAt ?? expires.map { try DurationText.expiry($0, field: "expires") },
+                limits: limits ?? [:])
         }
     }
 
@@ -36,26 +54,7 @@ struct TenantKeyRoutes {
         group.post("keys") { request, context in
             let (principal, tenant) = try context.requireTenant(.keysManage)
             let body = try await JSONBody.decode(CreateKeyRequest.self, from: request, context: context, limit: maxBodyBytes)
-            let scopes = try Scope.parseList((body.scopes ?? ["inference"]).joined(separator: ","))
-            // No escalation: a key can only hand out what it holds.
-            for scope in scopes where !principal.has(scope) {
-                throw OpenAIError(
-                    status: .forbidden, message: "cannot grant scope '\(scope.rawValue)' that this key does not hold",
-                    type: "permission_error", param: "scopes", code: "insufficient_scope")
-            }
-            var allowedModels = body.allowedModels ?? []
-            if !principal.allowedModels.isEmpty {
-                if allowedModels.isEmpty { allowedModels = principal.allowedModels }
-                for model in allowedModels where !principal.allowedModels.contains(model) {
-                    throw OpenAIError(
-                        status: .forbidden, message: "cannot grant model '\(model)' that this key may not use",
-                        type: "permission_error", param: "allowed_models", code: "insufficient_scope")
-                }
-            }
-            let created = try await apiKeys.create(
-                tenant: tenant,
-                NewAPIKey(name: body.name, scopes: scopes, allowedModels: allowedModels, expiresAt: body.expiresAt, limits: body.limits ?? [:]),
-                actor: .key(principal))
+            let created = try await apiKeys.create(tenant: tenant, try body.newKey(), issuer: .tenantKey(principal))
             return JSONResponse(status: .created, body: CreatedKeyBody(created))
         }
         group.delete("keys/:id") { _, context in
@@ -67,8 +66,8 @@ struct TenantKeyRoutes {
             let (principal, tenant) = try context.requireTenant(.keysManage)
             let id = try Self.id(context)
             let body = try await Self.optionalBody(RotateKeyRequest.self, request, context, limit: maxBodyBytes)
-            let grace = try Self.grace(body?.gracePeriodSeconds)
-            let created = try await apiKeys.rotate(id, tenant: tenant, grace: grace, actor: .key(principal))
+            let grace = body?.gracePeriodSeconds.map { Duration.seconds($0) } ?? APIKeyService.defaultGrace
+            let created = try await apiKeys.rotate(id, tenant: tenant, grace: grace, issuer: .tenantKey(principal))
             return JSONResponse(status: .created, body: CreatedKeyBody(created))
         }
         group.get("tenants/:id") { _, context in
@@ -83,20 +82,18 @@ struct TenantKeyRoutes {
         }
     }
 
+    /// A path's tenant reference — its id or its slug — for `TenantService.resolve`.
+    static func reference(_ context: GatewayRequestContext, _ name: String = "id") throws -> String {
+        guard let text = context.parameters.get(name), !text.isEmpty, text.count <= 100 else { throw TenancyError.notFound("no such tenant") }
+        return text
+    }
+
     /// A path id; anything that is not a UUID is simply not found.
     static func id(_ context: GatewayRequestContext, _ name: String = "id") throws -> UUID {
         guard let text = context.parameters.get(name), let id = UUID(uuidString: text) else {
             throw TenancyError.notFound("no such object")
         }
         return id
-    }
-
-    static func grace(_ seconds: Int?) throws -> Duration {
-        guard let seconds else { return .seconds(86_400) }
-        guard (0...(90 * 86_400)).contains(seconds) else {
-            throw OpenAIError.invalidRequest("grace_period_seconds must be between 0 and 7776000", param: "grace_period_seconds")
-        }
-        return .seconds(seconds)
     }
 
     /// Decodes a body when one was sent; nil for an empty body.

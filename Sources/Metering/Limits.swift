@@ -157,7 +157,8 @@ public enum MeteringError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalid(String, String)
     case notFound(String)
     /// A rate limit (requests or tokens per minute) or the concurrency cap: retry later.
-    case rateLimited(message: String, retryAfterSeconds: Int)
+    /// `report` holds the per-minute limits for the response's headers.
+    case rateLimited(message: String, retryAfterSeconds: Int, report: RateLimitReport = RateLimitReport())
     /// A hard monthly quota or the budget would be exceeded.
     case quotaExceeded(String)
     /// The database cannot be reached: the request cannot be admitted.
@@ -167,7 +168,7 @@ public enum MeteringError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .invalid(let field, let message): "\(field): \(message)"
         case .notFound(let message), .quotaExceeded(let message), .unavailable(let message): message
-        case .rateLimited(let message, _): message
+        case .rateLimited(let message, _, _): message
         }
     }
 }

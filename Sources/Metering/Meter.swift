@@ -32,13 +32,33 @@ public struct RateLimitStatus: Sendable, Equatable {
     public var resetSeconds: Double
 }
 
+/// The per-minute limits a request met, for OpenAI's `x-ratelimit-*` headers: on an admitted
+/// request and on a refused one alike.
+public struct RateLimitReport: Sendable, Equatable {
+    public var requests: RateLimitStatus?
+    public var tokens: RateLimitStatus?
+
+    public init(requests: RateLimitStatus? = nil, tokens: RateLimitStatus? = nil) {
+        self.requests = requests
+        self.tokens = tokens
+    }
+
+    /// Keeps the tighter status per kind (the tenant's and the key's limits both apply).
+    mutating func include(_ status: RateLimitStatus, what: String) {
+        if what == "requests" {
+            if requests.map({ status.remaining < $0.remaining }) ?? true { requests = status }
+        } else if tokens.map({ status.remaining < $0.remaining }) ?? true {
+            tokens = status
+        }
+    }
+}
+
 /// An admitted request: its reservation is held until `settle`.
 public struct Admission: Sendable {
     public var requestID: String
     public var tenantID: UUID
     public var keyID: UUID
-    public var requests: RateLimitStatus?
-    public var tokens: RateLimitStatus?
+    public var rateLimits: RateLimitReport
 }
 
 /// Admission (rate limits, concurrency, quota reservation) and settlement (usage event, rollup,
@@ -55,6 +75,18 @@ public final class Meter: Sendable {
     let reservationTTL: Int
     let counters = MeterCounters()
     private let faultBeforeSettlement: Bool
+    /// What this instance last learned of each rate-limit subject (`tenant:<id>:rpm`...).
+    private let observedRates = Mutex<[String: ObservedRate]>([:])
+
+    /// A subject's theoretical arrival time as this instance last saw it (converted to the
+    /// local clock), with the limit it was seen under. The shared value only grows, so a
+    /// request this lower bound already refuses, the database would refuse too: such requests
+    /// are answered 429 before their body is read (`precheck`). Forgotten when the tenant's or
+    /// key's limits change (`forgetRates`).
+    struct ObservedRate {
+        var tat: Date
+        var limit: Int
+    }
 
     public init(pool: PostgresPool, spool: UsageSpool?, logger: Logger = Logger(label: "modelgate.metering"), reservationTTLSeconds: Int = 600) {
         self.pool = pool
@@ -79,19 +111,26 @@ public final class Meter: Sendable {
         let key = principal.keyID
         do {
             let budget = try await prices.worstCase(estimate, tenant: tenant)
-            let admission = try await pool.transaction { connection -> Admission in
+            let (admission, observed) = try await pool.transaction { connection -> (Admission, [(String, RateLimitStatus, Date)]) in
                 let (now, tenantLimits, keyLimits) = try LimitService.effectiveNow(connection, tenant: tenant, plan: plan, keyLimits: principal.limits)
-                var requests: RateLimitStatus?
-                var tokens: RateLimitStatus?
+                var report = RateLimitReport()
+                var observed: [(String, RateLimitStatus, Date)] = []
+                let offset = Date().timeIntervalSince(now)  // local clock minus the database's
                 // Rate limits: tenant first, then key (fixed order, no deadlocks).
                 for (subject, settings) in [("tenant:" + tenant.uuidString.lowercased(), tenantLimits), ("key:" + key.uuidString.lowercased(), keyLimits)] {
-                    if let limit = settings.requestsPerMinute {
-                        let status = try RateLimiter.take(connection, subject: subject + ":rpm", limit: limit, cost: 1, now: now, what: "requests")
-                        if requests == nil || status.remaining < requests?.remaining ?? .max { requests = status }
-                    }
-                    if let limit = settings.tokensPerMinute {
-                        let status = try RateLimiter.take(connection, subject: subject + ":tpm", limit: limit, cost: estimate.tokens, now: now, what: "tokens")
-                        if tokens == nil || status.remaining < tokens?.remaining ?? .max { tokens = status }
+                    for (suffix, limit, cost, what) in [
+                        (":rpm", settings.requestsPerMinute, 1, "requests"), (":tpm", settings.tokensPerMinute, estimate.tokens, "tokens"),
+                    ] {
+                        guard let limit else { continue }
+                        do {
+                            let (status, tat) = try RateLimiter.take(connection, subject: subject + suffix, limit: limit, cost: cost, now: now, what: what)
+                            report.include(status, what: what)
+                            observed.append((subject + suffix, status, tat.addingTimeInterval(offset)))
+                        } catch let refusal as RateLimiter.Refusal {
+                            report.include(refusal.status, what: what)
+                            self.observe([(subject + suffix, refusal.status, refusal.tat.addingTimeInterval(offset))])
+                            throw MeteringError.rateLimited(message: refusal.message, retryAfterSeconds: refusal.retryAfterSeconds, report: report)
+                        }
                     }
                 }
                 // Concurrency and monthly quotas, as reservations on counters.
@@ -102,7 +141,8 @@ public final class Meter: Sendable {
                     var touched = false
                     if let limit = settings.maxConcurrent {
                         try Self.reserve(connection, subject: subject, metric: "concurrent", period: "1970-01-01", amount: 1, limit: limit) {
-                            MeteringError.rateLimited(message: "Too many concurrent requests (limit \(limit)); retry when one finishes.", retryAfterSeconds: 1)
+                            MeteringError.rateLimited(
+                                message: "Too many concurrent requests (limit \(limit)); retry when one finishes.", retryAfterSeconds: 1, report: report)
                         }
                         concurrent = 1
                         touched = true
@@ -128,8 +168,10 @@ public final class Meter: Sendable {
                     VALUES ($1, $2, $3, $4::date, $5, $6, $7, $8, $9, now() + make_interval(secs => $10::float8))
                     """,
                     [estimate.requestID, tenant, key, period, estimate.tokens, estimate.images, budget, concurrent, subjects, Double(ttl)])
-                return Admission(requestID: estimate.requestID, tenantID: tenant, keyID: key, requests: requests, tokens: tokens)
+                return (Admission(requestID: estimate.requestID, tenantID: tenant, keyID: key, rateLimits: report), observed)
             }
+            // Only what committed: a take rolled back (a quota refused after it) is no lower bound.
+            observe(observed)
             counters.admitted.add(1, ordering: .relaxed)
             return admission
         } catch let error as MeteringError {
@@ -139,6 +181,59 @@ public final class Meter: Sendable {
             throw MeteringError.invalid("request_id", "request \(estimate.requestID) is already in flight or was settled")
         } catch let error as PostgresError where error.isConnectionError || error.kind == .poolTimeout {
             throw MeteringError.unavailable("The request cannot be admitted: the database is unreachable. Retry shortly.")
+        }
+    }
+
+    // MARK: Refusals before the body is read
+
+    func observe(_ entries: [(String, RateLimitStatus, Date)]) {
+        guard !entries.isEmpty else { return }
+        observedRates.withLock { rates in
+            if rates.count > 100_000 { rates.removeAll() }  // bounded: a lower bound may always be forgotten
+            for (subject, status, tat) in entries { rates[subject] = ObservedRate(tat: tat, limit: status.limit) }
+        }
+    }
+
+    /// 429 when what this instance has seen proves that a request of `principal` costing
+    /// `tokens` (a lower bound; 0 before the body is read) cannot be admitted: decided from
+    /// memory, before the request's body is read or its work (tokenizing, image decoding)
+    /// begins. Never refuses what admission would accept (see `ObservedRate`).
+    public func precheck(_ principal: Principal, tokens: Int = 0) throws {
+        guard let tenant = principal.tenantID else { return }
+        let now = Date()
+        var report = RateLimitReport()
+        var refusal: (String, Int)?
+        observedRates.withLock { rates in
+            for subject in ["tenant:" + tenant.uuidString.lowercased(), "key:" + principal.keyID.uuidString.lowercased()] {
+                for (suffix, cost, what) in [(":rpm", 1, "requests"), (":tpm", tokens, "tokens")] where cost > 0 {
+                    guard let seen = rates[subject + suffix], seen.limit > 0 else { continue }
+                    let interval = RateLimiter.window / Double(seen.limit)
+                    let ahead = seen.tat.timeIntervalSince(now)
+                    let wait = ahead + interval * Double(cost) - RateLimiter.window
+                    let status = RateLimitStatus(
+                        limit: seen.limit, remaining: max(0, Int(((RateLimiter.window - ahead) / interval).rounded(.down))),
+                        resetSeconds: max(0, ahead))
+                    report.include(status, what: what)
+                    if wait > 0, cost <= seen.limit, refusal == nil {
+                        refusal = ("Rate limit reached: \(seen.limit) \(what) per minute. Retry after \(Int(wait.rounded(.up))) s.", max(1, Int(wait.rounded(.up))))
+                    }
+                }
+            }
+        }
+        if let (message, retryAfter) = refusal {
+            counters.rejected.add(1, ordering: .relaxed)
+            throw MeteringError.rateLimited(message: message, retryAfterSeconds: retryAfter, report: report)
+        }
+    }
+
+    /// Forgets what was seen of rate limits that may have changed.
+    public func forgetRates(_ change: AuthInvalidation) {
+        observedRates.withLock { rates in
+            switch change {
+            case .everything: rates.removeAll()
+            case .tenant(let id): rates = rates.filter { !$0.key.hasPrefix("tenant:" + id.uuidString.lowercased()) }
+            case .key(let id): rates = rates.filter { !$0.key.hasPrefix("key:" + id.uuidString.lowercased()) }
+            }
         }
     }
 
@@ -230,6 +325,25 @@ public final class Meter: Sendable {
         calendar.timeZone = TimeZone(identifier: "UTC") ?? .current
         let parts = calendar.dateComponents([.year, .month], from: date)
         return String(format: "%04d-%02d-01", parts.year ?? 1970, parts.month ?? 1)
+    }
+
+    /// Returns an admitted request's reservation without a usage event: for a request that
+    /// turned out to be the client's mistake before any work ran on it (an image that does not
+    /// decode). Its rate-limit take stays taken. If the database is away, the reservation
+    /// expires instead.
+    public func cancel(_ admission: Admission) async {
+        do {
+            try await pool.transaction { connection in
+                let held = try connection.query(
+                    """
+                    DELETE FROM quota_reservations WHERE request_id = $1
+                    RETURNING period_start::text AS period, tokens, images, budget, concurrent, subjects
+                    """, [admission.requestID])
+                try Self.apply(held.flatMap { try Self.release($0, used: [:]) }, on: connection)
+            }
+        } catch {
+            logger.warning("cancelled admission left to expire", metadata: ["request_id": "\(admission.requestID)"])
+        }
     }
 
     // MARK: Settlement
@@ -395,15 +509,29 @@ final class MeterCounters: Sendable {
 enum RateLimiter {
     static let window: Double = 60
 
-    static func take(_ connection: PostgresConnection, subject: String, limit: Int, cost: Int, now: Date, what: String) throws -> RateLimitStatus {
+    /// A refusal, with the state that refused it.
+    struct Refusal: Error {
+        var message: String
+        var retryAfterSeconds: Int
+        var status: RateLimitStatus
+        /// The subject's theoretical arrival time (database clock).
+        var tat: Date
+    }
+
+    /// Takes `cost` from the subject's budget: its status and theoretical arrival time after
+    /// the take, or a `Refusal`.
+    static func take(_ connection: PostgresConnection, subject: String, limit: Int, cost: Int, now: Date, what: String) throws -> (RateLimitStatus, Date) {
         guard limit > 0 else {
-            throw MeteringError.rateLimited(message: "Rate limit of 0 \(what) per minute: this key may not make requests.", retryAfterSeconds: 60)
-        }
-        if cost > limit {
-            throw MeteringError.rateLimited(
-                message: "This request needs \(cost) \(what) but the limit is \(limit) \(what) per minute; reduce it.", retryAfterSeconds: 60)
+            throw Refusal(
+                message: "Rate limit of 0 \(what) per minute: this key may not make requests.", retryAfterSeconds: 60,
+                status: RateLimitStatus(limit: 0, remaining: 0, resetSeconds: window), tat: now)
         }
         let interval = window / Double(limit)  // seconds per unit
+        if cost > limit {
+            throw Refusal(
+                message: "This request needs \(cost) \(what) but the limit is \(limit) \(what) per minute; reduce it.", retryAfterSeconds: 60,
+                status: RateLimitStatus(limit: limit, remaining: limit, resetSeconds: 0), tat: now)
+        }
         let increment = interval * Double(cost)
         let rows = try connection.query(
             """
@@ -414,17 +542,19 @@ enum RateLimiter {
                       <= $2::timestamptz + make_interval(secs => $4::float8)
             RETURNING tat
             """, [subject, now, increment, window])
+        func status(_ tat: Date) -> RateLimitStatus {
+            let ahead = max(0, tat.timeIntervalSince(now))
+            return RateLimitStatus(limit: limit, remaining: max(0, Int(((window - ahead) / interval).rounded(.down))), resetSeconds: ahead)
+        }
         if let row = rows.first {
             let tat: Date = try row.decode("tat")
-            let ahead = tat.timeIntervalSince(now)
-            let remaining = max(0, Int(((window - ahead) / interval).rounded(.down)))
-            return RateLimitStatus(limit: limit, remaining: remaining, resetSeconds: max(0, ahead))
+            return (status(tat), tat)
         }
         let current = try connection.query("SELECT tat FROM rate_limit_state WHERE subject = $1", [subject])
         let tat: Date = try current.first?.decode("tat") ?? now
         let wait = tat.timeIntervalSince(now) + increment - window
-        throw MeteringError.rateLimited(
+        throw Refusal(
             message: "Rate limit reached: \(limit) \(what) per minute. Retry after \(Int(wait.rounded(.up))) s.",
-            retryAfterSeconds: max(1, Int(wait.rounded(.up))))
+            retryAfterSeconds: max(1, Int(wait.rounded(.up))), status: status(tat), tat: tat)
     }
 }

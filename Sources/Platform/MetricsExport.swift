@@ -31,50 +31,150 @@ final class MetricsExport: Sendable {
     }
 
     func scrape(pool: PostgresPool, authenticator: Authenticator, meter: Metering.Meter, registry models: ModelRegistry) -> [UInt8] {
+        var exposition = Exposition()
         let database = pool.statistics
-        gauge("modelgate_db_pool_connections", database.size)
-        gauge("modelgate_db_pool_in_use", database.inUse)
-        gauge("modelgate_db_pool_waiting", database.waiting)
-        gauge("modelgate_db_pool_connection_errors", database.connectionErrors)
-        gauge("modelgate_db_queries", database.queries)
+        exposition.gauge("modelgate_db_pool_connections", "Database connections in the pool.", database.size)
+        exposition.gauge("modelgate_db_pool_in_use", "Database connections running a query now.", database.inUse)
+        exposition.gauge("modelgate_db_pool_waiting", "Callers waiting for a database connection.", database.waiting)
+        exposition.counter("modelgate_db_pool_connection_errors_total", "Database connection attempts that failed.", database.connectionErrors)
+        exposition.counter("modelgate_db_queries_total", "Database statements run.", database.queries)
         let keys = authenticator.statistics
-        gauge("modelgate_key_cache_hits", keys.hits)
-        gauge("modelgate_key_cache_misses", keys.misses)
-        gauge("modelgate_key_cache_hit_ratio", keys.hits + keys.misses == 0 ? 0 : Double(keys.hits) / Double(keys.hits + keys.misses))
-        gauge("modelgate_auth_failures", keys.failures)
+        exposition.counter("modelgate_key_cache_hits_total", "API key verifications answered from the in-memory cache.", keys.hits)
+        exposition.counter("modelgate_key_cache_misses_total", "API key verifications that looked the key up in the database.", keys.misses)
+        exposition.family(
+            "modelgate_key_cache_hit_ratio", "gauge", "Share of key verifications answered from the cache since start.",
+            [([], keys.hits + keys.misses == 0 ? 0 : Double(keys.hits) / Double(keys.hits + keys.misses))])
+        exposition.counter("modelgate_auth_failures_total", "Requests refused for a missing, malformed, unknown, revoked or expired key.", keys.failures)
         let metering = meter.statistics
-        gauge("modelgate_admissions", metering.admitted)
-        gauge("modelgate_usage_events_spooled", metering.spooled)
-        gauge("modelgate_usage_events_replayed", metering.replayed)
-        gauge("modelgate_usage_settlement_failures", metering.settlementFailures)
+        exposition.counter("modelgate_admissions_total", "Inference requests admitted (quota reserved).", metering.admitted)
+        exposition.counter("modelgate_usage_events_spooled_total", "Usage records written to the durable spool.", metering.spooled)
+        exposition.counter("modelgate_usage_events_replayed_total", "Spooled usage records settled by replay.", metering.replayed)
+        exposition.counter("modelgate_usage_settlement_failures_total", "Settlements the database refused or missed (kept in the spool).", metering.settlementFailures)
+        var states: [([(String, String)], Double)] = []
+        var queues: [([(String, String)], Double)] = []
+        var running: [([(String, String)], Double)] = []
+        var shareWaiting: [([(String, String)], Double)] = []
+        var shareResting: [([(String, String)], Double)] = []
         for info in models.models() {
             for state in ["loading", "ready", "failed", "unloaded"] {
-                gauge("modelgate_model_state", info.status.name == state ? 1 : 0, [("model", info.name), ("state", state)])
+                states.append(([("model", info.name), ("state", state)], info.status.name == state ? 1 : 0))
             }
             guard let (_, engine) = models.engine(info.name) else { continue }
+            let labels = [("model", info.name)]
             switch engine {
             case .text(let generator):
                 let statistics = generator.statistics
-                gauge("modelgate_model_queue_depth", statistics.waiting, [("model", info.name)])
-                gauge("modelgate_model_running_sequences", statistics.running, [("model", info.name)])
+                queues.append((labels, Double(statistics.waiting)))
+                running.append((labels, Double(statistics.running)))
             case .embeddings(let service):
-                gauge("modelgate_model_queue_depth", service.waiting, [("model", info.name)])
+                queues.append((labels, Double(service.waiting)))
             case .images(let service):
-                gauge("modelgate_model_queue_depth", service.waiting, [("model", info.name)])
+                queues.append((labels, Double(service.waiting)))
             }
             let shares = engine.shares.snapshot
-            gauge("modelgate_model_share_waiting", shares.waiting, [("model", info.name)])
-            gauge("modelgate_model_share_resting", shares.resting, [("model", info.name)])
+            shareWaiting.append((labels, Double(shares.waiting)))
+            shareResting.append((labels, Double(shares.resting)))
         }
-        return registry.emitToBuffer()
+        exposition.family("modelgate_model_state", "gauge", "1 for the state each model is in (loading, ready, failed, unloaded).", states)
+        exposition.family("modelgate_model_queue_depth", "gauge", "Requests waiting in a model's queue.", queues)
+        exposition.family("modelgate_model_running_sequences", "gauge", "Sequences a text model is generating now.", running)
+        exposition.family("modelgate_model_share_waiting", "gauge", "Requests waiting for their tenant's share of a model.", shareWaiting)
+        exposition.family("modelgate_model_share_resting", "gauge", "Slots resting after a flooding tenant's request.", shareResting)
+        ProcessMetrics.append(to: &exposition)
+        return Array(exposition.text.utf8) + Self.withHelp(registry.emitToBuffer())
     }
 
-    private func gauge(_ name: String, _ value: some BinaryInteger, _ labels: [(String, String)] = []) {
-        gauge(name, Double(value), labels)
+    /// HELP for the families recorded through swift-metrics (its Prometheus backend has no way
+    /// to give them one).
+    static let help: [String: String] = [
+        "modelgate_http_requests_total": "HTTP requests answered, by route template, method and status.",
+        "modelgate_http_request_duration_seconds": "Time to answer an HTTP request (to its last byte for streams), by route template.",
+        "modelgate_tokens_total": "Tokens processed, by model and kind (prompt, completion).",
+        "modelgate_images_total": "Images classified, by model.",
+        "modelgate_admission_rejections_total": "Inference requests refused before running, by reason.",
+    ]
+
+    /// Inserts a `# HELP` line before each family's `# TYPE` line that lacks one.
+    static func withHelp(_ exposition: [UInt8]) -> [UInt8] {
+        var output = ""
+        var previous = ""
+        for line in String(decoding: exposition, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE "), !previous.hasPrefix("# HELP ") {
+                let name = line.dropFirst(7).split(separator: " ").first.map(String.init) ?? ""
+                output += "# HELP \(name) \(help[name] ?? name.replacingOccurrences(of: "_", with: " "))\n"
+            }
+            output += line + "\n"
+            previous = String(line)
+        }
+        return Array(output.dropLast().utf8)
+    }
+}
+
+/// Prometheus text exposition for values read at scrape time, each family with HELP and TYPE.
+struct Exposition {
+    var text = ""
+
+    mutating func counter(_ name: String, _ help: String, _ value: some BinaryInteger) {
+        family(name, "counter", help, [([], Double(value))])
     }
 
-    private func gauge(_ name: String, _ value: Double, _ labels: [(String, String)] = []) {
-        let help = name.replacingOccurrences(of: "modelgate_", with: "").replacingOccurrences(of: "_", with: " ") + " (read at scrape time)"
-        registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels).set(value)
+    mutating func gauge(_ name: String, _ help: String, _ value: some BinaryInteger) {
+        family(name, "gauge", help, [([], Double(value))])
+    }
+
+    mutating func family(_ name: String, _ type: String, _ help: String, _ samples: [([(String, String)], Double)]) {
+        text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        for (labels, value) in samples {
+            let labelText = labels.isEmpty ? "" : "{" + labels.map { "\($0.0)=\"\(Self.escape($0.1))\"" }.joined(separator: ",") + "}"
+            text += "\(name)\(labelText) \(Self.format(value))\n"
+        }
+    }
+
+    static func escape(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+
+    static func format(_ value: Double) -> String {
+        value.rounded() == value && abs(value) < 1e15 ? String(Int64(value)) : String(value)
+    }
+}
+
+/// The standard `process_*` metrics every Prometheus client exports, read from `/proc/self`.
+enum ProcessMetrics {
+    static func append(to exposition: inout Exposition) {
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let pageSize = Double(sysconf(Int32(_SC_PAGESIZE)))
+        if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        {
+            // Fields after the command name, from field 3 (state) on.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 22, let user = Double(fields[11]), let system = Double(fields[12]),
+                let virtual = Double(fields[20]), let resident = Double(fields[21])
+            {
+                exposition.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", [([], (user + system) / ticks)])
+                exposition.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", [([], virtual)])
+                exposition.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", [([], resident * pageSize)])
+            }
+            // Field 22: start time in clock ticks after boot; /proc/stat's btime: boot time.
+            if fields.count > 19, let startTicks = Double(fields[19]), let boot = bootTime() {
+                exposition.family(
+                    "process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+                    [([], (boot + startTicks / ticks).rounded(.down))])
+            }
+        }
+        if let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
+            exposition.family("process_open_fds", "gauge", "Number of open file descriptors.", [([], Double(descriptors.count))])
+        }
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            exposition.family("process_max_fds", "gauge", "Maximum number of open file descriptors.", [([], Double(limit.rlim_cur))])
+        }
+    }
+
+    static func bootTime() -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8) else { return nil }
+        let line = stat.split(separator: "\n").first { $0.hasPrefix("btime ") }
+        return line.flatMap { Double($0.dropFirst(6)) }
     }
 }

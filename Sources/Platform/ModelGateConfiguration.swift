@@ -35,8 +35,22 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         /// Responses being written (streams) are exempt.
         public var idleTimeoutSeconds: Int = 75
         /// `none`: `/metrics` is open (bind to a private interface); `operator`: it needs an
-        /// operator key (scope admin), as Prometheus' `authorization` setting sends it.
-        public var metricsAuth: String = "none"
+        /// operator key (scope admin), as Prometheus' `authorization` setting sends it; `auto`:
+        /// `operator` when the server listens beyond the loopback interface, else `none`.
+        public var metricsAuth: String = "auto"
+        /// OpenAI parameters a model's engine does not support (`tools`, `response_format`,
+        /// `logit_bias`, ...) are a 400 naming them; `true` drops them instead, as LiteLLM's
+        /// `drop_params` does.
+        public var dropUnsupportedParams: Bool = false
+
+        /// Whether `GET /metrics` needs an operator key under this configuration.
+        public var metricsNeedOperatorKey: Bool {
+            switch metricsAuth {
+            case "operator": true
+            case "none": false
+            default: !["127.0.0.1", "::1", "localhost"].contains(host.lowercased()) && !host.hasPrefix("127.")
+            }
+        }
     }
 
     public struct Log: Sendable, Equatable {
@@ -60,6 +74,12 @@ public struct ModelGateConfiguration: Sendable, Equatable {
     public struct Limits: Sendable, Equatable {
         /// Plan given to tenants created without one.
         public var defaultPlan: String = "free"
+        /// The largest image (width x height) decoded for classification (at most the decoder's
+        /// own bound, 40 million).
+        public var maxImagePixels: Int = 40_000_000
+        /// The most pixels one request's images may hold together; checked from their headers
+        /// before any is decoded.
+        public var maxImagePixelsPerRequest: Int = 100_000_000
     }
 
     public struct Metering: Sendable, Equatable {
@@ -69,6 +89,10 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         public var retentionDays: Int = 400
         /// A crashed instance's reservations are returned after this long.
         public var reservationTtlSeconds: Int = 600
+        /// Stored responses of `Idempotency-Key` requests (sealed) are deleted after this long.
+        public var idempotencyRetentionHours: Int = 24
+        /// Payload logs of tenants that opted in (sealed) are deleted after this long.
+        public var payloadRetentionDays: Int = 30
     }
 
     public var database = Database()
@@ -94,6 +118,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         ("server.drainDelayMs", .int),
         ("server.idleTimeoutSeconds", .int),
         ("server.metricsAuth", .string),
+        ("server.dropUnsupportedParams", .bool),
         ("server.maxBodyBytes", .int),
         ("server.requestTimeoutSeconds", .int),
         ("log.level", .string),
@@ -101,9 +126,13 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         ("models.directory", .string),
         ("keyring.file", .string),
         ("limits.defaultPlan", .string),
+        ("limits.maxImagePixels", .int),
+        ("limits.maxImagePixelsPerRequest", .int),
         ("metering.spoolDirectory", .string),
         ("metering.retentionDays", .int),
         ("metering.reservationTtlSeconds", .int),
+        ("metering.idempotencyRetentionHours", .int),
+        ("metering.payloadRetentionDays", .int),
     ]
 
     /// Loads the configuration. Throws `ConfigurationError` naming the offending key.
@@ -177,8 +206,11 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         server.drainDelayMs = try int("server.drainDelayMs", 0...600_000)
         server.idleTimeoutSeconds = try int("server.idleTimeoutSeconds", 1...86_400)
         server.metricsAuth = try string("server.metricsAuth").lowercased()
-        guard ["none", "operator"].contains(server.metricsAuth) else {
-            throw ConfigurationError.invalid("server.metricsAuth", expected: "none or operator, got \"\(server.metricsAuth)\"")
+        guard ["none", "operator", "auto"].contains(server.metricsAuth) else {
+            throw ConfigurationError.invalid("server.metricsAuth", expected: "none, operator or auto, got \"\(server.metricsAuth)\"")
+        }
+        do { server.dropUnsupportedParams = try reader.requiredBool(forKey: "server.dropUnsupportedParams") } catch {
+            throw ConfigurationError.invalid("server.dropUnsupportedParams", expected: "true or false")
         }
         server.maxBodyBytes = try int("server.maxBodyBytes", 1024...(1 << 31))
         server.requestTimeoutSeconds = try int("server.requestTimeoutSeconds", 1...3600)
@@ -196,9 +228,13 @@ public struct ModelGateConfiguration: Sendable, Equatable {
         models.directory = try string("models.directory")
         keyring.file = try string("keyring.file")
         limits.defaultPlan = try string("limits.defaultPlan")
+        limits.maxImagePixels = try int("limits.maxImagePixels", 1...40_000_000)
+        limits.maxImagePixelsPerRequest = try int("limits.maxImagePixelsPerRequest", 1...(1 << 40))
         metering.spoolDirectory = try string("metering.spoolDirectory")
         metering.retentionDays = try int("metering.retentionDays", 1...36_500)
         metering.reservationTtlSeconds = try int("metering.reservationTtlSeconds", 10...86_400)
+        metering.idempotencyRetentionHours = try int("metering.idempotencyRetentionHours", 1...8760)
+        metering.payloadRetentionDays = try int("metering.payloadRetentionDays", 1...3650)
         if database.localDirectory.isEmpty { throw ConfigurationError.invalid("database.localDirectory", expected: "a path") }
     }
 
@@ -225,6 +261,7 @@ public struct ModelGateConfiguration: Sendable, Equatable {
             ("server.drainDelayMs", .int(server.drainDelayMs)),
             ("server.idleTimeoutSeconds", .int(server.idleTimeoutSeconds)),
             ("server.metricsAuth", .string(server.metricsAuth)),
+            ("server.dropUnsupportedParams", .bool(server.dropUnsupportedParams)),
             ("server.maxBodyBytes", .int(server.maxBodyBytes)),
             ("server.requestTimeoutSeconds", .int(server.requestTimeoutSeconds)),
             ("log.level", .string(log.level.rawValue)),
@@ -232,9 +269,13 @@ public struct ModelGateConfiguration: Sendable, Equatable {
             ("models.directory", .string(models.directory)),
             ("keyring.file", .string(keyring.file)),
             ("limits.defaultPlan", .string(limits.defaultPlan)),
+            ("limits.maxImagePixels", .int(limits.maxImagePixels)),
+            ("limits.maxImagePixelsPerRequest", .int(limits.maxImagePixelsPerRequest)),
             ("metering.spoolDirectory", .string(metering.spoolDirectory)),
             ("metering.retentionDays", .int(metering.retentionDays)),
             ("metering.reservationTtlSeconds", .int(metering.reservationTtlSeconds)),
+            ("metering.idempotencyRetentionHours", .int(metering.idempotencyRetentionHours)),
+            ("metering.payloadRetentionDays", .int(metering.payloadRetentionDays)),
         ]
     }
 

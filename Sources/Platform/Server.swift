@@ -38,13 +38,16 @@ public enum ModelGateServer {
             },
             authenticator: services.authenticator, tenants: services.tenants, apiKeys: services.apiKeys,
             auditLog: { tenant, since, limit in try await AuditLog.list(services.pool, tenant: tenant, since: since, limit: limit) },
-            registry: registry, meter: services.meter, idempotency: IdempotencyStore(pool: services.pool), reports: services.reports,
+            registry: registry, meter: services.meter, idempotency: services.idempotency, payloadLog: services.payloadLog, reports: services.reports,
             limits: services.limits, prices: services.prices, modelControl: { action, name in try await control.request(action, name) },
             maxBodyBytes: configuration.server.maxBodyBytes, requestTimeout: .seconds(configuration.server.requestTimeoutSeconds),
             metrics: {
                 exporter.scrape(pool: services.pool, authenticator: services.authenticator, meter: services.meter, registry: registry)
             })
-        dependencies.metricsNeedOperatorKey = configuration.server.metricsAuth == "operator"
+        dependencies.metricsNeedOperatorKey = configuration.server.metricsNeedOperatorKey
+        dependencies.dropUnsupportedParams = configuration.server.dropUnsupportedParams
+        dependencies.maxImagePixels = configuration.limits.maxImagePixels
+        dependencies.maxImagePixelsPerRequest = configuration.limits.maxImagePixelsPerRequest
         let router = Gateway.makeRouter(dependencies)
         let app = Application(
             router: router,
@@ -65,6 +68,7 @@ public enum ModelGateServer {
                     .init(service: BackgroundTask { await services.authenticator.runInvalidationListener() }),
                     .init(service: BackgroundTask { await services.authenticator.runLastUsedFlusher() }),
                     .init(service: BackgroundTask { await services.meter.runMaintenance() }),
+                    .init(service: BackgroundTask { await services.runRetention() }),
                     .init(service: BackgroundTask { await control.listen() }),
                     .init(service: app),
                 ],
@@ -84,7 +88,7 @@ public enum ModelGateServer {
         let existing = try await services.apiKeys.list(tenant: nil)
         guard existing.isEmpty else { return }
         let created = try await services.apiKeys.create(
-            tenant: nil, NewAPIKey(name: "bootstrap operator key", scopes: [.admin]), actor: AuditActor("system:bootstrap"))
+            tenant: nil, NewAPIKey(name: "bootstrap operator key", scopes: [.admin]), issuer: .operator(AuditActor("system:bootstrap")))
         FileHandle.standardOutput.write(Data("""
             ──────────────────────────────────────────────────────────────────────
             ModelGate created an operator key (scope: admin). It is shown only once:

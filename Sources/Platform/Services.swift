@@ -22,6 +22,8 @@ public struct ModelGateServices: Sendable {
     public let limits: LimitService
     public let prices: PriceBook
     public let reports: Reports
+    public let idempotency: IdempotencyStore
+    public let payloadLog: PayloadLog
 
     /// Opens the database (starting the local cluster in zero-config mode), applies pending
     /// migrations, and loads the master keys.
@@ -39,8 +41,16 @@ public struct ModelGateServices: Sendable {
                 if let keyFile { return try MasterKeys.load(file: keyFile) }
                 return try KeyringBootstrap.load(configuration, logger: logger).keys
             }
-            let authenticator = Authenticator(pool: pool, pepper: loaded.keys.pepper, logger: logger) { tenant in
-                keyRing.dropCache(tenant: tenant)
+            let meter = Meter(
+                pool: pool, spool: spool ? try UsageSpool(directory: configuration.metering.spoolDirectory) : nil, logger: logger,
+                reservationTTLSeconds: configuration.metering.reservationTtlSeconds)
+            let authenticator = Authenticator(pool: pool, pepper: loaded.keys.pepper, logger: logger) { change in
+                switch change {
+                case .tenant(let tenant): keyRing.dropCache(tenant: tenant)
+                case .everything: keyRing.dropCache()
+                case .key: break
+                }
+                meter.forgetRates(change)
             }
             return ModelGateServices(
                 configuration: configuration, logger: logger, pool: pool, migrator: migrator, keyRing: keyRing,
@@ -48,13 +58,30 @@ public struct ModelGateServices: Sendable {
                 tenants: TenantService(pool: pool, keyRing: keyRing, defaultPlan: configuration.limits.defaultPlan),
                 apiKeys: APIKeyService(pool: pool, pepper: loaded.keys.pepper), authenticator: authenticator,
                 keyringAdministration: KeyringAdministration(pool: pool, keyRing: keyRing, keyFile: keyFile),
-                meter: Meter(
-                    pool: pool, spool: spool ? try UsageSpool(directory: configuration.metering.spoolDirectory) : nil, logger: logger,
-                    reservationTTLSeconds: configuration.metering.reservationTtlSeconds),
-                limits: LimitService(pool: pool), prices: PriceBook(pool: pool), reports: Reports(pool: pool))
+                meter: meter, limits: LimitService(pool: pool), prices: PriceBook(pool: pool), reports: Reports(pool: pool),
+                idempotency: IdempotencyStore(pool: pool, keyRing: keyRing), payloadLog: PayloadLog(pool: pool, keyRing: keyRing))
         } catch {
             await pool.shutdown()
             throw error
+        }
+    }
+
+    /// Deletes what is kept only for a while — stored idempotent responses, payload logs, raw
+    /// usage events past their retention — at start and every ten minutes, until cancelled.
+    public func runRetention(interval: Duration = .seconds(600)) async {
+        let metering = configuration.metering
+        while !Task.isCancelled {
+            do {
+                let idempotent = try await idempotency.expire(hours: metering.idempotencyRetentionHours)
+                let payloads = try await payloadLog.expire(days: metering.payloadRetentionDays)
+                let events = try await reports.applyRetention(days: metering.retentionDays)
+                if idempotent + payloads + events > 0 {
+                    logger.info("retention", metadata: ["idempotency_keys": "\(idempotent)", "payload_logs": "\(payloads)", "usage_events": "\(events)"])
+                }
+            } catch {
+                logger.warning("retention pass failed; trying again later", metadata: ["error": "\(String(reflecting: type(of: error)))"])
+            }
+            try? await Task.sleep(for: interval)
         }
     }
 

@@ -31,8 +31,11 @@ public enum APIKeyFormat {
 
     /// The non-secret display prefix: `mgk_` and the first 8 characters.
     public static func displayPrefix(_ key: String) -> String {
-        String(key.prefix(marker.count + 8))
+        String(key.prefix(marker.count + displayPrefixLength))
     }
+
+    /// How many characters after `mgk_` a display prefix shows.
+    public static let displayPrefixLength = 8
 
     static func checksum(of body: String) -> String {
         var value = CRC32.checksum(Array(body.utf8))

@@ -18,6 +18,14 @@ struct AuthNotifier: Sendable {
     }
 }
 
+/// What changed, as an invalidation announces it: a key, a tenant, or (after the listener
+/// lost its connection and may have missed some) everything.
+public enum AuthInvalidation: Sendable, Equatable {
+    case key(UUID)
+    case tenant(UUID)
+    case everything
+}
+
 /// Why a request was not authenticated. The messages are safe to show to the client.
 public enum AuthenticationError: Error, Equatable, Sendable {
     case missingKey
@@ -69,13 +77,14 @@ public final class Authenticator: Sendable {
     private let failures = Mutex<[String: Failures]>([:])
     private let lastUsed = Mutex<[UUID: Date]>([:])
     private let counters = AuthCounters()
-    /// Called when a tenant's cached state must be dropped (e.g. its data keys).
-    let onTenantChanged: @Sendable (UUID) -> Void
+    /// Called for every invalidation this instance hears, after its own cache is updated, so
+    /// that state cached elsewhere (data keys, rate-limit observations) follows.
+    let onInvalidation: @Sendable (AuthInvalidation) -> Void
 
     public init(
         pool: PostgresPool, pepper: [UInt8], logger: Logger = Logger(label: "modelgate.auth"),
         cacheTTL: Duration = .seconds(60), negativeTTL: Duration = .seconds(5), capacity: Int = 10_000,
-        onTenantChanged: @escaping @Sendable (UUID) -> Void = { _ in }
+        onInvalidation: @escaping @Sendable (AuthInvalidation) -> Void = { _ in }
     ) {
         self.pool = pool
         self.pepper = pepper
@@ -83,7 +92,7 @@ public final class Authenticator: Sendable {
         self.cacheTTL = cacheTTL
         self.negativeTTL = negativeTTL
         self.capacity = capacity
-        self.onTenantChanged = onTenantChanged
+        self.onInvalidation = onInvalidation
     }
 
     /// Extracts the key from `Authorization: Bearer` or `x-api-key` header values.
@@ -116,6 +125,9 @@ public final class Authenticator: Sendable {
             return principal
         } catch .unavailable {
             throw .unavailable
+        } catch .tenantSuspended {
+            // The key is genuine: only failed authentication (guessing) is slowed down.
+            throw .tenantSuspended
         } catch {
             counters.failures.add(1, ordering: .relaxed)
             await slowDown(clientAddress)
@@ -162,7 +174,7 @@ public final class Authenticator: Sendable {
         let rows = try await pool.query(
             """
             SELECT k.id, k.prefix, k.tenant_id, k.scopes, k.allowed_models, k.limits, k.expires_at, k.revoked_at,
-                   t.slug, t.status, t.plan
+                   t.slug, t.status, t.plan, t.payload_logging
             FROM api_keys k LEFT JOIN tenants t ON t.id = k.tenant_id
             WHERE k.key_hash = $1
             """, [PostgresBytes(digest)])
@@ -174,7 +186,8 @@ public final class Authenticator: Sendable {
             tenantSlug: try row.decode("slug"), tenantStatus: status.flatMap(TenantStatus.init(rawValue:)),
             tenantPlan: try row.decode("plan"), scopes: Set(scopes.compactMap(Scope.init(rawValue:))),
             allowedModels: try row.decode("allowed_models"),
-            limits: (try? row.decodeJSON("limits", as: [String: Int].self)) ?? [:], expiresAt: try row.decode("expires_at"))
+            limits: (try? row.decodeJSON("limits", as: [String: Int].self)) ?? [:], expiresAt: try row.decode("expires_at"),
+            payloadLogging: try row.decode("payload_logging", as: Bool?.self) ?? false)
         let revoked = try row.decode("revoked_at", as: Date?.self) != nil
         return CacheEntry(principal: principal, revoked: revoked, cachedAt: now)
     }
@@ -209,6 +222,7 @@ public final class Authenticator: Sendable {
             case .reconnected:
                 logger.info("auth invalidation listener reconnected; flushing the key cache")
                 flush()
+                onInvalidation(.everything)
             case .notification(let notification):
                 invalidate(notification.payload)
             }
@@ -222,9 +236,10 @@ public final class Authenticator: Sendable {
         switch parts[0] {
         case "key":
             cache.withLock { cache in cache = cache.filter { $0.value.principal?.keyID != id } }
+            onInvalidation(.key(id))
         case "tenant":
             cache.withLock { cache in cache = cache.filter { $0.value.principal?.tenantID != id } }
-            onTenantChanged(id)
+            onInvalidation(.tenant(id))
         default:
             break
         }

@@ -72,15 +72,15 @@ struct GatewayFixture {
             "test", displayName: nil, limits: LimitSettings(requestsPerMinute: 100_000, tokensPerMinute: 10_000_000, maxConcurrent: 1000), actor: .init("test"))
         let a = try await harness.system.tenants.create(slug: "gw-a-\(UUID().uuidString.prefix(4).lowercased())", displayName: "A", plan: "test", actor: .init("test"))
         let b = try await harness.system.tenants.create(slug: "gw-b-\(UUID().uuidString.prefix(4).lowercased())", displayName: "B", plan: "test", actor: .init("test"))
-        let keyA = try await harness.system.apiKeys.create(tenant: a.id, .init(name: "a", scopes: [.inference, .usageRead]), actor: .init("test"))
-        let keyB = try await harness.system.apiKeys.create(tenant: b.id, .init(name: "b", scopes: [.inference, .usageRead]), actor: .init("test"))
+        let keyA = try await harness.system.apiKeys.create(tenant: a.id, .init(name: "a", scopes: [.inference, .usageRead]), issuer: .operator(.init("test")))
+        let keyB = try await harness.system.apiKeys.create(tenant: b.id, .init(name: "b", scopes: [.inference, .usageRead]), issuer: .operator(.init("test")))
         let models = try TestModels.directory(privateTo: b.slug, queueCapacity: queueCapacity)
         let server = try await harness.server(extraEnvironment: ["MODELGATE_MODELS_DIRECTORY": models].merging(extraEnvironment) { $1 })
         return GatewayFixture(harness: harness, server: server, models: models, tenantA: a, tenantB: b, keyA: keyA.secret, keyB: keyB.secret)
     }
 
     func key(tenant: Tenant, scopes: [Scope] = [.inference], models: [String] = [], limits: [String: Int] = [:]) async throws -> String {
-        try await harness.system.apiKeys.create(tenant: tenant.id, .init(name: "extra", scopes: scopes, allowedModels: models, limits: limits), actor: .init("test")).secret
+        try await harness.system.apiKeys.create(tenant: tenant.id, .init(name: "extra", scopes: scopes, allowedModels: models, limits: limits), issuer: .operator(.init("test"))).secret
     }
 
     func events(_ tenant: Tenant) async throws -> PostgresRows {
@@ -91,6 +91,22 @@ struct GatewayFixture {
         await server.stopGracefully()
         try? FileManager.default.removeItem(atPath: models)
         await harness.stop()
+    }
+
+    /// Runs `body` with a started fixture and stops it afterwards — awaited, also when `body` throws.
+    static func with<Result>(
+        queueCapacity: Int? = nil, extraEnvironment: [String: String] = [:], database: TestDatabase? = nil,
+        _ body: (GatewayFixture) async throws -> Result
+    ) async throws -> Result {
+        let fixture = try await start(queueCapacity: queueCapacity, extraEnvironment: extraEnvironment, database: database)
+        do {
+            let result = try await body(fixture)
+            await fixture.stop()
+            return result
+        } catch {
+            await fixture.stop()
+            throw error
+        }
     }
 }
 

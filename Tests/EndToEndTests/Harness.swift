@@ -49,7 +49,7 @@ final class ServerHarness: Sendable {
         let system = try await TestTenancy.create(database: database)
         let directory = "/tmp/mg-e2e-" + UUID().uuidString.prefix(8).lowercased()
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let created = try await system.apiKeys.create(tenant: nil, NewAPIKey(name: "op", scopes: [.admin]), actor: AuditActor("test"))
+        let created = try await system.apiKeys.create(tenant: nil, NewAPIKey(name: "op", scopes: [.admin]), issuer: .operator(AuditActor("test")))
         return ServerHarness(system: system, directory: directory, operatorKey: created.secret)
     }
 
@@ -84,6 +84,31 @@ final class ServerHarness: Sendable {
         await system.drop()
         try? FileManager.default.removeItem(atPath: directory)
     }
+
+    /// Runs `body` with a fresh harness and stops it afterwards — awaited, also when `body`
+    /// throws, so no later test sees its database or processes.
+    static func with<Result>(database: TestDatabase? = nil, _ body: (ServerHarness) async throws -> Result) async throws -> Result {
+        let harness = try await start(database: database)
+        do {
+            let result = try await body(harness)
+            await harness.stop()
+            return result
+        } catch {
+            await harness.stop()
+            throw error
+        }
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `deadline` passes: true when it held. A
+/// poll without a deadline hangs instead of failing.
+func eventually(within deadline: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let end = ContinuousClock.now + deadline
+    while ContinuousClock.now < end {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
 }
 
 struct HarnessError: Error, CustomStringConvertible {

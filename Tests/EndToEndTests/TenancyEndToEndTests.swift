@@ -178,7 +178,7 @@ extension ModelGateProcess {
         let server = try await harness.server()
         let tenant = try await harness.system.tenants.create(slug: "whoami", displayName: "W", actor: .init("test"))
         let key = try await harness.system.apiKeys.create(
-            tenant: tenant.id, .init(name: "k", scopes: [.inference], allowedModels: ["demo"]), actor: .init("test"))
+            tenant: tenant.id, .init(name: "k", scopes: [.inference], allowedModels: ["demo"]), issuer: .operator(.init("test")))
         let me = try await HTTP.send(.GET, server.baseURL + "/v1/me", key: key.secret)
         #expect(me.status == 200)
         #expect(me.json["tenant"] as? String == "whoami")

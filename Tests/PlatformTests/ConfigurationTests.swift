@@ -65,6 +65,20 @@ import Testing
         }
     }
 
+    /// `/metrics` needs an operator key by default once the server listens beyond loopback.
+    @Test func metricsNeedAnOperatorKeyByDefaultOffLoopback() async throws {
+        func needs(_ environment: [String: String]) async throws -> Bool {
+            try await ModelGateConfiguration.load(environment: environment, workingDirectory: try scratch()).server.metricsNeedOperatorKey
+        }
+        #expect(try await ModelGateConfiguration.load(environment: [:], workingDirectory: try scratch()).server.metricsAuth == "auto")
+        #expect(try await needs([:]) == false)
+        #expect(try await needs(["MODELGATE_SERVER_HOST": "::1"]) == false)
+        #expect(try await needs(["MODELGATE_SERVER_HOST": "0.0.0.0"]) == true)
+        #expect(try await needs(["MODELGATE_SERVER_HOST": "10.1.2.3"]) == true)
+        #expect(try await needs(["MODELGATE_SERVER_HOST": "0.0.0.0", "MODELGATE_SERVER_METRICS_AUTH": "none"]) == false)
+        #expect(try await needs(["MODELGATE_SERVER_METRICS_AUTH": "operator"]) == true)
+    }
+
     @Test func unknownKeysAndBadJSONInFilesAreRefused() async throws {
         let directory = try scratch()
         let typo = directory + "/typo.json"

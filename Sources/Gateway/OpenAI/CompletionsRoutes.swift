@@ -7,12 +7,22 @@ import Synchronization
 import Tenancy
 
 /// `POST /v1/completions` and `POST /v1/chat/completions`, OpenAI-compatible, streaming as
-/// server-sent events.
+/// server-sent events. The routes decode requests into text-generation work and encode its
+/// events; every phase around it (authorisation, admission, settlement...) is the pipeline's.
 struct CompletionsRoutes {
     let pipeline: InferencePipeline
 
+    /// OpenAI parameters of the completions API that a model's engine may not support.
+    static let completionOptionals = ["logit_bias", "suffix"]
+    /// OpenAI parameters of the chat API that a model's engine may not support.
+    static let chatOptionals = [
+        "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call", "response_format", "logit_bias", "modalities",
+        "audio", "prediction", "reasoning_effort", "verbosity", "web_search_options", "store", "metadata", "service_tier",
+    ]
+
     struct StreamOptions: Decodable, Sendable {
         var include_usage: Bool?
+        var include_obfuscation: Bool?
     }
 
     /// The sampling fields both endpoints share.
@@ -29,14 +39,13 @@ struct CompletionsRoutes {
         var presence_penalty: Double?
         var frequency_penalty: Double?
         var seed: Int64?
-        var logit_bias: [String: Double]?
+        /// End-user identifiers OpenAI takes for abuse monitoring and caching: accepted, unused.
         var user: String?
+        var safety_identifier: String?
+        var prompt_cache_key: String?
 
         /// The request's parameters; those it leaves out come from the model's manifest.
-        func parameters(defaults: SamplingParameters) throws -> SamplingParameters {
-            if let bias = logit_bias, !bias.isEmpty {
-                throw OpenAIError.invalidRequest("logit_bias is not supported by this server", param: "logit_bias", code: "unsupported_parameter")
-            }
+        func parameters(defaults: SamplingParameters) -> SamplingParameters {
             var parameters = SamplingParameters()
             parameters.maxTokens = max_completion_tokens ?? max_tokens
             parameters.temperature = temperature ?? defaults.temperature
@@ -49,6 +58,9 @@ struct CompletionsRoutes {
             parameters.seed = seed.map { UInt64(bitPattern: $0) }
             return parameters
         }
+
+        /// The completion budget the request asks for, before the model is known (its lower bound).
+        var requestedTokens: Int { max(0, max_completion_tokens ?? max_tokens ?? 0) * max(1, n ?? 1) }
     }
 
     struct CompletionRequest: Decodable, Sendable {
@@ -56,11 +68,11 @@ struct CompletionsRoutes {
         var prompt: PromptInput?
         var echo: Bool?
         var logprobs: Int?
-        var suffix: String?
         var best_of: Int?
         var sampling: Sampling
+        var optional: OptionalParameters
 
-        enum CodingKeys: String, CodingKey { case model, prompt, echo, logprobs, suffix, best_of }
+        enum CodingKeys: String, CodingKey { case model, prompt, echo, logprobs, best_of }
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -68,9 +80,11 @@ struct CompletionsRoutes {
             prompt = try container.decodeIfPresent(PromptInput.self, forKey: .prompt)
             echo = try container.decodeIfPresent(Bool.self, forKey: .echo)
             logprobs = try container.decodeIfPresent(Int.self, forKey: .logprobs)
-            suffix = try container.decodeIfPresent(String.self, forKey: .suffix)
             best_of = try container.decodeIfPresent(Int.self, forKey: .best_of)
             sampling = try Sampling(from: decoder)
+            optional = try OptionalParameters(from: decoder, names: CompletionsRoutes.completionOptionals)
+            // best_of equal to n is what every engine does; anything else is an optional feature.
+            if let best_of, best_of != (sampling.n ?? 1) { optional.values["best_of"] = .number(Double(best_of)) }
         }
     }
 
@@ -78,6 +92,10 @@ struct CompletionsRoutes {
         struct Part: Decodable, Sendable {
             var type: String
             var text: String?
+            var image_url: JSONValue?
+            var input_audio: JSONValue?
+            var file: JSONValue?
+            var refusal: String?
         }
         enum Content: Decodable, Sendable {
             case text(String)
@@ -89,13 +107,37 @@ struct CompletionsRoutes {
         }
         var role: String
         var content: Content?
+        /// A participant's name: accepted, unused by the plain template.
+        var name: String?
+        var refusal: String?
+        var tool_calls: JSONValue?
+        var tool_call_id: String?
+        var function_call: JSONValue?
+        var audio: JSONValue?
 
         var text: String {
             switch content {
             case .text(let text): text
-            case .parts(let parts): parts.compactMap(\.text).joined(separator: "\n")
+            case .parts(let parts): parts.filter { $0.type == "text" }.compactMap(\.text).joined(separator: "\n")
             case nil: ""
             }
+        }
+
+        /// What this message asks for beyond text (tool calls, images, audio...), as optional
+        /// parameters named by their place (`messages[2].tool_calls`).
+        func optionalParameters(index: Int) -> [String: JSONValue] {
+            var found: [String: JSONValue] = [:]
+            let prefix = "messages[\(index)]."
+            if let tool_calls { found[prefix + "tool_calls"] = tool_calls }
+            if let tool_call_id { found[prefix + "tool_call_id"] = .string(tool_call_id) }
+            if let function_call { found[prefix + "function_call"] = function_call }
+            if let audio { found[prefix + "audio"] = audio }
+            if case .parts(let parts) = content {
+                for (number, part) in parts.enumerated() where part.type != "text" {
+                    found[prefix + "content[\(number)]"] = .string(part.type)
+                }
+            }
+            return found
         }
     }
 
@@ -105,6 +147,7 @@ struct CompletionsRoutes {
         var logprobs: Bool?
         var top_logprobs: Int?
         var sampling: Sampling
+        var optional: OptionalParameters
 
         enum CodingKeys: String, CodingKey { case model, messages, logprobs, top_logprobs }
 
@@ -115,34 +158,23 @@ struct CompletionsRoutes {
             logprobs = try container.decodeIfPresent(Bool.self, forKey: .logprobs)
             top_logprobs = try container.decodeIfPresent(Int.self, forKey: .top_logprobs)
             sampling = try Sampling(from: decoder)
-        }
-    }
-
-    /// The default chat template: `System: ...`, `User: ...`, `Assistant: ...` turns separated by
-    /// blank lines, ending with `Assistant:`; generation stops at the next `\n\nUser:`.
-    static func render(_ messages: [ChatMessage]) throws -> String {
-        guard !messages.isEmpty else { throw OpenAIError.invalidRequest("messages must not be empty", param: "messages") }
-        var text = ""
-        for (index, message) in messages.enumerated() {
-            let name: String
-            switch message.role {
-            case "system", "developer": name = "System"
-            case "user": name = "User"
-            case "assistant": name = "Assistant"
-            case "tool", "function": name = "Tool"
-            default: throw OpenAIError.invalidRequest("messages[\(index)].role: unknown role '\(message.role)'", param: "messages[\(index)].role")
+            optional = try OptionalParameters(from: decoder, names: CompletionsRoutes.chatOptionals)
+            for (index, message) in messages.enumerated() {
+                optional.values.merge(message.optionalParameters(index: index)) { $1 }
             }
-            text += "\(name): \(message.text)\n\n"
         }
-        return text + "Assistant:"
     }
 
     func register(on group: RouterGroup<GatewayRequestContext>) {
-        group.post("completions") { request, context in try await completions(request, context) }
-        group.post("chat/completions") { request, context in try await chat(request, context) }
+        group.post("completions") { request, context in
+            try await pipeline.serve(request, context, route: "/v1/completions") { body, _ in try Self.completionCall(body) }
+        }
+        group.post("chat/completions") { request, context in
+            try await pipeline.serve(request, context, route: "/v1/chat/completions") { body, _ in try Self.chatCall(body) }
+        }
     }
 
-    // MARK: Completions
+    // MARK: Decoding into work
 
     /// One prompt's generation, as the route sees it.
     struct PromptJob: Sendable {
@@ -151,211 +183,174 @@ struct CompletionsRoutes {
         var text: String
     }
 
-    func completions(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let principal = try context.requirePrincipal()
-        let body = try await pipeline.body(request)
-        let decoded = try InferencePipeline.decode(CompletionRequest.self, body)
-        let (info, engine) = try pipeline.authorize(decoded.model, task: .textGeneration, principal: principal)
-        guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
-        if let suffix = decoded.suffix, !suffix.isEmpty {
-            throw OpenAIError.invalidRequest("suffix is not supported by this server", param: "suffix", code: "unsupported_parameter")
+    static func completionCall(_ body: [UInt8]) throws -> InferenceCall {
+        let decoded = try JSONBody.decode(CompletionRequest.self, body)
+        let sampling = decoded.sampling
+        return InferenceCall(
+            model: decoded.model, task: .textGeneration, optionalParameters: decoded.optional.values, streams: sampling.stream ?? false,
+            minimumTokens: sampling.requestedTokens * max(1, decoded.prompt?.count ?? 1)
+        ) { engine, info in
+            guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
+            var parameters = sampling.parameters(defaults: generator.defaults)
+            parameters.logprobs = decoded.logprobs
+            parameters.echo = decoded.echo ?? false
+            let prompts: [PromptJob]
+            switch decoded.prompt ?? .texts([""]) {
+            case .texts(let texts):
+                guard (1...64).contains(texts.count) else { throw OpenAIError.invalidRequest("prompt must hold 1 to 64 prompts", param: "prompt") }
+                prompts = texts.enumerated().map { PromptJob(index: $0.offset, tokens: generator.tokenizer.encode($0.element), text: $0.element) }
+            case .tokens(let lists):
+                guard (1...64).contains(lists.count) else { throw OpenAIError.invalidRequest("prompt must hold 1 to 64 prompts", param: "prompt") }
+                prompts = lists.enumerated().map { PromptJob(index: $0.offset, tokens: $0.element, text: generator.tokenizer.decode($0.element)) }
+            }
+            return try TextWork(
+                generator: generator, model: info.name, prompts: prompts, parameters: parameters, chat: false,
+                includeUsage: sampling.stream_options?.include_usage ?? false, stream: sampling.stream ?? false
+            ).prepared()
         }
-        if let bestOf = decoded.best_of, bestOf != (decoded.sampling.n ?? 1) {
-            throw OpenAIError.invalidRequest("best_of is not supported (it must equal n)", param: "best_of", code: "unsupported_parameter")
-        }
-        var parameters = try decoded.sampling.parameters(defaults: generator.defaults)
-        parameters.logprobs = decoded.logprobs
-        parameters.echo = decoded.echo ?? false
-        let prompts: [PromptJob]
-        switch decoded.prompt ?? .texts([""]) {
-        case .texts(let texts):
-            prompts = texts.enumerated().map { PromptJob(index: $0.offset, tokens: generator.tokenizer.encode($0.element), text: $0.element) }
-        case .tokens(let lists):
-            prompts = lists.enumerated().map { PromptJob(index: $0.offset, tokens: $0.element, text: generator.tokenizer.decode($0.element)) }
-        }
-        guard !prompts.isEmpty, prompts.count <= 64 else {
-            throw OpenAIError.invalidRequest("prompt must hold 1 to 64 prompts", param: "prompt")
-        }
-        return try await run(
-            request, context, principal: principal, body: body, model: info.name, generator: generator, prompts: prompts,
-            parameters: parameters, stream: decoded.sampling.stream ?? false,
-            includeUsage: decoded.sampling.stream_options?.include_usage ?? false, chat: false, route: "/v1/completions")
     }
 
-    func chat(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let principal = try context.requirePrincipal()
-        let body = try await pipeline.body(request)
-        let decoded = try InferencePipeline.decode(ChatRequest.self, body)
-        let (info, engine) = try pipeline.authorize(decoded.model, task: .textGeneration, principal: principal)
-        guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
-        var parameters = try decoded.sampling.parameters(defaults: generator.defaults)
-        if decoded.logprobs == true { parameters.logprobs = decoded.top_logprobs ?? 0 }
-        if parameters.stop.count < 4 { parameters.stop.append("\n\nUser:") }
-        let text = try Self.render(decoded.messages)
-        return try await run(
-            request, context, principal: principal, body: body, model: info.name, generator: generator,
-            prompts: [PromptJob(index: 0, tokens: generator.tokenizer.encode(text), text: text)], parameters: parameters,
-            stream: decoded.sampling.stream ?? false, includeUsage: decoded.sampling.stream_options?.include_usage ?? false, chat: true,
-            route: "/v1/chat/completions")
+    static func chatCall(_ body: [UInt8]) throws -> InferenceCall {
+        let decoded = try JSONBody.decode(ChatRequest.self, body)
+        let sampling = decoded.sampling
+        return InferenceCall(
+            model: decoded.model, task: .textGeneration, optionalParameters: decoded.optional.values, streams: sampling.stream ?? false,
+            minimumTokens: sampling.requestedTokens
+        ) { engine, info in
+            guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
+            var parameters = sampling.parameters(defaults: generator.defaults)
+            if decoded.logprobs == true { parameters.logprobs = decoded.top_logprobs ?? 0 }
+            for stop in generator.chatFormat.stopSequences where parameters.stop.count < 4 { parameters.stop.append(stop) }
+            let text = try generator.chatFormat.render(decoded.messages.map { ChatTurn(role: $0.role, content: $0.text) })
+            return try TextWork(
+                generator: generator, model: info.name, prompts: [PromptJob(index: 0, tokens: generator.tokenizer.encode(text), text: text)],
+                parameters: parameters, chat: true, includeUsage: sampling.stream_options?.include_usage ?? false, stream: sampling.stream ?? false
+            ).prepared()
+        }
     }
+}
 
-    // MARK: Running
+/// Text generation for one request: its prompts, run together, answered as one body or as
+/// server-sent events.
+struct TextWork: Sendable {
+    let generator: TextGenerator
+    let model: String
+    let prompts: [CompletionsRoutes.PromptJob]
+    let parameters: SamplingParameters
+    let chat: Bool
+    let includeUsage: Bool
+    let stream: Bool
 
-    // swiftlint:disable:next function_parameter_count
-    func run(
-        _ request: Request, _ context: GatewayRequestContext, principal: Principal, body: [UInt8], model: String, generator: TextGenerator,
-        prompts: [PromptJob], parameters: SamplingParameters, stream: Bool, includeUsage: Bool, chat: Bool, route: String
-    ) async throws -> Response {
-        // Everything that can be refused is refused before admission.
+    /// Validated, with the worst case: every choice of every prompt at its `max_tokens`.
+    func prepared() throws -> PreparedWork {
         var maxTokens = 0
-        do {
-            for prompt in prompts {
-                maxTokens = max(maxTokens, try generator.validate(GenerationRequest(prompt: prompt.tokens, parameters: parameters)))
-            }
-        } catch let error as GenerationError {
-            throw InferencePipeline.map(error)
+        for prompt in prompts {
+            maxTokens = max(maxTokens, try generator.validate(GenerationRequest(prompt: prompt.tokens, parameters: parameters)))
         }
-        if stream, request.headers[HTTPField.Name("Idempotency-Key")!] != nil {  // safe: valid token
-            throw OpenAIError.invalidRequest("Idempotency-Key cannot be combined with stream=true", param: "stream")
-        }
-        if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
-        let permit = try await pipeline.enter(.text(generator), request, principal: principal)
-        // Held until settlement: by the response body when streaming, otherwise until return.
-        var streaming = false
-        defer { if !streaming { permit.release() } }
-        let started = ContinuousClock.now
         let promptTokens = prompts.reduce(0) { $0 + $1.tokens.count }
-        let estimate = UsageEstimate(
-            requestID: context.requestID, model: model, promptTokens: promptTokens,
-            maxCompletionTokens: maxTokens * parameters.n * prompts.count)
-        let admission: Admission
-        do {
-            admission = try await pipeline.admit(estimate, principal: principal)
-        } catch {
-            await pipeline.abandonIdempotent(request, principal: principal)
-            throw error
-        }
-        let tenantKey = admission.tenantID.uuidString
-        let requests = prompts.map { GenerationRequest(prompt: $0.tokens, parameters: parameters, fairnessKey: tenantKey) }
-        var headers = InferencePipeline.rateLimitHeaders(admission)
+        return PreparedWork(
+            promptTokens: promptTokens, maxCompletionTokens: maxTokens * parameters.n * prompts.count,
+            run: { context in try await self.run(context, promptTokens: promptTokens) })
+    }
+
+    func run(_ context: WorkContext, promptTokens: Int) async throws -> WorkOutput {
+        context.tally.setPrompt(promptTokens)
+        let generations = try prompts.map { try generator.generate(GenerationRequest(prompt: $0.tokens, parameters: parameters, fairnessKey: context.fairnessKey)) }
         let id = (chat ? "chatcmpl-" : "cmpl-") + context.requestID
-        let created = Int(Date().timeIntervalSince1970)
+        let chunker = StreamChunker(id: id, created: context.created, model: model, chat: chat, n: parameters.n, tokenizer: generator.tokenizer)
+        if stream { return .events(events(generations, chunker: chunker, promptTokens: promptTokens)) }
+        return .body(try await body(generations, id: id, created: context.created, promptTokens: promptTokens, tally: context.tally))
+    }
 
-        if stream {
-            headers[.contentType] = "text/event-stream"
-            headers[.cacheControl] = "no-cache"
-            let pipeline = self.pipeline
-            let streams: [GenerationStream]
+    /// Every prompt's events merged in arrival order, as chunks; the iteration's end (the
+    /// client went away) cancels generation.
+    func events(_ generations: [GenerationStream], chunker: StreamChunker, promptTokens: Int) -> AsyncThrowingStream<EventChunk, any Error> {
+        let (chunks, output) = AsyncThrowingStream.makeStream(of: EventChunk.self)
+        let (prompts, parameters, chat, includeUsage) = (self.prompts, self.parameters, self.chat, self.includeUsage)
+        let producer = Task {
             do {
-                streams = try requests.map { try generator.generate($0) }
-            } catch let error as GenerationError {
-                await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: 0, images: 0, status: 503, started: started))
-                throw InferencePipeline.map(error)
-            }
-            let chunker = StreamChunker(id: id, created: created, model: model, chat: chat, n: parameters.n, tokenizer: generator.tokenizer)
-            streaming = true
-            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-                defer { permit.release() }
-                let produced = Counter()
-                var status = 200
-                do {
-                    if chat {
-                        for choice in 0..<(parameters.n * prompts.count) { try await writer.write(chunker.roleChunk(choice)) }
-                    }
-                    if parameters.echo && !chat {
-                        for prompt in prompts {
-                            for choice in 0..<parameters.n {
-                                try await writer.write(chunker.textChunk(prompt.text, index: prompt.index * parameters.n + choice))
-                            }
+                if chat {
+                    for choice in 0..<(parameters.n * prompts.count) { output.yield(EventChunk(bytes: try chunker.roleChunk(choice))) }
+                }
+                if parameters.echo && !chat {
+                    for prompt in prompts {
+                        for choice in 0..<parameters.n {
+                            output.yield(EventChunk(bytes: try chunker.textChunk(prompt.text, index: prompt.index * parameters.n + choice)))
                         }
                     }
-                    // Every prompt's events, merged in arrival order.
-                    let (merged, continuation) = AsyncThrowingStream.makeStream(of: (Int, GenerationEvent).self)
-                    let producer = Task {
-                        do {
-                            try await withThrowingTaskGroup(of: Void.self) { group in
-                                for (promptIndex, generation) in streams.enumerated() {
-                                    group.addTask { for try await event in generation { continuation.yield((promptIndex, event)) } }
-                                }
-                                try await group.waitForAll()
-                            }
-                            continuation.finish()
-                        } catch {
-                            continuation.finish(throwing: error)
-                        }
-                    }
+                }
+                let (merged, input) = AsyncThrowingStream.makeStream(of: (Int, GenerationEvent).self)
+                let feeder = Task {
                     do {
-                        for try await (promptIndex, event) in merged {
-                            if case .delta(_, _, let tokens) = event { produced.add(tokens.count) }
-                            if let chunk = try chunker.chunk(for: event, prompt: promptIndex) { try await writer.write(chunk) }
+                        try await withThrowingTaskGroup(of: Void.self) { group in
+                            for (promptIndex, generation) in generations.enumerated() {
+                                group.addTask { for try await event in generation { input.yield((promptIndex, event)) } }
+                            }
+                            try await group.waitForAll()
                         }
+                        input.finish()
                     } catch {
-                        producer.cancel()
-                        throw error
+                        input.finish(throwing: error)
                     }
-                    if includeUsage {
-                        try await writer.write(chunker.usageChunk(prompt: promptTokens, completion: produced.value))
-                    }
-                    try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
-                    try await writer.finish(nil)
-                } catch {
-                    // The client went away (or generation failed): generation stops, the tokens
-                    // produced so far are billed.
-                    for generation in streams { generation.cancel() }
-                    status = 499
                 }
-                await pipeline.meter.settle(pipeline.record(
-                    admission, context, principal: principal, model: model, route: route, promptTokens: promptTokens,
-                    completionTokens: produced.value, images: 0, status: status, started: started))
-            })
-        }
-
-        // Not streaming: collect every choice of every prompt.
-        let outcome: [CompletionChoice]
-        do {
-            outcome = try await pipeline.withDeadline {
-                try await withThrowingTaskGroup(of: [CompletionChoice].self) { group in
-                    for (index, generationRequest) in requests.enumerated() {
-                        group.addTask {
-                            try await Self.collect(
-                                try generator.generate(generationRequest), prompt: prompts[index], n: parameters.n, echo: parameters.echo,
-                                tokenizer: generator.tokenizer)
+                var produced = 0
+                do {
+                    for try await (promptIndex, event) in merged {
+                        var tokens = 0
+                        if case .delta(_, _, let generated) = event { tokens = generated.count }
+                        produced += tokens
+                        if let chunk = try chunker.chunk(for: event, prompt: promptIndex) {
+                            output.yield(EventChunk(bytes: chunk, completionTokens: tokens))
+                        } else if tokens > 0 {
+                            output.yield(EventChunk(bytes: ByteBuffer(), completionTokens: tokens))
                         }
                     }
-                    var all: [CompletionChoice] = []
-                    for try await choices in group { all += choices }
-                    return all.sorted { $0.index < $1.index }
+                } catch {
+                    feeder.cancel()
+                    throw error
+                }
+                if includeUsage { output.yield(EventChunk(bytes: try chunker.usageChunk(prompt: promptTokens, completion: produced))) }
+                output.yield(EventChunk(bytes: ByteBuffer(string: "data: [DONE]\n\n")))
+                output.finish()
+            } catch {
+                for generation in generations { generation.cancel() }
+                output.finish(throwing: error)
+            }
+        }
+        output.onTermination = { _ in
+            producer.cancel()
+            for generation in generations { generation.cancel() }
+        }
+        return chunks
+    }
+
+    /// Every choice of every prompt, collected into one response. Completion tokens count into
+    /// `tally` as they arrive, so a request cut short (the deadline) bills what it produced.
+    func body(_ generations: [GenerationStream], id: String, created: Int, promptTokens: Int, tally: UsageTally) async throws -> [UInt8] {
+        let (prompts, parameters, tokenizer) = (self.prompts, self.parameters, generator.tokenizer)
+        let outcome = try await withThrowingTaskGroup(of: [CompletionChoice].self) { group in
+            for (index, generation) in generations.enumerated() {
+                group.addTask {
+                    try await Self.collect(generation, prompt: prompts[index], n: parameters.n, echo: parameters.echo, tokenizer: tokenizer, tally: tally)
                 }
             }
-        } catch {
-            let mapped: any Error = (error as? GenerationError).map(InferencePipeline.map) ?? error
-            let status = (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500
-            await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: 0, images: 0, status: status, started: started))
-            await pipeline.abandonIdempotent(request, principal: principal)
-            throw mapped
+            var all: [CompletionChoice] = []
+            for try await choices in group { all += choices }
+            return all.sorted { $0.index < $1.index }
         }
         let completionTokens = outcome.reduce(0) { $0 + $1.completionTokens }
-        await pipeline.meter.settle(pipeline.record(
-            admission, context, principal: principal, model: model, route: route, promptTokens: promptTokens, completionTokens: completionTokens,
-            images: 0, status: 200, started: started))
         let usage = Usage(prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens)
-        let bytes: [UInt8]
         if chat {
-            bytes = try ResponseJSON.encode(ChatCompletion(
+            return try ResponseJSON.encode(ChatCompletion(
                 id: id, created: created, model: model,
                 choices: outcome.map {
                     .init(index: $0.index, message: .init(role: "assistant", content: $0.text), logprobs: $0.chatLogprobs, finish_reason: $0.finishReason)
                 }, usage: usage))
-        } else {
-            bytes = try ResponseJSON.encode(TextCompletion(
-                id: id, created: created, model: model,
-                choices: outcome.map { .init(text: $0.text, index: $0.index, logprobs: $0.logprobs, finish_reason: $0.finishReason) },
-                usage: usage))
         }
-        await pipeline.finishIdempotent(request, principal: principal, status: 200, body: bytes, requestID: context.requestID)
-        let elapsed = ContinuousClock.now - started
-        headers[HTTPField.Name("openai-processing-ms")!] = String(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)  // safe: valid token
-        return ResponseJSON.response(bytes, headers: headers)
+        return try ResponseJSON.encode(TextCompletion(
+            id: id, created: created, model: model,
+            choices: outcome.map { .init(text: $0.text, index: $0.index, logprobs: $0.logprobs, finish_reason: $0.finishReason) },
+            usage: usage))
     }
 
     /// One finished choice.
@@ -368,7 +363,9 @@ struct CompletionsRoutes {
         var chatLogprobs: ChatLogprobs?
     }
 
-    static func collect(_ stream: GenerationStream, prompt: PromptJob, n: Int, echo: Bool, tokenizer: GPT2Tokenizer) async throws -> [CompletionChoice] {
+    static func collect(
+        _ stream: GenerationStream, prompt: CompletionsRoutes.PromptJob, n: Int, echo: Bool, tokenizer: GPT2Tokenizer, tally: UsageTally
+    ) async throws -> [CompletionChoice] {
         var texts = [String](repeating: "", count: n)
         var tokens = [[GeneratedToken]](repeating: [], count: n)
         var reasons = [String](repeating: "length", count: n)
@@ -380,9 +377,12 @@ struct CompletionsRoutes {
             case .delta(let choice, let text, let generated):
                 texts[choice] += text
                 tokens[choice] += generated
+                tally.addCompletion(generated.count)
             case .finished(let choice, let reason, let count):
                 reasons[choice] = reason.rawValue
                 counts[choice] = count
+                // The count includes an end-of-text token, which no delta carries.
+                tally.addCompletion(count - tokens[choice].count)
             }
         }
         return (0..<n).map { choice in
@@ -433,6 +433,15 @@ struct ChatCompletion: Encodable, Sendable {
     struct Message: Encodable, Sendable {
         var role: String
         var content: String
+
+        /// `refusal` is required by OpenAI's schema: `null`, as this server never refuses.
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(role, forKey: .role)
+            try container.encode(content, forKey: .content)
+            try container.encodeNil(forKey: .refusal)
+        }
+        enum CodingKeys: String, CodingKey { case role, content, refusal }
     }
     struct Choice: Encodable, Sendable {
         var index: Int
@@ -501,6 +510,14 @@ struct ChatLogprobs: Encodable, Sendable {
         var top_logprobs: [Top]
     }
     var content: [Entry]
+
+    /// `refusal` (the refusal's tokens) is required by OpenAI's schema: `null` here.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(content, forKey: .content)
+        try container.encodeNil(forKey: .refusal)
+    }
+    enum CodingKeys: String, CodingKey { case content, refusal }
 
     init(_ generated: [GeneratedToken]) {
         content = generated.map { token in

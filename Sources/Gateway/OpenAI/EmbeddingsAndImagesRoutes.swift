@@ -8,6 +8,7 @@ import Tenancy
 /// `POST /v1/embeddings` (OpenAI) and `POST /v1/images/classifications` (ours).
 struct EmbeddingsAndImagesRoutes {
     let pipeline: InferencePipeline
+    let imageLimits: ImageLimits
 
     struct EmbeddingRequest: Decodable, Sendable {
         var model: String
@@ -68,64 +69,52 @@ struct EmbeddingsAndImagesRoutes {
     }
 
     func register(on group: RouterGroup<GatewayRequestContext>) {
-        group.post("embeddings") { request, context in try await embeddings(request, context) }
-        group.post("images/classifications") { request, context in try await classify(request, context) }
+        group.post("embeddings") { request, context in
+            try await pipeline.serve(request, context, route: "/v1/embeddings") { body, _ in try Self.embeddingCall(body) }
+        }
+        let imageLimits = self.imageLimits
+        group.post("images/classifications") { request, context in
+            try await pipeline.serve(request, context, route: "/v1/images/classifications") { body, request in
+                try Self.classificationCall(request, body, limits: imageLimits)
+            }
+        }
     }
 
-    func embeddings(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let principal = try context.requirePrincipal()
-        let body = try await pipeline.body(request)
-        let decoded = try InferencePipeline.decode(EmbeddingRequest.self, body)
-        let (info, engine) = try pipeline.authorize(decoded.model, task: .embeddings, principal: principal)
-        guard case .embeddings(let service) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
-        let format = decoded.encoding_format ?? "float"
-        guard format == "float" || format == "base64" else {
-            throw OpenAIError.invalidRequest("encoding_format must be 'float' or 'base64'", param: "encoding_format")
-        }
-        if let dimensions = decoded.dimensions, dimensions != service.encoder.config.width {
-            throw OpenAIError.invalidRequest("this model produces \(service.encoder.config.width) dimensions", param: "dimensions")
-        }
-        let sequences: [[Int]]
-        switch decoded.input {
-        case .texts(let texts):
-            guard texts.allSatisfy({ !$0.isEmpty }) else { throw OpenAIError.invalidRequest("input must not contain empty strings", param: "input") }
-            sequences = texts.map(service.tokenize)
-        case .tokens(let lists):
-            let vocabulary = service.encoder.config.vocabularySize
-            guard lists.allSatisfy({ !$0.isEmpty && $0.count <= service.encoder.config.maxSequenceLength && $0.allSatisfy { (0..<vocabulary).contains($0) } }) else {
-                throw OpenAIError.invalidRequest("token ids must be in 0..<\(vocabulary), 1 to \(service.encoder.config.maxSequenceLength) per input", param: "input")
+    static func embeddingCall(_ body: [UInt8]) throws -> InferenceCall {
+        let decoded = try JSONBody.decode(EmbeddingRequest.self, body)
+        return InferenceCall(model: decoded.model, task: .embeddings) { engine, info in
+            guard case .embeddings(let service) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
+            let format = decoded.encoding_format ?? "float"
+            guard format == "float" || format == "base64" else {
+                throw OpenAIError.invalidRequest("encoding_format must be 'float' or 'base64'", param: "encoding_format")
             }
-            sequences = lists
+            if let dimensions = decoded.dimensions, dimensions != service.encoder.config.width {
+                throw OpenAIError.invalidRequest("this model produces \(service.encoder.config.width) dimensions", param: "dimensions")
+            }
+            guard (1...2048).contains(decoded.input.count) else { throw OpenAIError.invalidRequest("input must hold 1 to 2048 items", param: "input") }
+            let sequences: [[Int]]
+            switch decoded.input {
+            case .texts(let texts):
+                guard texts.allSatisfy({ !$0.isEmpty }) else { throw OpenAIError.invalidRequest("input must not contain empty strings", param: "input") }
+                sequences = texts.map(service.tokenize)
+            case .tokens(let lists):
+                let vocabulary = service.encoder.config.vocabularySize
+                guard lists.allSatisfy({ !$0.isEmpty && $0.count <= service.encoder.config.maxSequenceLength && $0.allSatisfy { (0..<vocabulary).contains($0) } }) else {
+                    throw OpenAIError.invalidRequest("token ids must be in 0..<\(vocabulary), 1 to \(service.encoder.config.maxSequenceLength) per input", param: "input")
+                }
+                sequences = lists
+            }
+            let tokens = sequences.reduce(0) { $0 + $1.count }
+            let model = info.name
+            return PreparedWork(promptTokens: tokens) { context in
+                let vectors = try await service.embed(sequences, fairnessKey: context.fairnessKey)
+                context.tally.setPrompt(tokens)
+                let items = vectors.enumerated().map { index, vector in
+                    EmbeddingResponse.Item(index: index, embedding: format == "base64" ? .base64(Self.base64(vector)) : .floats(vector))
+                }
+                return .body(try ResponseJSON.encode(EmbeddingResponse(data: items, model: model, usage: .init(prompt_tokens: tokens, total_tokens: tokens))))
+            }
         }
-        guard (1...2048).contains(sequences.count) else { throw OpenAIError.invalidRequest("input must hold 1 to 2048 items", param: "input") }
-        if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
-        let permit = try await pipeline.enter(engine, request, principal: principal)
-        defer { permit.release() }
-        let started = ContinuousClock.now
-        let tokens = sequences.reduce(0) { $0 + $1.count }
-        let admission: Admission
-        do {
-            admission = try await pipeline.admit(UsageEstimate(requestID: context.requestID, model: info.name, promptTokens: tokens), principal: principal)
-        } catch {
-            await pipeline.abandonIdempotent(request, principal: principal)
-            throw error
-        }
-        let vectors: [[Float]]
-        do {
-            vectors = try await pipeline.withDeadline { try await service.embed(sequences, fairnessKey: admission.tenantID.uuidString) }
-        } catch {
-            let mapped: any Error = (error as? GenerationError).map(InferencePipeline.map) ?? error
-            await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: info.name, route: "/v1/embeddings", promptTokens: 0, completionTokens: 0, images: 0, status: (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500, started: started))
-            await pipeline.abandonIdempotent(request, principal: principal)
-            throw mapped
-        }
-        await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: info.name, route: "/v1/embeddings", promptTokens: tokens, completionTokens: 0, images: 0, status: 200, started: started))
-        let items = vectors.enumerated().map { index, vector in
-            EmbeddingResponse.Item(index: index, embedding: format == "base64" ? .base64(Self.base64(vector)) : .floats(vector))
-        }
-        let bytes = try ResponseJSON.encode(EmbeddingResponse(data: items, model: info.name, usage: .init(prompt_tokens: tokens, total_tokens: tokens)))
-        await pipeline.finishIdempotent(request, principal: principal, status: 200, body: bytes, requestID: context.requestID)
-        return ResponseJSON.response(bytes, headers: InferencePipeline.rateLimitHeaders(admission))
     }
 
     /// Little-endian float32s, base64 (what OpenAI's clients decode).
@@ -136,52 +125,60 @@ struct EmbeddingsAndImagesRoutes {
         return Data(bytes).base64EncodedString()
     }
 
-    func classify(_ request: Request, _ context: GatewayRequestContext) async throws -> Response {
-        let principal = try context.requirePrincipal()
-        let body = try await pipeline.body(request)
-        let (model, encodedImages, topK) = try Self.parseClassification(request, body)
-        let (info, engine) = try pipeline.authorize(model, task: .imageClassification, principal: principal)
-        guard case .images(let service) = engine else { throw InferencePipeline.modelNotFound(model) }
-        guard (1...64).contains(encodedImages.count) else { throw OpenAIError.invalidRequest("send 1 to 64 images", param: "images") }
-        guard (1...100).contains(topK) else { throw OpenAIError.invalidRequest("top_k must be between 1 and 100", param: "top_k") }
-        // Decode and preprocess before admission: a bad image costs nothing.
-        var prepared: [[Float]] = []
-        for (index, encoded) in encodedImages.enumerated() {
-            do {
-                prepared.append(try await Task.detached { try service.prepare(encoded) }.value)
-            } catch let error as ImageError {
-                throw InferencePipeline.map(error, param: encodedImages.count == 1 ? "image" : "images[\(index)]")
+    /// What a classification request may decode: per image and for all its images together.
+    struct ImageLimits: Sendable {
+        var maxPixels: Int
+        var maxPixelsPerRequest: Int
+    }
+
+    /// Images are sized from their headers before admission (a bomb or a request over its
+    /// pixel budget is refused without decoding a pixel) and decoded only after it: a key
+    /// over its limits never makes the server decode anything.
+    static func classificationCall(_ request: Request, _ body: [UInt8], limits: ImageLimits) throws -> InferenceCall {
+        let (model, encodedImages, topK) = try parseClassification(request, body)
+        return InferenceCall(model: model, task: .imageClassification) { engine, info in
+            guard case .images(let service) = engine else { throw InferencePipeline.modelNotFound(model) }
+            guard (1...64).contains(encodedImages.count) else { throw OpenAIError.invalidRequest("send 1 to 64 images", param: "images") }
+            guard (1...100).contains(topK) else { throw OpenAIError.invalidRequest("top_k must be between 1 and 100", param: "top_k") }
+            var total = 0
+            for (index, encoded) in encodedImages.enumerated() {
+                let param = encodedImages.count == 1 ? "image" : "images[\(index)]"
+                do {
+                    let (width, height) = try service.classifier.decoder.dimensions(encoded)
+                    let pixels = width.multipliedReportingOverflow(by: height)
+                    guard !pixels.overflow, pixels.partialValue <= limits.maxPixels else {
+                        throw ImageError.tooLarge("\(width)x\(height) pixels, the limit is \(limits.maxPixels)")
+                    }
+                    total += pixels.partialValue
+                } catch let error as ImageError {
+                    throw InferencePipeline.map(error, param: param)
+                }
+                guard total <= limits.maxPixelsPerRequest else {
+                    throw OpenAIError(
+                        status: .contentTooLarge,
+                        message: "the request's images hold more than \(limits.maxPixelsPerRequest) pixels together; send fewer or smaller images",
+                        type: "invalid_request_error", param: "images", code: "image_too_large")
+                }
+            }
+            let name = info.name
+            return PreparedWork(images: encodedImages.count) { context in
+                var prepared: [[Float]] = []
+                for (index, encoded) in encodedImages.enumerated() {
+                    do {
+                        prepared.append(try await Task.detached { try service.prepare(encoded) }.value)
+                    } catch let error as ImageError {
+                        throw RefusedInput(error: InferencePipeline.map(error, param: encodedImages.count == 1 ? "image" : "images[\(index)]"))
+                    }
+                }
+                let predictions = try await service.classify(prepared, topK: topK, fairnessKey: context.fairnessKey)
+                context.tally.setImages(prepared.count)
+                let response = ClassificationResponse(
+                    model: name,
+                    data: predictions.enumerated().map { index, labels in .init(index: index, labels: labels.map { .init(label: $0.label, score: $0.score) }) },
+                    usage: .init(images: prepared.count))
+                return .body(try ResponseJSON.encode(response))
             }
         }
-        let inputs = prepared
-        if let replay = try await pipeline.idempotentReplay(request, body: body, principal: principal) { return replay }
-        let permit = try await pipeline.enter(engine, request, principal: principal)
-        defer { permit.release() }
-        let started = ContinuousClock.now
-        let admission: Admission
-        do {
-            admission = try await pipeline.admit(UsageEstimate(requestID: context.requestID, model: info.name, images: inputs.count), principal: principal)
-        } catch {
-            await pipeline.abandonIdempotent(request, principal: principal)
-            throw error
-        }
-        let predictions: [[Prediction]]
-        do {
-            predictions = try await pipeline.withDeadline { try await service.classify(inputs, topK: topK, fairnessKey: admission.tenantID.uuidString) }
-        } catch {
-            let mapped: any Error = (error as? GenerationError).map(InferencePipeline.map) ?? error
-            await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: info.name, route: "/v1/images/classifications", promptTokens: 0, completionTokens: 0, images: 0, status: (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500, started: started))
-            await pipeline.abandonIdempotent(request, principal: principal)
-            throw mapped
-        }
-        await pipeline.meter.settle(pipeline.record(admission, context, principal: principal, model: info.name, route: "/v1/images/classifications", promptTokens: 0, completionTokens: 0, images: prepared.count, status: 200, started: started))
-        let response = ClassificationResponse(
-            model: info.name,
-            data: predictions.enumerated().map { index, labels in .init(index: index, labels: labels.map { .init(label: $0.label, score: $0.score) }) },
-            usage: .init(images: prepared.count))
-        let bytes = try ResponseJSON.encode(response)
-        await pipeline.finishIdempotent(request, principal: principal, status: 200, body: bytes, requestID: context.requestID)
-        return ResponseJSON.response(bytes, headers: InferencePipeline.rateLimitHeaders(admission))
     }
 
     /// JSON (`image` or `images`: base64 or data URLs) or multipart/form-data (`file` parts,
@@ -192,6 +189,10 @@ struct EmbeddingsAndImagesRoutes {
             let parts = try Multipart.parse(body, contentType: contentType)
             guard let model = parts.first(where: { $0.name == "model" }).map({ String(decoding: $0.body, as: UTF8.self) }) else {
                 throw OpenAIError.invalidRequest("missing required parameter 'model'", param: "model")
+            }
+            // Strict as JSON bodies are: a field the route does not know is refused, not ignored.
+            for part in parts where part.filename == nil && !["model", "top_k", "file", "image", "images"].contains(part.name ?? "") {
+                throw OpenAIError.invalidRequest("Unknown parameter: '\(part.name ?? "")'.", param: part.name, code: "unknown_parameter")
             }
             let files = parts.filter { $0.name == "file" || $0.name == "image" || $0.name == "images" || $0.filename != nil }.map(\.body)
             guard !files.isEmpty else { throw OpenAIError.invalidRequest("send the images as 'file' parts", param: "file") }
@@ -206,7 +207,7 @@ struct EmbeddingsAndImagesRoutes {
         guard contentType.lowercased().hasPrefix("application/json") else {
             throw OpenAIError(status: .unsupportedMediaType, message: "send application/json or multipart/form-data", type: "invalid_request_error", code: "unsupported_media_type")
         }
-        let decoded = try InferencePipeline.decode(ClassificationRequest.self, body)
+        let decoded = try JSONBody.decode(ClassificationRequest.self, body)
         let sources = (decoded.image.map { [$0] } ?? []) + (decoded.images ?? [])
         guard !sources.isEmpty else { throw OpenAIError.invalidRequest("send 'image' or 'images'", param: "image") }
         let images = try sources.enumerated().map { index, text -> [UInt8] in

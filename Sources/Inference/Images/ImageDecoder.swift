@@ -67,6 +67,33 @@ public struct ImageDecoder: Sendable {
         return "unknown data"
     }
 
+    /// Width and height from the header alone (no pixel is decoded), for limits checked
+    /// before any decoding work: JPEG's frame header, PNG's IHDR chunk.
+    public func dimensions(_ data: [UInt8]) throws -> (width: Int, height: Int) {
+        guard data.count <= maxEncodedBytes else {
+            throw ImageError.tooLarge("\(data.count) bytes encoded, the limit is \(maxEncodedBytes)")
+        }
+        switch Self.detect(data) {
+        case "jpeg":
+            guard let handle = tjInitDecompress() else { throw ImageError.corrupt("cannot initialise the JPEG decoder") }
+            defer { tjDestroy(handle) }
+            var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+            let header = data.withUnsafeBufferPointer {
+                tjDecompressHeader3(handle, $0.baseAddress, UInt(data.count), &width, &height, &subsampling, &colorspace)
+            }
+            guard header == 0, width > 0, height > 0 else { throw ImageError.corrupt("JPEG header: \(Self.message(handle))") }
+            return (Int(width), Int(height))
+        case "png":
+            // Signature (8), IHDR length (4) and type (4), then big-endian width and height.
+            guard data.count >= 24, Array(data[12..<16]) == Array("IHDR".utf8) else { throw ImageError.corrupt("PNG: no IHDR chunk") }
+            func u32(_ at: Int) -> Int { data[at..<(at + 4)].reduce(0) { $0 << 8 | Int($1) } }
+            let (width, height) = (u32(16), u32(20))
+            guard width > 0, height > 0 else { throw ImageError.corrupt("PNG has no pixels") }
+            return (width, height)
+        case let other: throw ImageError.unsupportedType(other)
+        }
+    }
+
     public func decode(_ data: [UInt8]) throws -> RGBImage {
         guard data.count <= maxEncodedBytes else {
             throw ImageError.tooLarge("\(data.count) bytes encoded, the limit is \(maxEncodedBytes)")

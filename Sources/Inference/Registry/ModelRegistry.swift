@@ -21,6 +21,20 @@ public enum Engine: Sendable {
         }
     }
 
+    /// The engine's registered name (`transformer-lm`, ...).
+    public var name: String {
+        switch self {
+        case .text: TransformerLMFactory.name
+        case .embeddings: TransformerEncoderFactory.name
+        case .images: ResNetFactory.name
+        }
+    }
+
+    /// Whether the engine honours an optional OpenAI parameter (`tools`, `response_format`,
+    /// `logit_bias`, `suffix`, ...) beyond those every engine of its task does. The native
+    /// engines honour none; an engine that forwards to another server may honour them all.
+    public func supports(parameter: String) -> Bool { false }
+
     /// The requests in flight per tenant while several tenants use this model.
     public var shares: TenantShares {
         switch self {

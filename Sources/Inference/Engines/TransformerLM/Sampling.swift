@@ -32,7 +32,8 @@ public struct SamplingParameters: Sendable, Equatable {
         func check(_ condition: Bool, _ parameter: String, _ message: String) throws {
             if !condition { throw GenerationError.invalidParameter(parameter, message) }
         }
-        if let maxTokens { try check(maxTokens >= 1, "max_tokens", "must be at least 1") }
+        // 0 scores a prompt without generating (with echo, as OpenAI's completions API allows).
+        if let maxTokens { try check(maxTokens >= 1 || (echo && maxTokens == 0), "max_tokens", echo ? "must not be negative" : "must be at least 1") }
         try check(temperature.isFinite && (0...2).contains(temperature), "temperature", "must be between 0 and 2")
         try check(topP.isFinite && topP > 0 && topP <= 1, "top_p", "must be greater than 0 and at most 1")
         try check(topK >= 0, "top_k", "must not be negative")

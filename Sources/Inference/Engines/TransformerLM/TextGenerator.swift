@@ -52,6 +52,8 @@ public final class TextGenerator: Sendable {
     public let defaultMaxTokens: Int
     /// The manifest's sampling defaults, for requests that leave a parameter out.
     public let defaults: SamplingParameters
+    /// How chat messages become this model's prompt.
+    public let chatFormat = ChatFormat.plain
     let maxBatch: Int
     let queueCapacity: Int
     /// The requests in flight per tenant while several use this model.
@@ -441,6 +443,15 @@ struct Scheduler {
                     }
                     sequence.prefilled = true
                     if steps[index].allLogits { sequence.job.continuation.yield(.promptTokens(sequence.promptTokens)) }
+                    // max_tokens 0 (echo: scoring a prompt): every choice ends with the prompt.
+                    if sequence.job.maxTokens == 0 {
+                        for choice in 0..<max(1, sequence.job.request.parameters.n) {
+                            sequence.job.continuation.yield(.finished(choice: choice, reason: .length, completionTokens: 0))
+                        }
+                        sequence.job.unfinishedChoices = 0
+                        sequence.job.continuation.finish()
+                        continue
+                    }
                     // Further choices of the same prompt share the prefill: copy its cache.
                     var siblings = [sequence]
                     for choice in 1..<max(1, sequence.job.request.parameters.n) {
