@@ -5,8 +5,12 @@ import Hummingbird
 public struct ReadinessReport: Sendable, Encodable {
     public var checks: [String: String]
     public var problems: [String: String]
+    /// Each model's state (`ready`, `loading`, `unloaded`, `failed: why`): reported, not a
+    /// problem, unless its manifest says it is required (then it is among `checks`).
+    public var models: [String: String] = [:]
 
-    public init(checks: [String: String?]) {
+    public init(checks: [String: String?], models: [String: String] = [:]) {
+        self.models = models
         var fine: [String: String] = [:]
         var problems: [String: String] = [:]
         for (name, problem) in checks {
@@ -20,7 +24,8 @@ public struct ReadinessReport: Sendable, Encodable {
 }
 
 /// `GET /healthz`: the process is alive. `GET /readyz`: it can serve (database reachable,
-/// migrations current, models loaded); 503 with the reasons otherwise.
+/// migrations current, required models ready); 503 with the reasons otherwise. One model that
+/// failed to load does not take an instance out of rotation unless it is required.
 struct HealthRoutes {
     let readiness: @Sendable () async -> ReadinessReport
     static let healthy = ByteBuffer(string: #"{"status":"ok"}"#)
@@ -35,7 +40,7 @@ struct HealthRoutes {
             for (name, problem) in report.problems { checks[name] = problem }
             return JSONResponse(
                 status: report.isReady ? .ok : .serviceUnavailable,
-                body: ReadinessBody(status: report.isReady ? "ready" : "not_ready", checks: checks))
+                body: ReadinessBody(status: report.isReady ? "ready" : "not_ready", checks: checks, models: report.models))
         }
     }
 }
@@ -43,6 +48,7 @@ struct HealthRoutes {
 struct ReadinessBody: Encodable, Sendable {
     var status: String
     var checks: [String: String]
+    var models: [String: String]
 }
 
 /// A JSON body with an explicit status.

@@ -186,6 +186,15 @@ struct LimitSettingsInput: Decodable, Sendable {
     var monthly_images: Int?
     var monthly_budget_micros: Int?
 
+    /// As a key's `limits` (names as in the API, unset ones left out).
+    var keyLimits: [String: Int] {
+        let values: [(String, Int?)] = [
+            ("requests_per_minute", requests_per_minute), ("tokens_per_minute", tokens_per_minute), ("max_concurrent", max_concurrent),
+            ("monthly_tokens", monthly_tokens), ("monthly_images", monthly_images), ("monthly_budget_micros", monthly_budget_micros),
+        ]
+        return Dictionary(uniqueKeysWithValues: values.compactMap { name, value in value.map { (name, $0) } })
+    }
+
     var settings: LimitSettings {
         LimitSettings(
             requestsPerMinute: requests_per_minute, tokensPerMinute: tokens_per_minute, maxConcurrent: max_concurrent,

@@ -19,7 +19,8 @@ struct TenantKeyRoutes {
         var models: [String]?
         var expiresAt: Date?
         var expires: String?
-        var limits: [String: Int]?
+        /// The key's own limit overrides; unknown limit names are refused like any unknown field.
+        var limits: LimitSettingsInput?
 
         enum CodingKeys: String, CodingKey {
             case name, scopes, limits, models, expires
@@ -37,7 +38,7 @@ struct TenantKeyRoutes {
             return NewAPIKey(
                 name: name, scopes: try Scope.parseList((scopes ?? ["inference"]).joined(separator: ",")),
                 allowedModels: allowedModels ?? models ?? [], expiresAt: try expiresAt ?? expires.map { try DurationText.expiry($0, field: "expires") },
-                limits: limits ?? [:])
+                limits: limits?.keyLimits ?? [:])
         }
     }
 

@@ -13,15 +13,18 @@ public enum DatabaseBootstrap {
     }
 
     /// Resolves the connection settings, starting the local cluster if that is what the
-    /// configuration means. Says so in one log line.
+    /// configuration means (and creating it only when `create`: `serve` and `db init` do,
+    /// other commands fail naming where they looked). Says so in one log line.
     public static func postgresConfiguration(
-        _ configuration: ModelGateConfiguration, logger: Logger
+        _ configuration: ModelGateConfiguration, logger: Logger, create: Bool = false
     ) throws -> PostgresConfiguration {
         var connectionString = configuration.database.url
         if let cluster = try localCluster(configuration, logger: logger) {
-            let started = try cluster.start(database: "modelgate")
+            guard create || cluster.exists else { throw DatabaseBootstrapError.noLocalDatabase(cluster.directory) }
+            let started = try cluster.start(database: "modelgate", create: create)
             connectionString = cluster.connectionString(database: "modelgate")
-            logger.info(
+            logger.log(
+                level: started ? .info : .debug,
                 "\(started ? "started" : "using running") local PostgreSQL (no database.url configured; stop it with 'modelgate db stop')",
                 metadata: ["directory": "\(cluster.directory)"])
         }
@@ -33,8 +36,8 @@ public enum DatabaseBootstrap {
     }
 
     /// Opens a pool and checks that the server answers; fails with a clear error otherwise.
-    public static func openPool(_ configuration: ModelGateConfiguration, logger: Logger) async throws -> PostgresPool {
-        let settings = try postgresConfiguration(configuration, logger: logger)
+    public static func openPool(_ configuration: ModelGateConfiguration, logger: Logger, create: Bool = false) async throws -> PostgresPool {
+        let settings = try postgresConfiguration(configuration, logger: logger, create: create)
         let pool = PostgresPool(configuration: settings, logger: logger)
         do {
             try await pool.query("SELECT 1")
@@ -47,5 +50,20 @@ public enum DatabaseBootstrap {
 
     public static func migrator(_ pool: PostgresPool, logger: Logger) -> Migrator {
         Migrator(pool: pool, migrations: SchemaMigrations.all, logger: logger)
+    }
+}
+
+/// Why a command found no database to work on.
+public enum DatabaseBootstrapError: Error, CustomStringConvertible {
+    /// Zero-config mode, and no cluster where this command looked: only `serve` and
+    /// `db init` create one.
+    case noLocalDatabase(String)
+
+    public var description: String {
+        switch self {
+        case .noLocalDatabase(let directory):
+            "no ModelGate database in \(directory) (no database.url is set, and only 'modelgate serve' and 'modelgate db init' create one): "
+                + "run this where the server runs, or pass --config, or set MODELGATE_DATABASE_URL"
+        }
     }
 }

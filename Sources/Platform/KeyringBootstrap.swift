@@ -13,9 +13,10 @@ public enum KeyringBootstrap {
         public var file: String?
     }
 
+    /// `create`: make a key file in zero-config mode when there is none (`serve`, `db init`).
     public static func load(
         _ configuration: ModelGateConfiguration, logger: Logger,
-        environment: [String: String] = ProcessInfo.processInfo.environment
+        environment: [String: String] = ProcessInfo.processInfo.environment, create: Bool = false
     ) throws -> Loaded {
         if let inline = environment["MODELGATE_KEYRING"], !inline.isEmpty {
             return Loaded(keys: try MasterKeys.parse(Data(inline.utf8), source: "MODELGATE_KEYRING"), file: nil)
@@ -24,10 +25,12 @@ public enum KeyringBootstrap {
         if FileManager.default.fileExists(atPath: file) {
             return Loaded(keys: try MasterKeys.load(file: file), file: file)
         }
-        guard configuration.database.url.isEmpty else {
-            throw KeyringError.missingKeyFile(file + " (create it with 'modelgate keyring init', then back it up)")
+        guard configuration.database.url.isEmpty, create else {
+            throw KeyringError.missingKeyFile(
+                file + (configuration.database.url.isEmpty
+                    ? " (run this where 'modelgate serve' runs, or pass --config)" : " (create it with 'modelgate keyring init', then back it up)"))
         }
-        return Loaded(keys: try create(file: file, logger: logger), file: file)
+        return Loaded(keys: try Self.create(file: file, logger: logger), file: file)
     }
 
     /// Creates a new key file; refuses to overwrite one.

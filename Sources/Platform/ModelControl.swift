@@ -4,7 +4,7 @@ import Logging
 import Postgres
 
 /// Keeps the `models` table in step with this instance's registry, and carries `load`,
-/// `unload` and `reload` requests to every instance through NOTIFY (`modelgate_models`).
+/// `unload`, `reload` and `remove` requests to every instance through NOTIFY (`modelgate_models`).
 public struct ModelControl: Sendable {
     public static let channel = "modelgate_models"
     let pool: PostgresPool
@@ -30,6 +30,9 @@ public struct ModelControl: Sendable {
     func apply(_ action: String, _ name: String) async throws {
         switch action {
         case "unload": try registry.unload(name)
+        case "remove":
+            registry.remove(name)
+            _ = try? await pool.execute("DELETE FROM models WHERE name = $1", [name])
         case "load", "reload":
             do {
                 try await registry.load(name)
@@ -41,6 +44,13 @@ public struct ModelControl: Sendable {
         default: return
         }
         await publish()
+    }
+
+    /// Checks `name`'s folder in the configured model directory (its manifest, engine and
+    /// options) without loading it: what `modelgate model load` does before asking the servers.
+    public static func checkFolder(_ name: String, configuration: ModelGateConfiguration) throws {
+        let directory = ModelDirectory.resolve(configuration.models.directory)
+        _ = try EngineFactories.check(directory: directory + "/" + name)
     }
 
     /// Writes every model's state to the `models` table.
@@ -62,7 +72,7 @@ public struct ModelControl: Sendable {
             let parts = notification.payload.split(separator: ":", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { continue }
             // Our own request was applied before it was sent.
-            if registry.info(parts[1])?.status == (parts[0] == "unload" ? .unloaded : .ready), parts[0] != "reload" { continue }
+            if registry.info(parts[1])?.status == (parts[0] == "unload" ? .unloaded : .ready), ["load", "unload"].contains(parts[0]) { continue }
             try? await apply(parts[0], parts[1])
         }
     }

@@ -14,7 +14,7 @@ import Tenancy
 /// closes the pool.
 public enum ModelGateServer {
     public static func run(_ configuration: ModelGateConfiguration, logger: Logger) async throws {
-        let services = try await ModelGateServices.open(configuration, logger: logger, spool: true)
+        let services = try await ModelGateServices.open(configuration, logger: logger, spool: true, create: true)
         try await bootstrapOperatorKey(services)
         Inference.BLAS.configureThreads()
         let registry = ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory))
@@ -178,7 +178,12 @@ struct BackgroundTask: Service {
 enum Readiness {
     static func check(pool: PostgresPool, migrator: Migrator, registry: ModelRegistry) async -> ReadinessReport {
         var checks: [String: String?] = [:]
-        for (name, reason) in registry.failures { checks["model:" + name] = "failed to load: \(reason)" }
+        var models: [String: String] = [:]
+        for info in registry.models() {
+            let state = info.reason.map { "\(info.status.name): \($0)" } ?? info.status.name
+            models[info.name] = state
+            if info.required { checks["model:" + info.name] = info.status == .ready ? String?.none : "required model is \(state)" }
+        }
         do {
             checks["migrations"] = try await migrator.problem()
             checks["database"] = String?.none
@@ -188,14 +193,14 @@ enum Readiness {
         } catch {
             checks["database"] = "database check failed"
         }
-        return ReadinessReport(checks: checks)
+        return ReadinessReport(checks: checks, models: models)
     }
 }
 
 /// The model directory: as configured (relative to the working directory), or, when that does
 /// not exist, the repository's `models/` beside the binary (a development checkout).
-enum ModelDirectory {
-    static func resolve(_ configured: String) -> String {
+public enum ModelDirectory {
+    public static func resolve(_ configured: String) -> String {
         if FileManager.default.fileExists(atPath: configured) { return configured }
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
         for _ in 0..<5 {

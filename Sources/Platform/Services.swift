@@ -29,12 +29,14 @@ public struct ModelGateServices: Sendable {
     /// migrations, and loads the master keys.
     /// `spool`: open the usage spool (the server does; the CLI settles nothing and must not take
     /// the spool directory's lock from a server running beside it).
-    public static func open(_ configuration: ModelGateConfiguration, logger: Logger, spool: Bool = false) async throws -> ModelGateServices {
-        let pool = try await DatabaseBootstrap.openPool(configuration, logger: logger)
+    /// `create`: in zero-config mode, create the local cluster and the key file when missing
+    /// (`serve` and `db init` only; every other command fails naming where it looked).
+    public static func open(_ configuration: ModelGateConfiguration, logger: Logger, spool: Bool = false, create: Bool = false) async throws -> ModelGateServices {
+        let pool = try await DatabaseBootstrap.openPool(configuration, logger: logger, create: create)
         do {
             let migrator = DatabaseBootstrap.migrator(pool, logger: logger)
             try await migrator.migrate()
-            let loaded = try KeyringBootstrap.load(configuration, logger: logger)
+            let loaded = try KeyringBootstrap.load(configuration, logger: logger, create: create)
             try await KeyringBootstrap.checkFingerprint(loaded.keys, pool: pool)
             let keyFile = loaded.file
             let keyRing = KeyRing(masterKeys: loaded.keys, store: PostgresDataKeyStore(pool: pool)) {

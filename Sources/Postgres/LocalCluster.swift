@@ -65,10 +65,17 @@ public struct LocalPostgresCluster: Sendable {
         return (try? run(binDirectory + "/pg_ctl", ["status", "-D", dataDirectory])) != nil
     }
 
-    /// Creates the cluster on first use, starts it unless it already runs, and creates
-    /// `database` if missing. Returns true when this call started the server.
+    /// Whether the cluster has been created (its data directory is initialised).
+    public var exists: Bool { FileManager.default.fileExists(atPath: dataDirectory + "/PG_VERSION") }
+
+    /// Creates the cluster on first use (unless `create` is false: then a missing cluster is an
+    /// error), starts it unless it already runs, and creates `database` if missing. Returns
+    /// true when this call started the server.
     @discardableResult
-    public func start(database: String) throws -> Bool {
+    public func start(database: String, create: Bool = true) throws -> Bool {
+        guard create || exists else {
+            throw PostgresError(.localCluster, "no local database in \(directory)")
+        }
         let lock = try FileLock(path: try prepareDirectory() + "/.lock")
         defer { lock.release() }
         if !FileManager.default.fileExists(atPath: dataDirectory + "/PG_VERSION") {

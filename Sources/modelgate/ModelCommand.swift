@@ -6,7 +6,7 @@ import Postgres
 struct ModelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model", abstract: "The model registry of the running servers.",
-        subcommands: [List.self, Show.self, Load.self, Unload.self, Reload.self])
+        subcommands: [List.self, Show.self, Load.self, Unload.self, Reload.self, Remove.self])
 
     struct Row: Encodable {
         var name: String
@@ -60,8 +60,10 @@ struct ModelCommand: AsyncParsableCommand {
     }
 
     /// Sends an action to every running server and waits (up to 60 s) for the table to change.
+    /// A load or reload first checks the model's folder here, so a typo never reaches them.
     static func send(_ action: String, _ name: String, _ global: GlobalOptions) async throws {
         try await withServices(global) { services in
+            if action != "unload" { try ModelControl.checkFolder(name, configuration: services.configuration) }
             let before = try await rows(services, name: name).first?.updated_at ?? .distantPast
             try await services.pool.execute("SELECT pg_notify($1, $2)", [ModelControl.channel, action + ":" + name])
             let deadline = Date().addingTimeInterval(60)
@@ -90,6 +92,21 @@ struct ModelCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() async throws { try await ModelCommand.send("unload", name, global) }
+    }
+
+    struct Remove: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop serving a model on every server and forget it (a failed load's entry, say); its folder stays.")
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        func run() async throws {
+            try await withServices(global) { services in
+                guard try await !ModelCommand.rows(services, name: name).isEmpty else { CLI.fail("no model '\(name)' (see 'modelgate model list')") }
+                try await services.pool.execute("SELECT pg_notify($1, $2)", [ModelControl.channel, "remove:" + name])
+                try await services.pool.execute("DELETE FROM models WHERE name = $1", [name])
+                Swift.print("removed \(name)")
+            }
+        }
     }
 
     struct Reload: AsyncParsableCommand {

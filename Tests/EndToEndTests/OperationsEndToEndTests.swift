@@ -120,3 +120,70 @@ import TestSupport
         #expect(ContinuousClock.now - started < .seconds(5))
     }
 }
+
+/// A model that fails to load is reported, not an outage: readiness means "this instance can
+/// serve" unless the model is marked required; the CLI checks a folder before asking servers
+/// to load it, and `model remove` forgets a model.
+@Suite struct ModelOperationsEndToEndTests {
+    static func write(_ manifest: String, to folder: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try manifest.write(toFile: folder + "/model.json", atomically: true, encoding: .utf8)
+    }
+
+    @Test func aBrokenModelIsReportedWithoutTakingTheInstanceOutOfRotation() async throws {
+        let models = try TestModels.directory(privateTo: "nobody")
+        defer { try? FileManager.default.removeItem(atPath: models) }
+        // A typo in the manifest is a load error naming the key, not a silently ignored setting.
+        try Self.write(#"{"engine": "transformer-lm", "task": "text-generation", "visibilty": "public"}"#, to: models + "/typo")
+        try Self.write(#"{"engine": "resnet", "task": "image-classification", "options": {"input_sise": 32}}"#, to: models + "/badoption")
+        try await GatewayFixture.with(extraEnvironment: ["MODELGATE_MODELS_DIRECTORY": models]) { fixture in
+            let base = fixture.server.baseURL
+            let ready = try await HTTP.send(.GET, base + "/readyz")
+            #expect(ready.status == 200, "\(ready.body)")
+            let states = ready.json["models"] as? [String: String] ?? [:]
+            #expect(states["shakespeare"] == "ready", "\(ready.body)")
+            #expect(states["typo"]?.contains("unknown key 'visibilty'") == true, "\(ready.body)")
+            #expect(states["badoption"]?.contains("options.input_sise") == true, "\(ready.body)")
+            let metrics = try await HTTP.send(.GET, base + "/metrics").body
+            #expect(metrics.contains(#"modelgate_model_state{model="typo",state="failed"} 1"#))
+            // The CLI refuses a folder that is not there (a typo) before any server hears of it.
+            let environment = ["MODELGATE_MODELS_DIRECTORY": models]
+            let (missingStatus, missing) = try await fixture.harness.cli(["model", "load", "nosuch"], extraEnvironment: environment)
+            #expect(missingStatus == 1, "\(missing)")
+            #expect(missing.contains("nosuch") && missing.contains("no such model folder"), "\(missing)")
+            #expect(missing.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1)
+            let rows = try await fixture.harness.system.pool.query("SELECT name FROM models WHERE name = 'nosuch'")
+            #expect(rows.isEmpty)
+            let (typoStatus, typo) = try await fixture.harness.cli(["model", "load", "typo"], extraEnvironment: environment)
+            #expect(typoStatus == 1)
+            #expect(typo.contains("visibilty"), "\(typo)")
+            // remove forgets a model everywhere (its entry, its row).
+            let (removeStatus, removed) = try await fixture.harness.cli(["model", "remove", "typo"], extraEnvironment: environment)
+            #expect(removeStatus == 0, "\(removed)")
+            let gone = await eventually {
+                let ready = try? await HTTP.send(.GET, base + "/readyz")
+                return (ready?.json["models"] as? [String: String])?["typo"] == nil
+            }
+            #expect(gone)
+            let row = try await fixture.harness.system.pool.query("SELECT name FROM models WHERE name = 'typo'")
+            #expect(row.isEmpty)
+        }
+    }
+
+    @Test func aRequiredModelThatFailsMakesTheInstanceNotReady() async throws {
+        let models = try TestModels.directory(privateTo: "nobody")
+        defer { try? FileManager.default.removeItem(atPath: models) }
+        try Self.write(#"{"engine": "resnet", "task": "image-classification", "required": true}"#, to: models + "/needed")
+        try await ServerHarness.with { harness in
+            let server = try ModelGateProcess(in: harness.directory, environment: harness.environment.merging(["MODELGATE_MODELS_DIRECTORY": models]) { $1 })
+            let answered = await eventually {
+                (try? await HTTP.send(.GET, server.baseURL + "/readyz"))?.status == 503
+            }
+            #expect(answered, "\(server.log.suffix(2000))")
+            let ready = try await HTTP.send(.GET, server.baseURL + "/readyz")
+            #expect((ready.json["checks"] as? [String: String])?["model:needed"]?.contains("required model is failed") == true, "\(ready.body)")
+            #expect(try await HTTP.send(.GET, server.baseURL + "/healthz").status == 200)
+            await server.stopGracefully()
+        }
+    }
+}

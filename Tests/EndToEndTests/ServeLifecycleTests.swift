@@ -75,6 +75,33 @@ import TestSupport
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// Only `serve` and `db init` create a database: any other command run in the wrong
+    /// directory says where it looked, and creates nothing (no cluster, no key file, no
+    /// PostgreSQL left running).
+    @Test func commandsOtherThanServeAndInitNeverCreateADatabase() async throws {
+        let directory = try emptyDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        for command in [["tenant", "list"], ["key", "list", "--tenant", "x"], ["migrate"], ["audit", "verify"]] {
+            let (status, output) = try await ModelGateProcess.run(command, in: directory)
+            #expect(status != 0, "\(command): \(output)")
+            let lines = output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n")
+            #expect(lines.count == 1, "\(command): \(output)")
+            #expect(output.contains("no ModelGate database in") && output.contains(".modelgate/postgres"), "\(command): \(output)")
+            #expect(!FileManager.default.fileExists(atPath: directory + "/.modelgate"), "\(command) created files")
+        }
+        let (initStatus, initOutput) = try await ModelGateProcess.run(["db", "init"], in: directory)
+        #expect(initStatus == 0, "\(initOutput)")
+        #expect(initOutput.contains("created local PostgreSQL"), "\(initOutput)")
+        let (listStatus, listOutput) = try await ModelGateProcess.run(["tenant", "list"], in: directory)
+        #expect(listStatus == 0, "\(listOutput)")
+        #expect(!listOutput.contains("using running local PostgreSQL"), "that line is for debug logs: \(listOutput)")
+        let (againStatus, again) = try await ModelGateProcess.run(["db", "init"], in: directory)
+        #expect(againStatus == 0)
+        #expect(again.contains("exists"), "\(again)")
+        let (stopStatus, _) = try await ModelGateProcess.run(["db", "stop"], in: directory)
+        #expect(stopStatus == 0)
+    }
+
     @Test func invalidConfigurationExitsWithStatusTwoAndOneLine() async throws {
         let directory = try emptyDirectory()
         let (status, stderr) = try await ModelGateProcess.run(

@@ -16,16 +16,17 @@ public enum MiniLM {
     }()
 }
 
-/// A Python with the official `openai` package, in a venv under /tmp (created once per
-/// machine); nil when it cannot be installed.
+/// A Python with the official `openai` package and `jsonschema` (to check responses against
+/// OpenAI's published schemas), in a venv under /tmp (created once per machine); nil when
+/// they cannot be installed.
 public enum OpenAIPython {
     public static let python: String? = {
         let venv = NSTemporaryDirectory() + "modelgate-test-venv"
         let python = venv + "/bin/python"
-        if Shell.run([python, "-c", "import openai"]) { return python }
+        if Shell.run([python, "-c", "import openai, jsonschema"]) { return python }
         guard Shell.run(["python3", "-m", "venv", venv]),
-            Shell.run([python, "-m", "pip", "install", "--quiet", "openai"]),
-            Shell.run([python, "-c", "import openai"])
+            Shell.run([python, "-m", "pip", "install", "--quiet", "openai", "jsonschema"]),
+            Shell.run([python, "-c", "import openai, jsonschema"])
         else { return nil }
         return python
     }()

@@ -245,7 +245,14 @@ struct TextWork: Sendable {
     func prepared() throws -> PreparedWork {
         var maxTokens = 0
         for prompt in prompts {
-            maxTokens = max(maxTokens, try generator.validate(GenerationRequest(prompt: prompt.tokens, parameters: parameters)))
+            do {
+                maxTokens = max(maxTokens, try generator.validate(GenerationRequest(prompt: prompt.tokens, parameters: parameters)))
+            } catch let error as GenerationError {
+                // The prompt is `prompt` in the completions API and `messages` in chat.
+                var mapped = InferencePipeline.map(error)
+                if mapped.param == "prompt", chat { mapped.param = "messages" }
+                throw mapped
+            }
         }
         let promptTokens = prompts.reduce(0) { $0 + $1.tokens.count }
         return PreparedWork(
@@ -331,7 +338,9 @@ struct TextWork: Sendable {
         let outcome = try await withThrowingTaskGroup(of: [CompletionChoice].self) { group in
             for (index, generation) in generations.enumerated() {
                 group.addTask {
-                    try await Self.collect(generation, prompt: prompts[index], n: parameters.n, echo: parameters.echo, tokenizer: tokenizer, tally: tally)
+                    try await Self.collect(
+                        generation, prompt: prompts[index], n: parameters.n, echo: parameters.echo, logprobs: parameters.logprobs != nil,
+                        tokenizer: tokenizer, tally: tally)
                 }
             }
             var all: [CompletionChoice] = []
@@ -364,7 +373,8 @@ struct TextWork: Sendable {
     }
 
     static func collect(
-        _ stream: GenerationStream, prompt: CompletionsRoutes.PromptJob, n: Int, echo: Bool, tokenizer: GPT2Tokenizer, tally: UsageTally
+        _ stream: GenerationStream, prompt: CompletionsRoutes.PromptJob, n: Int, echo: Bool, logprobs wantsLogprobs: Bool,
+        tokenizer: GPT2Tokenizer, tally: UsageTally
     ) async throws -> [CompletionChoice] {
         var texts = [String](repeating: "", count: n)
         var tokens = [[GeneratedToken]](repeating: [], count: n)
@@ -386,7 +396,6 @@ struct TextWork: Sendable {
             }
         }
         return (0..<n).map { choice in
-            let wantsLogprobs = tokens[choice].contains { $0.logprob != nil }
             let all = (echo ? promptTokens : []) + tokens[choice]
             return CompletionChoice(
                 index: prompt.index * n + choice, text: (echo ? prompt.text : "") + texts[choice], finishReason: reasons[choice],

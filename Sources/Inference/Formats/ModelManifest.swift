@@ -21,6 +21,8 @@ public struct ModelManifest: Codable, Sendable, Equatable {
     public var options: [String: JSONValue]?
     /// "public" (default) or the tenant slugs allowed to see the model.
     public var visibility: Visibility?
+    /// Whether an instance without this model ready is not ready (`/readyz` answers 503).
+    public var required: Bool?
 
     public enum Visibility: Codable, Sendable, Equatable {
         case `public`
@@ -44,21 +46,49 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         }
     }
 
-    enum CodingKeys: String, CodingKey {
-        case engine, task, version, files, defaults, options, visibility
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case engine, task, version, files, defaults, options, visibility, required
         case displayName = "display_name"
         case contextLength = "context_length"
     }
 
+    /// The sampling defaults a manifest may set, and the roles its `files` may name.
+    static let defaultKeys: Set<String> = ["max_tokens", "temperature", "top_p", "top_k"]
+    static let fileRoles: Set<String> = ["weights", "config", "vocab", "merges", "labels", "tokenizer"]
+
+    /// Reads `model.json`. A key it does not know — a typo, at the top level, in `defaults` or
+    /// in `files` — fails the load naming it (the engine checks `options`, see `checkOptions`).
     public static func load(directory: String) throws -> ModelManifest {
         let path = directory + "/model.json"
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ModelLoadError(file: path, reason: "missing model manifest")
         }
+        guard let object = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
+            throw ModelLoadError(file: path, reason: "not a JSON object")
+        }
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        for key in object.keys.sorted() where !known.contains(key) {
+            throw ModelLoadError(file: path, reason: "unknown key '\(key)' (known: \(known.sorted().joined(separator: ", ")))")
+        }
+        for (section, allowed) in [("defaults", defaultKeys), ("files", fileRoles)] {
+            for key in (object[section]?.object ?? [:]).keys.sorted() where !allowed.contains(key) {
+                throw ModelLoadError(file: path, reason: "unknown key '\(section).\(key)' (known: \(allowed.sorted().joined(separator: ", ")))")
+            }
+        }
         do {
             return try JSONDecoder().decode(ModelManifest.self, from: data)
         } catch {
             throw ModelLoadError(file: path, reason: "invalid manifest: \(error)")
+        }
+    }
+
+    /// Refuses an `options` key the engine does not read (`max_btach` would be ignored in
+    /// silence otherwise).
+    public func checkOptions(allowed: Set<String>, in directory: String) throws {
+        for key in (options ?? [:]).keys.sorted() where !allowed.contains(key) {
+            throw ModelLoadError(
+                file: directory + "/model.json",
+                reason: "unknown key 'options.\(key)' for engine \(engine) (known: \(allowed.sorted().joined(separator: ", ")))")
         }
     }
 

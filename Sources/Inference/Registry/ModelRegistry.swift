@@ -66,6 +66,8 @@ public enum Engine: Sendable {
 /// `EngineFactories.all`.
 public protocol EngineFactory: Sendable {
     static var name: String { get }
+    /// The `options` keys of `model.json` this engine reads; any other is a load error.
+    static var optionKeys: Set<String> { get }
     static func load(directory: String, manifest: ModelManifest) throws -> Engine
 }
 
@@ -73,6 +75,22 @@ public enum EngineFactories {
     public static let all: [any EngineFactory.Type] = [TransformerLMFactory.self, TransformerEncoderFactory.self, ResNetFactory.self]
 
     static func factory(_ name: String) -> (any EngineFactory.Type)? { all.first { $0.name == name } }
+
+    /// Checks a model folder without loading its weights: its manifest (known keys, a known
+    /// engine, the engine's options) — what `modelgate model load` checks before asking the
+    /// servers.
+    public static func check(directory: String) throws -> ModelManifest {
+        guard FileManager.default.fileExists(atPath: directory) else {
+            throw ModelLoadError(file: directory, reason: "no such model folder")
+        }
+        let manifest = try ModelManifest.load(directory: directory)
+        guard let factory = factory(manifest.engine) else {
+            throw ModelLoadError(
+                file: directory + "/model.json", reason: "unknown engine '\(manifest.engine)' (known: \(all.map { $0.name }.joined(separator: ", ")))")
+        }
+        try manifest.checkOptions(allowed: factory.optionKeys, in: directory)
+        return manifest
+    }
 }
 
 /// Embeddings on a batching worker thread.
@@ -137,6 +155,7 @@ public final class ClassificationService: Sendable {
 
 public enum TransformerLMFactory: EngineFactory {
     public static let name = "transformer-lm"
+    public static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format"]
 
     public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         let options = manifest.options ?? [:], file = directory + "/model.json"
@@ -156,6 +175,7 @@ public enum TransformerLMFactory: EngineFactory {
 
 public enum TransformerEncoderFactory: EngineFactory {
     public static let name = "transformer-encoder"
+    public static let optionKeys: Set<String> = ["pooling", "normalize", "max_sequence_length", "weights", "flood_rest"]
 
     public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         .embeddings(EmbeddingService(
@@ -165,6 +185,7 @@ public enum TransformerEncoderFactory: EngineFactory {
 
 public enum ResNetFactory: EngineFactory {
     public static let name = "resnet"
+    public static let optionKeys: Set<String> = ["crop", "input_size", "resize", "mean", "std", "flood_rest"]
 
     public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         .images(ClassificationService(
@@ -204,6 +225,8 @@ public struct ModelInfo: Sendable, Equatable {
     /// Why the latest load (a reload, say) failed while the version loaded before keeps
     /// serving; nil once a load succeeds.
     public var lastLoadFailure: String? = nil
+    /// `"required": true` in the manifest: the instance is not ready without this model.
+    public var required = false
 
     /// What operators are told beside the status: why a model failed, or why its latest load
     /// did while an earlier version serves.
@@ -262,7 +285,7 @@ public final class ModelRegistry: Sendable {
         var info = ModelInfo(
             name: name, engine: manifest.engine, task: ModelTask(rawValue: manifest.task), version: manifest.version ?? "1",
             displayName: manifest.displayName ?? name, status: .loading, contextLength: manifest.contextLength,
-            tenants: Self.tenants(manifest.visibility), loadedAt: nil, directory: folder)
+            tenants: Self.tenants(manifest.visibility), loadedAt: nil, directory: folder, required: manifest.required ?? false)
         state.withLock { models in
             // While a new version loads, a serving one stays as it is.
             if models[name]?.engine == nil { models[name] = (info, nil) }
@@ -273,6 +296,7 @@ public final class ModelRegistry: Sendable {
             throw ModelLoadError(file: folder + "/model.json", reason: reason)
         }
         do {
+            try manifest.checkOptions(allowed: factory.optionKeys, in: folder)
             let engine = try await Task.detached { try factory.load(directory: folder, manifest: manifest) }.value
             guard engine.task.rawValue == manifest.task else {
                 engine.shutdown()
@@ -330,7 +354,8 @@ public final class ModelRegistry: Sendable {
                 ModelInfo(
                     name: name, engine: manifest?.engine ?? "?", task: manifest.flatMap { ModelTask(rawValue: $0.task) },
                     version: manifest?.version ?? "?", displayName: manifest?.displayName ?? name, status: .failed(reason),
-                    contextLength: manifest?.contextLength, tenants: Self.tenants(manifest?.visibility), loadedAt: nil, directory: folder),
+                    contextLength: manifest?.contextLength, tenants: Self.tenants(manifest?.visibility), loadedAt: nil, directory: folder,
+                    required: manifest?.required ?? false),
                 nil
             )
         }
@@ -347,6 +372,18 @@ public final class ModelRegistry: Sendable {
         state.withLock { models in
             guard let entry = models[name], let engine = entry.engine else { return nil }
             return (entry.info, engine)
+        }
+    }
+
+    /// Stops serving a model and forgets it (`modelgate model remove`): it is listed no more
+    /// until it is loaded again.
+    public func remove(_ name: String) {
+        let engine = state.withLock { models in models.removeValue(forKey: name)?.engine }
+        if let engine {
+            Task.detached {
+                try? await Task.sleep(for: .seconds(120))
+                engine.shutdown()
+            }
         }
     }
 
