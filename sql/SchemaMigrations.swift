@@ -14,6 +14,7 @@ public enum SchemaMigrations {
         ("0003_metering.sql", PackageResources._003_metering_sql),
         ("0004_gateway.sql", PackageResources._004_gateway_sql),
         ("0005_sealed_content.sql", PackageResources._005_sealed_content_sql),
+        ("0006_unlimited_overrides.sql", PackageResources._006_unlimited_overrides_sql),
     ]
 
     /// File names of the embedded migrations (tests compare them with the folder).

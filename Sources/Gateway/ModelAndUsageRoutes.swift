@@ -105,7 +105,7 @@ struct ModelAndUsageRoutes {
         admin.put("plans/:name") { request, context in
             let principal = try context.requirePrincipal()
             let body = try await JSONBody.decode(PlanInput.self, from: request, context: context, limit: maxBodyBytes)
-            let plan = try await limits.setPlan(context.parameters.get("name") ?? "", displayName: body.display_name, limits: body.limits.settings, actor: .key(principal))
+            let plan = try await limits.setPlan(context.parameters.get("name") ?? "", displayName: body.display_name, limits: try body.limits.settings(.plan), actor: .key(principal))
             return JSONResponse(status: .ok, body: plan)
         }
         admin.get("tenants/:id/limits") { _, context in
@@ -119,8 +119,9 @@ struct ModelAndUsageRoutes {
             let id = try await tenants.resolve(context)
             _ = try await tenants.get(id)
             let body = try await JSONBody.decode(LimitSettingsInput.self, from: request, context: context, limit: maxBodyBytes)
-            try await limits.setTenantOverrides(id, body.settings, actor: .key(principal))
-            return JSONResponse(status: .ok, body: body.settings)
+            let overrides = try body.settings(.tenantOverride)
+            try await limits.setTenantOverrides(id, overrides, actor: .key(principal))
+            return JSONResponse(status: .ok, body: overrides)
         }
         admin.get("prices") { request, context in
             return JSONResponse(status: .ok, body: ListBody(data: try await prices.list(model: request.uri.queryParameters.get("model"))))
@@ -178,27 +179,64 @@ struct PriceInput: Decodable, Sendable {
 }
 
 /// Limits as a request body (missing fields: no limit).
-struct LimitSettingsInput: Decodable, Sendable {
-    var requests_per_minute: Int?
-    var tokens_per_minute: Int?
-    var max_concurrent: Int?
-    var monthly_tokens: Int?
-    var monthly_images: Int?
-    var monthly_budget_micros: Int?
+/// One limit in a request body: a number, `"unlimited"` or `"inherit"` (`null` or absent:
+/// not set here), each meaningful where `LimitSettings.Words` says.
+enum LimitValue: Decodable, Sendable, Equatable {
+    case number(Int)
+    case unlimited
+    case inherit
 
-    /// As a key's `limits` (names as in the API, unset ones left out).
-    var keyLimits: [String: Int] {
-        let values: [(String, Int?)] = [
-            ("requests_per_minute", requests_per_minute), ("tokens_per_minute", tokens_per_minute), ("max_concurrent", max_concurrent),
-            ("monthly_tokens", monthly_tokens), ("monthly_images", monthly_images), ("monthly_budget_micros", monthly_budget_micros),
-        ]
-        return Dictionary(uniqueKeysWithValues: values.compactMap { name, value in value.map { (name, $0) } })
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let number = try? container.decode(Int.self) {
+            self = .number(number)
+            return
+        }
+        switch try? container.decode(String.self) {
+        case "unlimited": self = .unlimited
+        case "inherit": self = .inherit
+        default:
+            throw DecodingError.typeMismatch(Int.self, .init(codingPath: decoder.codingPath, debugDescription: "expected an integer, \"unlimited\" or \"inherit\""))
+        }
+    }
+}
+
+/// Limits as a request body, by their API names; strict like every body.
+struct LimitSettingsInput: Decodable, Sendable {
+    var requests_per_minute: LimitValue?
+    var tokens_per_minute: LimitValue?
+    var max_concurrent: LimitValue?
+    var monthly_tokens: LimitValue?
+    var monthly_images: LimitValue?
+    var monthly_budget_micros: LimitValue?
+
+    var values: [(LimitSettings.CodingKeys, LimitValue?)] {
+        [(.requestsPerMinute, requests_per_minute), (.tokensPerMinute, tokens_per_minute), (.maxConcurrent, max_concurrent),
+         (.monthlyTokens, monthly_tokens), (.monthlyImages, monthly_images), (.monthlyBudgetMicros, monthly_budget_micros)]
     }
 
-    var settings: LimitSettings {
-        LimitSettings(
-            requestsPerMinute: requests_per_minute, tokensPerMinute: tokens_per_minute, maxConcurrent: max_concurrent,
-            monthlyTokens: monthly_tokens, monthlyImages: monthly_images, monthlyBudgetMicros: monthly_budget_micros)
+    /// As settings for a plan (absent or `unlimited`: no limit), a tenant's override (absent
+    /// or `inherit`: the plan's value; `unlimited`: none) or a key's (absent or `inherit`).
+    func settings(_ words: LimitSettings.Words) throws -> LimitSettings {
+        var settings = LimitSettings()
+        for (key, value) in values {
+            switch (value, words) {
+            case (nil, _), (.inherit?, .tenantOverride), (.inherit?, .keyOverride), (.unlimited?, .plan): settings[key] = nil
+            case (.unlimited?, .tenantOverride): settings[key] = LimitSettings.unlimited
+            case (.number(let number)?, _): settings[key] = number
+            case (.inherit?, .plan):
+                throw OpenAIError.invalidRequest("a plan has no value to inherit: give a number or \"unlimited\"", param: key.rawValue)
+            case (.unlimited?, .keyOverride):
+                throw OpenAIError.invalidRequest("a key's limit can only tighten its tenant's: give a number or \"inherit\"", param: key.rawValue)
+            }
+        }
+        return settings
+    }
+
+    /// As a key's `limits` (names as in the API, unset ones left out).
+    func keyLimits() throws -> [String: Int] {
+        let settings = try settings(.keyOverride)
+        return Dictionary(uniqueKeysWithValues: LimitSettings.CodingKeys.allCases.compactMap { key in settings[key].map { (key.rawValue, $0) } })
     }
 }
 

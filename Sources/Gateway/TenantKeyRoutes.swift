@@ -38,7 +38,7 @@ struct TenantKeyRoutes {
             return NewAPIKey(
                 name: name, scopes: try Scope.parseList((scopes ?? ["inference"]).joined(separator: ",")),
                 allowedModels: allowedModels ?? models ?? [], expiresAt: try expiresAt ?? expires.map { try DurationText.expiry($0, field: "expires") },
-                limits: limits?.keyLimits ?? [:])
+                limits: try limits?.keyLimits() ?? [:])
         }
     }
 

@@ -32,26 +32,53 @@ public struct LimitSettings: Sendable, Equatable, Codable {
         case monthlyBudgetMicros = "monthly_budget_micros"
     }
 
+    /// In an override, this value means "unlimited" (where nil means "inherit").
+    public static let unlimited = -1
+
+    /// Absent values are `null`; an override's `unlimited` is the string `"unlimited"`.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(requestsPerMinute, forKey: .requestsPerMinute)
-        try container.encode(tokensPerMinute, forKey: .tokensPerMinute)
-        try container.encode(maxConcurrent, forKey: .maxConcurrent)
-        try container.encode(monthlyTokens, forKey: .monthlyTokens)
-        try container.encode(monthlyImages, forKey: .monthlyImages)
-        try container.encode(monthlyBudgetMicros, forKey: .monthlyBudgetMicros)
+        for key in CodingKeys.allCases {
+            let value = self[key]
+            if value == Self.unlimited { try container.encode("unlimited", forKey: key) } else { try container.encode(value, forKey: key) }
+        }
+    }
+
+    /// The value of one limit by its name.
+    public subscript(key: CodingKeys) -> Int? {
+        get {
+            switch key {
+            case .requestsPerMinute: requestsPerMinute
+            case .tokensPerMinute: tokensPerMinute
+            case .maxConcurrent: maxConcurrent
+            case .monthlyTokens: monthlyTokens
+            case .monthlyImages: monthlyImages
+            case .monthlyBudgetMicros: monthlyBudgetMicros
+            }
+        }
+        set {
+            switch key {
+            case .requestsPerMinute: requestsPerMinute = newValue
+            case .tokensPerMinute: tokensPerMinute = newValue
+            case .maxConcurrent: maxConcurrent = newValue
+            case .monthlyTokens: monthlyTokens = newValue
+            case .monthlyImages: monthlyImages = newValue
+            case .monthlyBudgetMicros: monthlyBudgetMicros = newValue
+            }
+        }
     }
 
     /// These settings, or an error naming the first value no limit can have (negative, or
-    /// too large for its column).
-    public func validated() throws -> LimitSettings {
+    /// too large for its column). `unlimited` is allowed in a tenant's override (it lifts the
+    /// plan's limit), nowhere else.
+    public func validated(allowingUnlimited: Bool = false) throws -> LimitSettings {
         let values: [(CodingKeys, Int?, Int)] = [
             (.requestsPerMinute, requestsPerMinute, Int(Int32.max)), (.tokensPerMinute, tokensPerMinute, Int.max),
             (.maxConcurrent, maxConcurrent, Int(Int32.max)), (.monthlyTokens, monthlyTokens, Int.max),
             (.monthlyImages, monthlyImages, Int.max), (.monthlyBudgetMicros, monthlyBudgetMicros, Int.max),
         ]
         for (key, value, maximum) in values {
-            guard let value else { continue }
+            guard let value, !(allowingUnlimited && value == Self.unlimited) else { continue }
             guard value >= 0, value <= maximum else {
                 throw MeteringError.invalid(key.rawValue, "must be an integer from 0 to \(maximum), or null for no limit")
             }
@@ -85,30 +112,46 @@ public struct LimitSettings: Sendable, Equatable, Codable {
             monthlyImages: keyLimits["monthly_images"], monthlyBudgetMicros: keyLimits["monthly_budget_micros"])
     }
 
-    /// Parses `name=value` pairs (`requests_per_minute=60`, `monthly_tokens=none`) onto self.
-    public func updating(_ assignments: [String]) throws -> LimitSettings {
+    /// What a `name=value` assignment may say besides a number.
+    public enum Words: Sendable {
+        /// A plan: `unlimited` (no limit).
+        case plan
+        /// A tenant's override: `inherit` (the plan's value) or `unlimited` (above any plan).
+        case tenantOverride
+        /// A key's override, which can only tighten its tenant's: `inherit`.
+        case keyOverride
+    }
+
+    /// Parses `name=value` pairs (`requests_per_minute=60`, `monthly_tokens=unlimited`,
+    /// `max_concurrent=inherit`) onto self.
+    public func updating(_ assignments: [String], words: Words) throws -> LimitSettings {
         var copy = self
         for assignment in assignments {
             let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw MeteringError.invalid("limits", "expected name=value, got '\(assignment)'") }
-            let value: Int?
-            if parts[1] == "none" || parts[1] == "null" {
-                value = nil
-            } else if let number = Int(parts[1].replacingOccurrences(of: "_", with: "")), number >= 0 {
-                value = number
-            } else {
-                throw MeteringError.invalid(parts[0], "'\(parts[1])' is not a non-negative integer or 'none'")
-            }
-            switch parts[0] {
-            case "requests_per_minute": copy.requestsPerMinute = value
-            case "tokens_per_minute": copy.tokensPerMinute = value
-            case "max_concurrent": copy.maxConcurrent = value
-            case "monthly_tokens": copy.monthlyTokens = value
-            case "monthly_images": copy.monthlyImages = value
-            case "monthly_budget_micros": copy.monthlyBudgetMicros = value
-            default:
+            guard let key = CodingKeys(rawValue: parts[0]) else {
                 throw MeteringError.invalid(
                     parts[0], "unknown limit (known: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            let allowed: [String] = switch words {
+            case .plan: ["unlimited"]
+            case .tenantOverride: ["inherit", "unlimited"]
+            case .keyOverride: ["inherit"]
+            }
+            switch parts[1] {
+            case "inherit" where allowed.contains("inherit"):
+                copy[key] = nil
+            case "unlimited" where words == .plan:
+                copy[key] = nil
+            case "unlimited" where words == .tenantOverride:
+                copy[key] = Self.unlimited
+            default:
+                guard let number = Int(parts[1].replacingOccurrences(of: "_", with: "")), number >= 0 else {
+                    let ambiguity = parts[1] == "none" || parts[1] == "null" ? " ('\(parts[1])' is ambiguous)" : ""
+                    throw MeteringError.invalid(
+                        parts[0], "'\(parts[1])' is not a non-negative integer or \(allowed.map { "'\($0)'" }.joined(separator: " or "))\(ambiguity)")
+                }
+                copy[key] = number
             }
         }
         return copy
@@ -137,9 +180,23 @@ public struct LimitSettings: Sendable, Equatable, Codable {
             case .monthlyImages: monthlyImages
             case .monthlyBudgetMicros: monthlyBudgetMicros
             }
-            return "\(key.rawValue)=\(value.map(String.init) ?? "none")"
+            return "\(key.rawValue)=\(value.map { $0 == Self.unlimited ? "unlimited" : String($0) } ?? "inherit")"
         }.joined(separator: ",")
     }
+}
+
+/// One quota's use this month.
+public struct QuotaUse: Sendable, Equatable, Encodable {
+    public var used: Int
+    public var reserved: Int
+
+    public init(used: Int, reserved: Int) {
+        self.used = used
+        self.reserved = reserved
+    }
+
+    /// What is left under `limit` (nil: unlimited).
+    public func remaining(under limit: Int?) -> Int? { limit.map { max(0, $0 - used - reserved) } }
 }
 
 public struct Plan: Sendable, Equatable, Encodable {
@@ -220,7 +277,7 @@ public struct LimitService: Sendable {
                 INSERT INTO tenant_limits (tenant_id, \(LimitSettings.columns)) VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (tenant_id) DO UPDATE SET requests_per_minute = $2, tokens_per_minute = $3, max_concurrent = $4,
                     monthly_tokens = $5, monthly_images = $6, monthly_budget_micros = $7, updated_at = now()
-                """, [tenant] + limits.validated().parameters)
+                """, [tenant] + limits.validated(allowingUnlimited: true).parameters)
             try AuditLog.append(
                 connection, actor: actor, tenant: tenant, action: "limits.set", target: "tenant:\(tenant.uuidString.lowercased())",
                 details: ["limits": limits.summary])
@@ -283,15 +340,30 @@ public struct LimitService: Sendable {
             requestsPerMinute: try row.decode("t_requests_per_minute"), tokensPerMinute: try row.decode("t_tokens_per_minute"),
             maxConcurrent: try row.decode("t_max_concurrent"), monthlyTokens: try row.decode("t_monthly_tokens"),
             monthlyImages: try row.decode("t_monthly_images"), monthlyBudgetMicros: try row.decode("t_monthly_budget_micros"))
-        // A tenant override replaces the plan's value where set (it may loosen as well as tighten).
-        let tenantLimits = LimitSettings(
-            requestsPerMinute: overrides.requestsPerMinute ?? planLimits.requestsPerMinute,
-            tokensPerMinute: overrides.tokensPerMinute ?? planLimits.tokensPerMinute,
-            maxConcurrent: overrides.maxConcurrent ?? planLimits.maxConcurrent,
-            monthlyTokens: overrides.monthlyTokens ?? planLimits.monthlyTokens,
-            monthlyImages: overrides.monthlyImages ?? planLimits.monthlyImages,
-            monthlyBudgetMicros: overrides.monthlyBudgetMicros ?? planLimits.monthlyBudgetMicros)
+        // A tenant override replaces the plan's value where set: it may loosen as well as
+        // tighten, and `unlimited` lifts the plan's limit altogether.
+        var tenantLimits = LimitSettings()
+        for key in LimitSettings.CodingKeys.allCases {
+            switch overrides[key] {
+            case LimitSettings.unlimited?: tenantLimits[key] = nil
+            case let value?: tenantLimits[key] = value
+            case nil: tenantLimits[key] = planLimits[key]
+            }
+        }
         return (tenantLimits, LimitSettings(keyLimits: keyLimits))
+    }
+
+    /// This month's use of each quota of `subject` (`tenant:<id>` or `key:<id>`): settled use
+    /// and what requests in flight hold; `concurrent` is requests in flight now.
+    public func quotaUse(subject: String, at date: Date = Date()) async throws -> [String: QuotaUse] {
+        let rows = try await pool.query(
+            """
+            SELECT metric, used, reserved FROM quota_counters
+            WHERE subject = $1 AND (period_start = $2::date OR metric = 'concurrent')
+            """, [subject, Meter.monthStart(date)])
+        var use: [String: QuotaUse] = [:]
+        for row in rows { use[try row.decode("metric")] = QuotaUse(used: try row.decode("used"), reserved: try row.decode("reserved")) }
+        return use
     }
 
     static func plan(_ row: PostgresRow) throws -> Plan {

@@ -4,6 +4,8 @@ import Postgres
 /// One row of a usage report.
 public struct UsageRow: Sendable, Equatable, Encodable {
     public var group: String
+    /// A name beside the group's id: the key's name and display prefix when grouped by key.
+    public var label: String? = nil
     public var requests: Int
     public var promptTokens: Int
     public var completionTokens: Int
@@ -11,10 +13,21 @@ public struct UsageRow: Sendable, Equatable, Encodable {
     public var costMicros: Int
 
     enum CodingKeys: String, CodingKey {
-        case group, requests, images
+        case group, label, requests, images
         case promptTokens = "prompt_tokens"
         case completionTokens = "completion_tokens"
         case costMicros = "cost_micros"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(group, forKey: .group)
+        try container.encodeIfPresent(label, forKey: .label)
+        try container.encode(requests, forKey: .requests)
+        try container.encode(promptTokens, forKey: .promptTokens)
+        try container.encode(completionTokens, forKey: .completionTokens)
+        try container.encode(images, forKey: .images)
+        try container.encode(costMicros, forKey: .costMicros)
     }
 }
 
@@ -97,18 +110,25 @@ public struct Reports: Sendable {
         case .model: group = "model"
         case .key: group = "coalesce(key_id::text, '-')"
         }
+        // Grouped by key, each row names its key (as the tenant named it, and its prefix).
         let rows = try await pool.query(
             """
-            SELECT \(group) AS grp, sum(requests)::bigint AS requests, sum(prompt_tokens)::bigint AS prompt_tokens,
-                   sum(completion_tokens)::bigint AS completion_tokens, sum(images)::bigint AS images, sum(cost_micros)::bigint AS cost
-            FROM usage_rollups
-            WHERE tenant_id = $1 AND hour >= date_trunc('hour', $2::timestamptz) AND hour < $3 AND ($4::uuid IS NULL OR key_id = $4)
-            GROUP BY grp ORDER BY grp
-            """, [tenant, from, to, key])
+            SELECT r.grp, r.requests, r.prompt_tokens, r.completion_tokens, r.images, r.cost,
+                   CASE WHEN $5 THEN k.name || ' (' || k.prefix || '…)' END AS label
+            FROM (
+                SELECT \(group) AS grp, sum(requests)::bigint AS requests, sum(prompt_tokens)::bigint AS prompt_tokens,
+                       sum(completion_tokens)::bigint AS completion_tokens, sum(images)::bigint AS images, sum(cost_micros)::bigint AS cost
+                FROM usage_rollups
+                WHERE tenant_id = $1 AND hour >= date_trunc('hour', $2::timestamptz) AND hour < $3 AND ($4::uuid IS NULL OR key_id = $4)
+                GROUP BY grp
+            ) r LEFT JOIN api_keys k ON $5 AND k.id::text = r.grp AND k.tenant_id = $1
+            ORDER BY r.grp
+            """, [tenant, from, to, key, groupBy == .key])
         return try rows.map {
             UsageRow(
-                group: try $0.decode("grp"), requests: try $0.decode("requests"), promptTokens: try $0.decode("prompt_tokens"),
-                completionTokens: try $0.decode("completion_tokens"), images: try $0.decode("images"), costMicros: try $0.decode("cost"))
+                group: try $0.decode("grp"), label: try $0.decode("label"), requests: try $0.decode("requests"),
+                promptTokens: try $0.decode("prompt_tokens"), completionTokens: try $0.decode("completion_tokens"), images: try $0.decode("images"),
+                costMicros: try $0.decode("cost"))
         }
     }
 

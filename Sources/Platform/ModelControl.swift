@@ -53,6 +53,23 @@ public struct ModelControl: Sendable {
         _ = try EngineFactories.check(directory: directory + "/" + name)
     }
 
+    /// Every model name this installation knows: those the servers reported and the folders
+    /// of the configured model directory (for the CLI's checks of model names).
+    public static func knownModels(pool: PostgresPool, configuration: ModelGateConfiguration) async throws -> Set<String> {
+        let reported = try await pool.query("SELECT name FROM models").map { try $0.decode("name", as: String.self) }
+        return Set(reported).union(ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory)).discover())
+    }
+
+    /// Throws naming the first of `names` this installation does not know.
+    public static func checkKnown(_ names: [String], option: String, pool: PostgresPool, configuration: ModelGateConfiguration) async throws {
+        guard !names.isEmpty else { return }
+        let known = try await knownModels(pool: pool, configuration: configuration)
+        for name in names where !known.contains(name) {
+            throw ModelLoadError(
+                file: option, reason: "unknown model '\(name)' (known: \(known.isEmpty ? "none yet" : known.sorted().joined(separator: ", ")))")
+        }
+    }
+
     /// Writes every model's state to the `models` table.
     public func publish() async {
         for info in registry.models() {

@@ -28,7 +28,8 @@ struct AuditCommand: AsyncParsableCommand {
         @Option(help: "Tenant id or slug.") var tenant: String?
         @Option(help: "Only entries at or after this ISO 8601 time (or a duration ago, e.g. 24h).") var since: String?
         @Option(help: "At most this many entries.") var limit = 1000
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in

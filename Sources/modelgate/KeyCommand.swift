@@ -41,17 +41,18 @@ struct KeyCommand: AsyncParsableCommand {
         @Option(help: "Tenant id or slug.") var tenant: String
         @Option(help: "A name for the key.") var name: String
         @Option(help: "Comma-separated scopes: inference, usage:read, keys:manage.") var scopes = "inference"
-        @Option(help: "Comma-separated models this key may use (default: all the tenant may use).") var models: String?
-        @Option(help: "Expiry: an ISO 8601 time or a duration such as 30d.") var expires: String?
-        @Flag(help: "JSON output.") var json = false
+        @Option(name: [.customLong("models"), .customLong("allowed-models")], help: "Comma-separated models this key may use (default: all the tenant may use).")
+        var models: String?
+        @Option(name: [.customLong("expires"), .customLong("expires-at")], help: "Expiry: an ISO 8601 time or a duration such as 30d.") var expires: String?
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in
                 let id = try await services.tenants.resolve(tenant)
-                let request = NewAPIKey(
-                    name: name, scopes: try Scope.parseList(scopes),
-                    allowedModels: models.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? [],
-                    expiresAt: try expires.map(Output.expiry))
+                let allowed = models.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
+                try await ModelControl.checkKnown(allowed, option: "--models", pool: services.pool, configuration: services.configuration)
+                let request = NewAPIKey(name: name, scopes: try Scope.parseList(scopes), allowedModels: allowed, expiresAt: try expires.map(Output.expiry))
                 try KeyCommand.printCreated(try await services.apiKeys.create(tenant: id, request, issuer: .operator(.cli())), json: json)
             }
         }
@@ -61,7 +62,8 @@ struct KeyCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List a tenant's keys (never their secrets).")
         @OptionGroup var global: GlobalOptions
         @Option(help: "Tenant id or slug.") var tenant: String
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in
@@ -92,7 +94,8 @@ struct KeyCommand: AsyncParsableCommand {
         @Option(help: "Tenant id or slug.") var tenant: String
         @Argument(help: "Key id.") var key: String
         @Option(help: "How long the old key keeps working (e.g. 24h, 0 to stop it now).") var grace = "24h"
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             guard let keyID = UUID(uuidString: key) else { CLI.fail("'\(key)' is not a key id (see 'modelgate key list')") }
@@ -115,7 +118,8 @@ struct AdminKeyCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Option(help: "A name for the key.") var name = "operator"
         @Option(help: "Expiry: an ISO 8601 time or a duration such as 90d.") var expires: String?
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in
@@ -129,7 +133,8 @@ struct AdminKeyCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List operator keys.")
         @OptionGroup var global: GlobalOptions
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in

@@ -25,7 +25,8 @@ struct KeyringCommand: AsyncParsableCommand {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Master-key versions and how many data keys each wraps.")
         @OptionGroup var global: GlobalOptions
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in
@@ -65,8 +66,10 @@ struct KeyringCommand: AsyncParsableCommand {
             abstract: "Destroy a master-key version (refused while any data key is wrapped by it).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Version number.") var version: Int
+        @Flag(help: "Confirm: the version's key material is destroyed for good.") var yes = false
 
         func run() async throws {
+            guard yes else { CLI.fail("retiring destroys master key version \(version) for good; add --yes to confirm") }
             try await withServices(global) { services in
                 try await services.keyringAdministration.retire(version: version, actor: .cli())
                 print("retired master key version \(version)")

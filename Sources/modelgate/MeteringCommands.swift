@@ -44,7 +44,8 @@ struct PlanCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List plans.")
         @OptionGroup var global: GlobalOptions
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
         func run() async throws {
             try await withServices(global) { services in try PlanCommand.show(try await services.limits.plans(), json: json) }
         }
@@ -54,12 +55,13 @@ struct PlanCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a plan: modelgate plan create team requests_per_minute=120 monthly_tokens=5000000")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Plan name.") var name: String
-        @Argument(help: "Limits as name=value (none = unlimited).") var limits: [String] = []
+        @Argument(help: "Limits as name=value (a number, or 'unlimited').") var limits: [String] = []
         @Option(help: "Display name.") var displayName: String?
         func run() async throws {
             try await withServices(global) { services in
                 if (try? await services.limits.plan(name)) != nil { throw MeteringError.invalid("name", "plan '\(name)' already exists; use 'plan set'") }
-                let plan = try await services.limits.setPlan(name, displayName: displayName, limits: try LimitSettings().updating(limits), actor: .cli())
+                let plan = try await services.limits.setPlan(
+                    name, displayName: displayName, limits: try LimitSettings().updating(limits, words: .plan), actor: .cli())
                 try PlanCommand.show([plan], json: false)
             }
         }
@@ -69,12 +71,13 @@ struct PlanCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Change a plan's limits: modelgate plan set free monthly_tokens=100000")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Plan name.") var name: String
-        @Argument(help: "Limits as name=value (none = unlimited).") var limits: [String] = []
+        @Argument(help: "Limits as name=value (a number, or 'unlimited').") var limits: [String] = []
         @Option(help: "Display name.") var displayName: String?
         func run() async throws {
             try await withServices(global) { services in
                 let current = try await services.limits.plan(name)
-                let plan = try await services.limits.setPlan(name, displayName: displayName, limits: try current.limits.updating(limits), actor: .cli())
+                let plan = try await services.limits.setPlan(
+                    name, displayName: displayName, limits: try current.limits.updating(limits, words: .plan), actor: .cli())
                 try PlanCommand.show([plan], json: false)
             }
         }
@@ -83,14 +86,17 @@ struct PlanCommand: AsyncParsableCommand {
 
 struct LimitsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "limits", abstract: "Tenant and key limits (the tighter of plan, tenant and key wins).", subcommands: [Show.self, Set.self])
+        commandName: "limits",
+        abstract: "Tenant and key limits: a tenant's override replaces its plan's value (up or down, or 'unlimited'); a key's can only tighten it.",
+        subcommands: [Show.self, Set.self])
 
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show a tenant's (or key's) limits and this month's usage.")
         @OptionGroup var global: GlobalOptions
         @Option(help: "Tenant id or slug.") var tenant: String
         @Option(help: "Key id.") var key: String?
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
         func run() async throws {
             try await withServices(global) { services in
                 let id = try await services.tenants.resolve(tenant)
@@ -102,18 +108,42 @@ struct LimitsCommand: AsyncParsableCommand {
                 }
                 let overrides = try await services.limits.tenantOverrides(id)
                 let (tenantLimits, keyOverrides) = try await services.limits.effective(tenant: id, plan: record.plan, keyLimits: keyLimits)
-                struct Body: Encodable { var plan: String; var tenant_overrides: LimitSettings; var effective: LimitSettings; var key_overrides: LimitSettings? }
-                let body = Body(plan: record.plan, tenant_overrides: overrides, effective: tenantLimits, key_overrides: key == nil ? nil : keyOverrides)
-                if json { return try Output.json(body) }
-                var table = TextTable(["LIMIT", "PLAN \(record.plan)", "TENANT OVERRIDE", "EFFECTIVE"] + (key == nil ? [] : ["KEY OVERRIDE"]))
-                let plan = try await services.limits.plan(record.plan).limits
-                func v(_ value: Int?) -> String { value.map(String.init) ?? "-" }
-                let rows: [(String, KeyPath<LimitSettings, Int?>)] = [
-                    ("requests_per_minute", \.requestsPerMinute), ("tokens_per_minute", \.tokensPerMinute), ("max_concurrent", \.maxConcurrent),
-                    ("monthly_tokens", \.monthlyTokens), ("monthly_images", \.monthlyImages), ("monthly_budget_micros", \.monthlyBudgetMicros),
+                // This month's use: the key's own counters with --key, else the tenant's.
+                let subject = key.map { "key:" + $0.lowercased() } ?? "tenant:" + id.uuidString.lowercased()
+                let use = try await services.limits.quotaUse(subject: subject)
+                let applying = key == nil ? tenantLimits : tenantLimits.tightened(by: keyOverrides)
+                struct QuotaLine: Encodable { var limit: Int?; var used: Int; var reserved: Int; var remaining: Int? }
+                let quotas: [(String, String, Int?)] = [
+                    ("max_concurrent", "concurrent", applying.maxConcurrent), ("monthly_tokens", "tokens", applying.monthlyTokens),
+                    ("monthly_images", "images", applying.monthlyImages), ("monthly_budget_micros", "budget", applying.monthlyBudgetMicros),
                 ]
-                for (name, path) in rows {
-                    table.add([name, v(plan[keyPath: path]), v(overrides[keyPath: path]), v(tenantLimits[keyPath: path])] + (key == nil ? [] : [v(keyOverrides[keyPath: path])]))
+                var usage: [String: QuotaLine] = [:]
+                for (name, metric, limit) in quotas {
+                    let counted = use[metric] ?? QuotaUse(used: 0, reserved: 0)
+                    usage[name] = QuotaLine(limit: limit, used: counted.used, reserved: counted.reserved, remaining: counted.remaining(under: limit))
+                }
+                struct Body: Encodable {
+                    var plan: String; var tenant_overrides: LimitSettings; var effective: LimitSettings; var key_overrides: LimitSettings?
+                    var usage: [String: QuotaLine]
+                }
+                let body = Body(
+                    plan: record.plan, tenant_overrides: overrides, effective: tenantLimits, key_overrides: key == nil ? nil : keyOverrides, usage: usage)
+                if json { return try Output.json(body) }
+                var table = TextTable(
+                    ["LIMIT", "PLAN \(record.plan)", "TENANT OVERRIDE", "EFFECTIVE"] + (key == nil ? [] : ["KEY OVERRIDE"]) + ["USED", "RESERVED", "REMAINING"])
+                let plan = try await services.limits.plan(record.plan).limits
+                func v(_ value: Int?, unset: String = "-") -> String {
+                    value.map { $0 == LimitSettings.unlimited ? "unlimited" : String($0) } ?? unset
+                }
+                for limit in LimitSettings.CodingKeys.allCases {
+                    var row = [limit.rawValue, v(plan[limit], unset: "unlimited"), v(overrides[limit], unset: "inherit"), v(tenantLimits[limit], unset: "unlimited")]
+                    if key != nil { row.append(v(keyOverrides[limit], unset: "inherit")) }
+                    if let line = usage[limit.rawValue] {
+                        row += [String(line.used), String(line.reserved), v(line.remaining, unset: "unlimited")]
+                    } else {
+                        row += ["-", "-", "-"]
+                    }
+                    table.add(row)
                 }
                 print(table.render(), terminator: "")
             }
@@ -121,21 +151,23 @@ struct LimitsCommand: AsyncParsableCommand {
     }
 
     struct Set: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Set overrides: modelgate limits set --tenant acme requests_per_minute=60 monthly_tokens=none")
+        static let configuration = CommandConfiguration(
+            abstract: "Set overrides: modelgate limits set --tenant acme requests_per_minute=600 monthly_tokens=unlimited max_concurrent=inherit")
         @OptionGroup var global: GlobalOptions
         @Option(help: "Tenant id or slug.") var tenant: String
         @Option(help: "Key id (sets the key's own overrides).") var key: String?
-        @Argument(help: "Limits as name=value (none = remove the override).") var limits: [String]
+        @Argument(help: "Limits as name=value: a number; 'inherit' (back to the plan's, or for a key the tenant's); 'unlimited' (tenants only).")
+        var limits: [String]
         func run() async throws {
             try await withServices(global) { services in
                 let id = try await services.tenants.resolve(tenant)
                 if let key {
                     guard let keyID = UUID(uuidString: key) else { throw MeteringError.invalid("key", "not a key id") }
                     let current = LimitSettings(keyLimits: try await services.apiKeys.get(keyID, tenant: id).limits)
-                    try await services.limits.setKeyOverrides(keyID, tenant: id, try current.updating(limits), actor: .cli())
+                    try await services.limits.setKeyOverrides(keyID, tenant: id, try current.updating(limits, words: .keyOverride), actor: .cli())
                 } else {
                     let current = try await services.limits.tenantOverrides(id)
-                    try await services.limits.setTenantOverrides(id, try current.updating(limits), actor: .cli())
+                    try await services.limits.setTenantOverrides(id, try current.updating(limits, words: .tenantOverride), actor: .cli())
                 }
                 print("limits updated")
             }
@@ -156,6 +188,7 @@ struct PriceCommand: AsyncParsableCommand {
         @Option(help: "ISO 8601 time the price applies from (default: now).") var from: String?
         func run() async throws {
             try await withServices(global) { services in
+                try await ModelControl.checkKnown([model], option: "--model", pool: services.pool, configuration: services.configuration)
                 let tenantID = try await tenant.asyncMap { try await services.tenants.resolve($0) }
                 let start = try from.map { text -> Date in
                     guard let date = ISO8601DateFormatter().date(from: text) else { throw MeteringError.invalid("from", "not an ISO 8601 time") }
@@ -171,14 +204,19 @@ struct PriceCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List prices.")
         @OptionGroup var global: GlobalOptions
         @Option(help: "Only this model.") var model: String?
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
         func run() async throws {
             try await withServices(global) { services in
                 let prices = try await services.prices.list(model: model)
                 if json { return try Output.json(prices) }
-                var table = TextTable(["MODEL", "METRIC", "UNIT PRICE (MICROS)", "TENANT", "EFFECTIVE FROM"])
+                let slugs = Dictionary(uniqueKeysWithValues: try await services.tenants.list(includeDeleted: true).map { ($0.id, $0.slug) })
+                var table = TextTable(["MODEL", "METRIC", "UNIT PRICE (MICROS)", "TENANT", "TENANT ID", "EFFECTIVE FROM"])
                 for price in prices {
-                    table.add([price.model, price.metric, String(price.unitPrice), price.tenantID?.uuidString.lowercased() ?? "*", Output.date(price.effectiveFrom)])
+                    table.add([
+                        price.model, price.metric, String(price.unitPrice), price.tenantID.flatMap { slugs[$0] } ?? "*",
+                        price.tenantID?.uuidString.lowercased() ?? "-", Output.date(price.effectiveFrom),
+                    ])
                 }
                 print(table.render(), terminator: "")
             }
@@ -196,7 +234,8 @@ struct UsageCommand: AsyncParsableCommand {
         @Option(help: "Start (ISO 8601 time or YYYY-MM-DD, UTC). Default: the start of this month.") var from: String?
         @Option(help: "End, exclusive. Default: now.") var to: String?
         @Option(help: "day, hour, model or key.") var groupBy: String = "day"
-        @Option(help: "table, csv or json.") var format: ReportFormat = .table
+        @OptionGroup var output: OutputFormat
+        var format: ReportFormat { output.value }
         func run() async throws {
             guard let grouping = UsageGrouping(rawValue: groupBy) else { CLI.fail("--group-by must be day, hour, model or key") }
             try await withServices(global) { services in
@@ -208,12 +247,18 @@ struct UsageCommand: AsyncParsableCommand {
                 switch format {
                 case .json: try Output.json(rows)
                 case .csv:
-                    print(CSV.render([grouping.rawValue, "requests", "prompt_tokens", "completion_tokens", "images", "cost_micros"],
-                                     rows.map { [$0.group, String($0.requests), String($0.promptTokens), String($0.completionTokens), String($0.images), String($0.costMicros)] }), terminator: "")
+                    let named = grouping == .key ? ["key_name"] : []
+                    print(CSV.render([grouping.rawValue] + named + ["requests", "prompt_tokens", "completion_tokens", "images", "cost_micros"],
+                                     rows.map { row in
+                                         [row.group] + (grouping == .key ? [row.label ?? ""] : [])
+                                             + [String(row.requests), String(row.promptTokens), String(row.completionTokens), String(row.images), String(row.costMicros)]
+                                     }), terminator: "")
                 case .table:
-                    var table = TextTable([grouping.rawValue.uppercased(), "REQUESTS", "PROMPT TOKENS", "COMPLETION TOKENS", "IMAGES", "COST (USD)"])
+                    let named = grouping == .key ? ["NAME"] : []
+                    var table = TextTable([grouping.rawValue.uppercased()] + named + ["REQUESTS", "PROMPT TOKENS", "COMPLETION TOKENS", "IMAGES", "COST (USD)"])
                     for row in rows {
-                        table.add([row.group, String(row.requests), String(row.promptTokens), String(row.completionTokens), String(row.images), money(row.costMicros)])
+                        table.add([row.group] + (grouping == .key ? [row.label ?? "-"] : [])
+                                  + [String(row.requests), String(row.promptTokens), String(row.completionTokens), String(row.images), money(row.costMicros)])
                     }
                     print(table.render(), terminator: "")
                 }
@@ -230,7 +275,8 @@ struct BillingCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Option(help: "Tenant id or slug.") var tenant: String
         @Option(help: "YYYY-MM (UTC).") var month: String
-        @Option(help: "table, csv or json.") var format: ReportFormat = .table
+        @OptionGroup var output: OutputFormat
+        var format: ReportFormat { output.value }
         func run() async throws {
             try await withServices(global) { services in
                 let id = try await services.tenants.resolve(tenant)

@@ -39,7 +39,8 @@ struct ModelCommand: AsyncParsableCommand {
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Models as the servers last reported them.")
         @OptionGroup var global: GlobalOptions
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
         func run() async throws {
             try await withServices(global) { services in try ModelCommand.print(try await ModelCommand.rows(services), json: json) }
         }
@@ -49,7 +50,8 @@ struct ModelCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "One model.")
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
         func run() async throws {
             try await withServices(global) { services in
                 let rows = try await ModelCommand.rows(services, name: name)

@@ -8,11 +8,58 @@ struct ModelGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "modelgate",
         abstract: "ModelGate: a self-hosted, multi-tenant, OpenAI-compatible model gateway.",
+        version: ModelGateVersion.current,
         subcommands: [
             ServeCommand.self, MigrateCommand.self, DatabaseCommand.self, TenantCommand.self, KeyCommand.self,
             AdminKeyCommand.self, AuditCommand.self, KeyringCommand.self, PlanCommand.self, LimitsCommand.self,
             PriceCommand.self, UsageCommand.self, BillingCommand.self, ModelCommand.self,
         ])
+}
+
+extension ModelGateCommand {
+    /// A mistyped subcommand (`tenant craete --slug x`) is named, with the nearest one, before
+    /// ArgumentParser would complain about the options after it.
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let message = SubcommandCheck.problem(arguments, root: Self.self) { CLI.fail(message, code: 64) }
+        await main(arguments)
+    }
+}
+
+/// Finds the first argument that stands where a subcommand must and names none.
+enum SubcommandCheck {
+    static func problem(_ arguments: [String], root: any ParsableCommand.Type) -> String? {
+        var command = root
+        var path = [root.configuration.commandName ?? "modelgate"]
+        for argument in arguments {
+            let subcommands = command.configuration.subcommands
+            guard !subcommands.isEmpty, !argument.hasPrefix("-") else { return nil }
+            let names = subcommands.map { $0.configuration.commandName ?? $0._commandName }
+            guard let index = names.firstIndex(of: argument) else {
+                if argument == "help" { return nil }
+                let nearest = names.min { distance(argument, $0) < distance(argument, $1) }
+                let hint = nearest.map { distance(argument, $0) <= max(2, argument.count / 2) ? "; did you mean '\($0)'?" : "" } ?? ""
+                return "unknown subcommand '\(argument)' of '\(path.joined(separator: " "))'\(hint) (see '\(path.joined(separator: " ")) --help')"
+            }
+            command = subcommands[index]
+            path.append(argument)
+        }
+        return nil
+    }
+
+    /// Levenshtein distance.
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a), b = Array(b)
+        var previous = Array(0...b.count)
+        for (i, left) in a.enumerated() {
+            var current = [i + 1]
+            for (j, right) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (left == right ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
 }
 
 /// Options every command shares.

@@ -1,6 +1,29 @@
+import ArgumentParser
 import Foundation
+import Synchronization
 import Platform
 import Tenancy
+
+/// `--format table|json|csv` on every command that prints data, with `--json` kept as the
+/// short spelling of `--format json` (scripts and the README use it).
+struct OutputFormat: ParsableArguments {
+    @Option(help: "Output: table, json or csv.") var format: ReportFormat?
+    @Flag(help: "JSON output (the same as --format json).") var json = false
+
+    /// The format asked for; every table of the command renders in it.
+    var value: ReportFormat { json ? .json : (format ?? .table) }
+    var isJSON: Bool { value == .json }
+
+    /// One command per process: what `TextTable.render` uses.
+    private static let chosen = Mutex<ReportFormat>(.table)
+    static var current: ReportFormat { chosen.withLock { $0 } }
+
+    mutating func validate() throws {
+        if json, let format, format != .json { throw ValidationError("--json and --format \(format.rawValue) contradict each other") }
+        let value = self.value
+        Self.chosen.withLock { $0 = value }
+    }
+}
 
 enum Output {
     static func json<Value: Encodable>(_ value: Value) throws {

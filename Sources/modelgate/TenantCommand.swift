@@ -39,7 +39,8 @@ struct TenantCommand: AsyncParsableCommand {
         @Option(help: "Contact e-mail (stored encrypted).") var email: String?
         @Option(help: "Billing details (stored encrypted).") var billing: String?
         @Option(help: "Plan (default from limits.defaultPlan).") var plan: String?
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in
@@ -54,7 +55,8 @@ struct TenantCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List tenants.")
         @OptionGroup var global: GlobalOptions
         @Flag(help: "Include deleted tenants.") var all = false
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in
@@ -68,7 +70,8 @@ struct TenantCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show a tenant (decrypting its contact details).")
         @OptionGroup var global: GlobalOptions
         @Argument(help: "Tenant id or slug.") var tenant: String
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in
@@ -86,7 +89,8 @@ struct TenantCommand: AsyncParsableCommand {
         @Option var billing: String?
         @Option var plan: String?
         @Option(help: "Keep encrypted request/response payloads: true or false.") var payloadLogging: Bool?
-        @Flag(help: "JSON output.") var json = false
+        @OptionGroup var output: OutputFormat
+        var json: Bool { output.isJSON }
 
         func run() async throws {
             try await withServices(global) { services in

@@ -8,7 +8,9 @@ struct TextTable {
 
     mutating func add(_ row: [String]) { rows.append(row) }
 
+    /// The table as text, or as CSV when the command was asked for `--format csv`.
     func render() -> String {
+        if OutputFormat.current == .csv { return CSV.render(rows[0], Array(rows.dropFirst())) }
         let columns = rows.map(\.count).max() ?? 0
         var widths = [Int](repeating: 0, count: columns)
         for row in rows {

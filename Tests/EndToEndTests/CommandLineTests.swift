@@ -119,7 +119,7 @@ import TestSupport
 
         var result = try await harness.cli(["keyring", "status"], extraEnvironment: fileEnvironment(harness))
         #expect(result.output.contains("unfinished"), "\(result.output)")
-        result = try await harness.cli(["keyring", "retire", "1"], extraEnvironment: fileEnvironment(harness))
+        result = try await harness.cli(["keyring", "retire", "1", "--yes"], extraEnvironment: fileEnvironment(harness))
         #expect(result.status == 1)
         #expect(result.output.contains("still wrapped"))
 
@@ -131,6 +131,8 @@ import TestSupport
         #expect(try rows[0].decode("n", as: Int.self) == 0)
 
         result = try await harness.cli(["keyring", "retire", "1"], extraEnvironment: fileEnvironment(harness))
+        #expect(result.status == 1 && result.output.contains("--yes"), "retiring destroys key material: it asks for --yes")
+        result = try await harness.cli(["keyring", "retire", "1", "--yes"], extraEnvironment: fileEnvironment(harness))
         #expect(result.status == 0, "\(result.output)")
         for (id, email) in emails.prefix(5) {
             result = try await harness.cli(["tenant", "show", id.uuidString, "--json"], extraEnvironment: fileEnvironment(harness))
@@ -162,5 +164,68 @@ import TestSupport
         let mismatch = try await harness.cli(["tenant", "list"], extraEnvironment: ["MODELGATE_KEYRING": "", "MODELGATE_KEYRING_FILE": foreign])
         #expect(mismatch.status == 1)
         #expect(mismatch.output.contains("does not belong"))
+    }
+
+    /// The CLI's basics: a version, typos named with the nearest command, one output flag
+    /// everywhere, names beside ids, model names checked, and limits that say what they mean.
+    @Test func cliBasicsAndLimitsThatSayWhatTheyMean() async throws {
+        try await ServerHarness.with { harness in
+            var result = try await harness.cli(["--version"])
+            #expect(result.status == 0 && !result.output.isEmpty, "\(result.output)")
+            result = try await harness.cli(["tenant", "craete", "--slug", "x"])
+            #expect(result.status != 0)
+            #expect(result.output.contains("unknown subcommand 'craete'") && result.output.contains("did you mean 'create'"), "\(result.output)")
+            #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1)
+
+            result = try await harness.cli(["tenant", "create", "--slug", "lim", "--name", "L", "--plan", "free"])
+            #expect(result.status == 0, "\(result.output)")
+            for flags in [["--json"], ["--format", "json"]] {
+                result = try await harness.cli(["tenant", "list"] + flags)
+                #expect((try? JSONSerialization.jsonObject(with: Data(result.output.utf8))) is [Any], "\(flags): \(result.output)")
+            }
+            result = try await harness.cli(["tenant", "list", "--format", "csv"])
+            #expect(result.output.hasPrefix("SLUG,") || result.output.contains(",lim,") || result.output.contains("lim,"), "\(result.output)")
+
+            // Model names are checked: the demo model is known (the repository's models/), a typo is not.
+            result = try await harness.cli(["key", "create", "--tenant", "lim", "--name", "k", "--models", "shakespear"])
+            #expect(result.status == 1 && result.output.contains("unknown model 'shakespear'"), "\(result.output)")
+            result = try await harness.cli(["price", "set", "--model", "shakespear", "--metric", "prompt_tokens", "--price", "1"])
+            #expect(result.status == 1 && result.output.contains("unknown model"), "\(result.output)")
+            result = try await harness.cli(["price", "set", "--model", "shakespeare", "--metric", "prompt_tokens", "--price", "7", "--tenant", "lim"])
+            #expect(result.status == 0, "\(result.output)")
+            result = try await harness.cli(["price", "list"])
+            #expect(result.output.contains("lim"), "the tenant's slug beside its id: \(result.output)")
+
+            // inherit and unlimited, and an override above the plan (free: 20 requests a minute).
+            result = try await harness.cli(["limits", "set", "--tenant", "lim", "monthly_tokens=none"])
+            #expect(result.status == 1 && result.output.contains("inherit") && result.output.contains("unlimited"), "\(result.output)")
+            result = try await harness.cli(["limits", "set", "--tenant", "lim", "requests_per_minute=1000", "monthly_tokens=unlimited"])
+            #expect(result.status == 0, "\(result.output)")
+            result = try await harness.cli(["limits", "show", "--tenant", "lim", "--json"])
+            let shown = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any], "\(result.output)")
+            let effective = shown["effective"] as? [String: Any]
+            #expect(effective?["requests_per_minute"] as? Int == 1000)
+            #expect(effective?["monthly_tokens"] is NSNull, "unlimited above the plan's 200000: \(result.output)")
+            #expect((shown["tenant_overrides"] as? [String: Any])?["monthly_tokens"] as? String == "unlimited")
+            let usage = shown["usage"] as? [String: [String: Any]]
+            #expect(usage?["monthly_images"]?["remaining"] as? Int == 1000, "\(result.output)")
+            #expect(usage?["monthly_images"]?["used"] as? Int == 0)
+            result = try await harness.cli(["limits", "show", "--tenant", "lim"])
+            #expect(result.output.contains("USED") && result.output.contains("REMAINING") && result.output.contains("inherit"), "\(result.output)")
+            result = try await harness.cli(["limits", "set", "--tenant", "lim", "monthly_tokens=inherit"])
+            #expect(result.status == 0)
+            result = try await harness.cli(["limits", "show", "--tenant", "lim", "--json"])
+            #expect(result.output.contains("\"monthly_tokens\" : 200000"), "back to the plan's: \(result.output)")
+
+            // Grouped by key, a usage report names each key.
+            let tenant = try await harness.system.tenants.resolve("lim")
+            let key = try await harness.system.apiKeys.create(tenant: tenant, NewAPIKey(name: "reporting", scopes: [.inference]), issuer: .operator(.init("test")))
+            try await harness.system.pool.execute(
+                """
+                INSERT INTO usage_rollups (tenant_id, key_id, model, hour, requests, prompt_tokens) VALUES ($1, $2, 'shakespeare', date_trunc('hour', now()), 1, 5)
+                """, [tenant, key.key.id])
+            result = try await harness.cli(["usage", "report", "--tenant", "lim", "--group-by", "key"])
+            #expect(result.output.contains("reporting (\(key.key.prefix)…)"), "\(result.output)")
+        }
     }
 }
