@@ -5,14 +5,14 @@ import COpenSSL
 /// `seal` draws a fresh random 96-bit nonce per call and returns `nonce || ciphertext || tag`;
 /// `open` verifies the 128-bit tag over the ciphertext and the associated data before
 /// returning anything. Callers never handle nonces.
-public enum AES256GCM {
-    public static let keyByteCount = 32
-    public static let nonceByteCount = 12
-    public static let tagByteCount = 16
+package enum AES256GCM {
+    package static let keyByteCount = 32
+    package static let nonceByteCount = 12
+    package static let tagByteCount = 16
     /// Bytes `seal` adds to the plaintext.
-    public static let overhead = nonceByteCount + tagByteCount
+    package static let overhead = nonceByteCount + tagByteCount
 
-    public static func seal(_ plaintext: [UInt8], key: [UInt8], associatedData: [UInt8] = []) throws -> [UInt8] {
+    package static func seal(_ plaintext: [UInt8], key: [UInt8], associatedData: [UInt8] = []) throws -> [UInt8] {
         try seal(plaintext, key: key, nonce: try SecureRandom.bytes(nonceByteCount), associatedData: associatedData)
     }
 
@@ -59,7 +59,7 @@ public enum AES256GCM {
         return output
     }
 
-    public static func open(_ sealed: [UInt8], key: [UInt8], associatedData: [UInt8] = []) throws -> [UInt8] {
+    package static func open(_ sealed: [UInt8], key: [UInt8], associatedData: [UInt8] = []) throws -> [UInt8] {
         try open(sealed, from: 0, key: key, associatedData: associatedData)
     }
 

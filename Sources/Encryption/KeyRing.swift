@@ -162,7 +162,7 @@ public final class KeyRing: Sendable {
         masterKeys.withLock { $0 = keys }
     }
 
-    public var pepper: [UInt8] { masterKeys.withLock { $0.pepper } }
+    public var keyHasher: KeyHasher { masterKeys.withLock { $0.keyHasher } }
 
     /// A new random data key for `tenant` at `version`, wrapped by the primary master key, plus
     /// a cipher that can use it at once (within the transaction that stores it).
@@ -191,7 +191,7 @@ public final class KeyRing: Sendable {
     }
 
     /// Unwraps data keys; reloads the key file once if a master version is unknown here.
-    public func unwrapAll(_ wrapped: [WrappedDataKey]) throws -> [Int: [UInt8]] {
+    package func unwrapAll(_ wrapped: [WrappedDataKey]) throws -> [Int: [UInt8]] {
         if wrapped.contains(where: { !current.knows($0.masterVersion) }), let fresh = try? reload() {
             update(fresh)
         }
@@ -230,8 +230,12 @@ extension TenantCipher {
 }
 
 extension MasterKeys {
-    /// Unwraps a stored data key (used to check that a key file belongs to a database).
-    public func unwrap(_ entry: WrappedDataKey) throws -> [UInt8] {
+    /// Unwraps a stored data key.
+    package func unwrap(_ entry: WrappedDataKey) throws -> [UInt8] {
         try unwrap(entry.wrapped, masterVersion: entry.masterVersion, binding: WrappedDataKey.binding(tenant: entry.tenantID, version: entry.version))
     }
+
+    /// Whether these keys open a stored data key (a key file belongs to a database); the data
+    /// key itself never leaves this module.
+    public func opens(_ entry: WrappedDataKey) -> Bool { (try? unwrap(entry)) != nil }
 }

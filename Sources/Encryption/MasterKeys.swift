@@ -18,9 +18,12 @@ public struct MasterKeys: Sendable {
     /// Version -> key bytes; nil for a retired version.
     private var keys: [Int: [UInt8]?]
     /// Server-side secret for hashing API keys (HMAC-SHA256).
-    public let pepper: [UInt8]
+    package let pepper: [UInt8]
 
-    public init(primaryVersion: Int, keys: [Int: [UInt8]?], pepper: [UInt8]) throws {
+    /// API keys' digests under this installation's pepper.
+    public var keyHasher: KeyHasher { KeyHasher(pepper: pepper) }
+
+    package init(primaryVersion: Int, keys: [Int: [UInt8]?], pepper: [UInt8]) throws {
         guard let primary = keys[primaryVersion], let primaryKey = primary, primaryKey.count == 32 else {
             throw KeyringError.invalidKeyFile("the primary version \(primaryVersion) must be listed with a 32-byte key")
         }
@@ -66,12 +69,12 @@ public struct MasterKeys: Sendable {
 
     /// Wraps a data key under the primary master key; `binding` names what it belongs to
     /// (tenant and data-key version) and must be presented again to unwrap.
-    public func wrap(_ dataKey: [UInt8], binding: String) throws -> (masterVersion: Int, wrapped: [UInt8]) {
+    package func wrap(_ dataKey: [UInt8], binding: String) throws -> (masterVersion: Int, wrapped: [UInt8]) {
         guard let primary = keys[primaryVersion], let key = primary else { throw KeyringError.unknownMasterKey(primaryVersion) }
         return (primaryVersion, try AES256GCM.seal(dataKey, key: key, associatedData: Self.aad(binding, primaryVersion)))
     }
 
-    public func unwrap(_ wrapped: [UInt8], masterVersion: Int, binding: String) throws -> [UInt8] {
+    package func unwrap(_ wrapped: [UInt8], masterVersion: Int, binding: String) throws -> [UInt8] {
         guard let entry = keys[masterVersion] else { throw KeyringError.unknownMasterKey(masterVersion) }
         guard let key = entry else { throw KeyringError.retiredMasterKey(masterVersion) }
         do {

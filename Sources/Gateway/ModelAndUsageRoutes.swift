@@ -223,7 +223,12 @@ struct LimitSettingsInput: Decodable, Sendable {
             switch (value, words) {
             case (nil, _), (.inherit?, .tenantOverride), (.inherit?, .keyOverride), (.unlimited?, .plan): settings[key] = nil
             case (.unlimited?, .tenantOverride): settings[key] = LimitSettings.unlimited
-            case (.number(let number)?, _): settings[key] = number
+            case (.number(let number)?, _):
+                // The sentinel for "unlimited" is only ever written for the word, never taken as a number.
+                guard number >= 0 else {
+                    throw OpenAIError.invalidRequest("\(key.rawValue): must be an integer from 0, \"unlimited\" or \"inherit\"", param: key.rawValue)
+                }
+                settings[key] = number
             case (.inherit?, .plan):
                 throw OpenAIError.invalidRequest("a plan has no value to inherit: give a number or \"unlimited\"", param: key.rawValue)
             case (.unlimited?, .keyOverride):

@@ -49,7 +49,7 @@ public enum KeyringBootstrap {
     /// Refuses a key file that does not belong to this database (a different pepper would
     /// silently invalidate every API key). The first start records a fingerprint of the pepper.
     public static func checkFingerprint(_ keys: MasterKeys, pool: PostgresPool) async throws {
-        let fingerprint = HMACSHA256.authenticate(Array("modelgate.pepper.fingerprint".utf8), key: keys.pepper).hexString
+        let fingerprint = keys.keyHasher.fingerprint
         // Before recording a first fingerprint, make sure existing data keys open with these keys.
         let sample = try await pool.query(
             """
@@ -60,9 +60,7 @@ public enum KeyringBootstrap {
             let entry = WrappedDataKey(
                 tenantID: try row.decode("tenant_id"), version: try row.decode("version"),
                 masterVersion: try row.decode("master_key_version"), wrapped: try row.decode("wrapped_key", as: PostgresBytes.self).bytes)
-            do {
-                _ = try keys.unwrap(entry)
-            } catch {
+            guard keys.opens(entry) else {
                 throw KeyringError.invalidKeyFile("the master key file does not belong to this database (its keys do not open the stored data keys)")
             }
         }

@@ -95,7 +95,8 @@ public enum ModelGateServer {
 
                 \(created.secret)
 
-            Create a tenant:  curl -H "Authorization: Bearer $KEY" ...  (see README)
+            Tenants, keys, limits and prices over HTTP with it: README, "The operator's HTTP API"
+            (for example: curl -H "Authorization: Bearer <key>" http://HOST:PORT/admin/v1/tenants)
             ──────────────────────────────────────────────────────────────────────
 
             """.utf8))

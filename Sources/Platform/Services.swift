@@ -46,7 +46,7 @@ public struct ModelGateServices: Sendable {
             let meter = Meter(
                 pool: pool, spool: spool ? try UsageSpool(directory: configuration.metering.spoolDirectory) : nil, logger: logger,
                 reservationTTLSeconds: configuration.metering.reservationTtlSeconds)
-            let authenticator = Authenticator(pool: pool, pepper: loaded.keys.pepper, logger: logger) { change in
+            let authenticator = Authenticator(pool: pool, keyHasher: loaded.keys.keyHasher, logger: logger) { change in
                 switch change {
                 case .tenant(let tenant): keyRing.dropCache(tenant: tenant)
                 case .everything: keyRing.dropCache()
@@ -58,7 +58,7 @@ public struct ModelGateServices: Sendable {
                 configuration: configuration, logger: logger, pool: pool, migrator: migrator, keyRing: keyRing,
                 keyFile: keyFile,
                 tenants: TenantService(pool: pool, keyRing: keyRing, defaultPlan: configuration.limits.defaultPlan),
-                apiKeys: APIKeyService(pool: pool, pepper: loaded.keys.pepper), authenticator: authenticator,
+                apiKeys: APIKeyService(pool: pool, keyHasher: loaded.keys.keyHasher), authenticator: authenticator,
                 keyringAdministration: KeyringAdministration(pool: pool, keyRing: keyRing, keyFile: keyFile),
                 meter: meter, limits: LimitService(pool: pool), prices: PriceBook(pool: pool), reports: Reports(pool: pool),
                 idempotency: IdempotencyStore(pool: pool, keyRing: keyRing), payloadLog: PayloadLog(pool: pool, keyRing: keyRing))

@@ -80,12 +80,12 @@ public struct NewAPIKey: Sendable {
 /// operation on a tenant's keys is scoped by that tenant's id: another tenant's key is "not found".
 public struct APIKeyService: Sendable {
     let pool: PostgresPool
-    let pepper: [UInt8]
+    let keyHasher: KeyHasher
     let notifier = AuthNotifier()
 
-    public init(pool: PostgresPool, pepper: [UInt8]) {
+    public init(pool: PostgresPool, keyHasher: KeyHasher) {
         self.pool = pool
-        self.pepper = pepper
+        self.keyHasher = keyHasher
     }
 
     /// Creates a key for `tenant` (nil: an operator key, which must have exactly the `admin`
@@ -97,7 +97,7 @@ public struct APIKeyService: Sendable {
         let secret = try APIKeyFormat.generate()
         let id = UUID()
         let prefix = APIKeyFormat.displayPrefix(secret)
-        let hash = HMACSHA256.authenticate(Array(secret.utf8), key: pepper)
+        let hash = keyHasher.digest(secret)
         let limitsJSON = try PostgresJSON(request.limits)
         try await pool.transaction { connection in
             if let tenant {
@@ -182,7 +182,7 @@ public struct APIKeyService: Sendable {
         let secret = try APIKeyFormat.generate()
         let newID = UUID()
         let prefix = APIKeyFormat.displayPrefix(secret)
-        let hash = HMACSHA256.authenticate(Array(secret.utf8), key: pepper)
+        let hash = keyHasher.digest(secret)
         let graceSeconds = Double(grace.components.seconds) + Double(grace.components.attoseconds) / 1e18
         let notifier = self.notifier
         let rotated = try await pool.transaction { connection -> Bool in

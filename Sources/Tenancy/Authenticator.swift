@@ -68,7 +68,7 @@ public final class Authenticator: Sendable {
     }
 
     let pool: PostgresPool
-    let pepper: [UInt8]
+    let keyHasher: KeyHasher
     let logger: Logger
     let cacheTTL: Duration
     let negativeTTL: Duration
@@ -82,12 +82,12 @@ public final class Authenticator: Sendable {
     let onInvalidation: @Sendable (AuthInvalidation) -> Void
 
     public init(
-        pool: PostgresPool, pepper: [UInt8], logger: Logger = Logger(label: "modelgate.auth"),
+        pool: PostgresPool, keyHasher: KeyHasher, logger: Logger = Logger(label: "modelgate.auth"),
         cacheTTL: Duration = .seconds(60), negativeTTL: Duration = .seconds(5), capacity: Int = 10_000,
         onInvalidation: @escaping @Sendable (AuthInvalidation) -> Void = { _ in }
     ) {
         self.pool = pool
-        self.pepper = pepper
+        self.keyHasher = keyHasher
         self.logger = logger
         self.cacheTTL = cacheTTL
         self.negativeTTL = negativeTTL
@@ -138,7 +138,7 @@ public final class Authenticator: Sendable {
     private func verify(_ key: String?) async throws(AuthenticationError) -> Principal {
         guard let key, !key.isEmpty else { throw .missingKey }
         guard APIKeyFormat.isWellFormed(key) else { throw .malformedKey }
-        let digest = HMACSHA256.authenticate(Array(key.utf8), key: pepper)
+        let digest = keyHasher.digest(key)
         let now = ContinuousClock.now
         if let entry = cache.withLock({ $0[digest] }) {
             let ttl = entry.principal == nil ? negativeTTL : cacheTTL

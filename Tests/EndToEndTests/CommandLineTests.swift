@@ -12,158 +12,161 @@ import TestSupport
 
     @Test func tenantAndKeyLifecycleThroughTheCLI() async throws {
         let harness = try await ServerHarness.start()
-        defer { Task { await harness.stop() } }
-        var result = try await harness.cli(["tenant", "create", "--slug", "acme", "--name", "Acme Inc", "--email", "ops@acme.example", "--json"])
-        #expect(result.status == 0, "\(result.output)")
-        let tenant = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
-        #expect(tenant["contact_email"] as? String == "ops@acme.example")
+        try await withCleanup({ await harness.stop() }) {
+            var result = try await harness.cli(["tenant", "create", "--slug", "acme", "--name", "Acme Inc", "--email", "ops@acme.example", "--json"])
+            #expect(result.status == 0, "\(result.output)")
+            let tenant = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+            #expect(tenant["contact_email"] as? String == "ops@acme.example")
 
-        result = try await harness.cli(["tenant", "create", "--slug", "acme", "--name", "Again"])
-        #expect(result.status == 1)
-        #expect(result.output.contains("already exists"))
-        #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1)
+            result = try await harness.cli(["tenant", "create", "--slug", "acme", "--name", "Again"])
+            #expect(result.status == 1)
+            #expect(result.output.contains("already exists"))
+            #expect(result.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1)
 
-        result = try await harness.cli(["tenant", "list"])
-        #expect(result.status == 0)
-        #expect(result.output.contains("acme") && result.output.contains("SLUG"))
-        result = try await harness.cli(["tenant", "show", "acme"])
-        #expect(result.output.contains("ops@acme.example"))
-        result = try await harness.cli(["tenant", "show", "nobody"])
-        #expect(result.status == 1)
-        #expect(result.output.contains("no tenant 'nobody'"))
+            result = try await harness.cli(["tenant", "list"])
+            #expect(result.status == 0)
+            #expect(result.output.contains("acme") && result.output.contains("SLUG"))
+            result = try await harness.cli(["tenant", "show", "acme"])
+            #expect(result.output.contains("ops@acme.example"))
+            result = try await harness.cli(["tenant", "show", "nobody"])
+            #expect(result.status == 1)
+            #expect(result.output.contains("no tenant 'nobody'"))
 
-        result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "ci", "--scopes", "inference,usage:read", "--expires", "30d", "--json"])
-        #expect(result.status == 0, "\(result.output)")
-        let created = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
-        let secret = try #require(created["key"] as? String)
-        let keyID = try #require((created["api_key"] as? [String: Any])?["id"] as? String)
-        #expect(APIKeyFormat.isWellFormed(secret))
+            result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "ci", "--scopes", "inference,usage:read", "--expires", "30d", "--json"])
+            #expect(result.status == 0, "\(result.output)")
+            let created = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+            let secret = try #require(created["key"] as? String)
+            let keyID = try #require((created["api_key"] as? [String: Any])?["id"] as? String)
+            #expect(APIKeyFormat.isWellFormed(secret))
 
-        result = try await harness.cli(["key", "list", "--tenant", "acme"])
-        #expect(result.output.contains(String(secret.prefix(12))))
-        #expect(!result.output.contains(secret))
-        result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "bad", "--expires", "tomorrowish"])
-        #expect(result.status == 1)
-        #expect(result.output.contains("--expires"))
-        for huge in ["999999999999999999d", "3650001d", "99999999999999999999"] {
-            result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "bad", "--expires", huge])
-            #expect(result.status == 1 && result.output.contains("--expires") && result.output.split(separator: "\n").count == 1, "\(huge): \(result.output)")
+            result = try await harness.cli(["key", "list", "--tenant", "acme"])
+            #expect(result.output.contains(String(secret.prefix(12))))
+            #expect(!result.output.contains(secret))
+            result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "bad", "--expires", "tomorrowish"])
+            #expect(result.status == 1)
+            #expect(result.output.contains("--expires"))
+            for huge in ["999999999999999999d", "3650001d", "99999999999999999999"] {
+                result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "bad", "--expires", huge])
+                #expect(result.status == 1 && result.output.contains("--expires") && result.output.split(separator: "\n").count == 1, "\(huge): \(result.output)")
+            }
+            // A five-digit year was stored, then no listing of the tenant's keys could read it back.
+            result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "far", "--expires", "99999-01-01T00:00:00Z"])
+            #expect(result.status == 1 && result.output.contains("expires_at: must be before 10000-01-01"), "\(result.output)")
+            for (window, message) in [
+                (["--from", "2026-12-01", "--to", "2026-01-01"], "--from: must not be after --to"),
+                (["--from", "0001-01-01"], "--from: must be between 1970-01-01 and 9999-12-31"),
+            ] {
+                result = try await harness.cli(["usage", "report", "--tenant", "acme"] + window)
+                #expect(result.status == 1 && result.output.contains(message), "\(window): \(result.output)")
+            }
+            result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "bad", "--scopes", "root"])
+            #expect(result.status == 1)
+            #expect(result.output.contains("unknown scope"))
+
+            result = try await harness.cli(["key", "rotate", "--tenant", "acme", keyID, "--grace", "1h"])
+            #expect(result.status == 0, "\(result.output)")
+            result = try await harness.cli(["key", "revoke", "--tenant", "acme", keyID])
+            #expect(result.status == 0, "\(result.output)")
+            result = try await harness.cli(["key", "revoke", "--tenant", "acme", keyID])
+            #expect(result.status == 1)
+
+            result = try await harness.cli(["tenant", "suspend", "acme"])
+            #expect(result.status == 0)
+            result = try await harness.cli(["tenant", "resume", "acme"])
+            #expect(result.status == 0)
+            result = try await harness.cli(["tenant", "delete", "acme"])
+            #expect(result.status != 0)
+            #expect(result.output.contains("--yes"))
+            result = try await harness.cli(["tenant", "delete", "acme", "--yes"])
+            #expect(result.status == 0, "\(result.output)")
+
+            result = try await harness.cli(["audit", "list", "--json"])
+            let entries = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [[String: Any]])
+            let actions = entries.compactMap { $0["action"] as? String }
+            #expect(actions.filter { $0 == "tenant.create" }.count == 1)
+            #expect(actions.contains("tenant.delete"))
+            #expect(entries.allSatisfy { ($0["actor"] as? String)?.hasPrefix("cli:") == true || ($0["actor"] as? String) == "test" })
+
+            result = try await harness.cli(["audit", "verify"])
+            #expect(result.status == 0, "\(result.output)")
+            try await harness.system.pool.execute("UPDATE audit_log SET target = 'tenant:forged' WHERE id = 3")
+            result = try await harness.cli(["audit", "verify"])
+            #expect(result.status == 1)
+            #expect(result.output.contains("entry 3"))
         }
-        // A five-digit year was stored, then no listing of the tenant's keys could read it back.
-        result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "far", "--expires", "99999-01-01T00:00:00Z"])
-        #expect(result.status == 1 && result.output.contains("expires_at: must be before 10000-01-01"), "\(result.output)")
-        for (window, message) in [
-            (["--from", "2026-12-01", "--to", "2026-01-01"], "--from: must not be after --to"),
-            (["--from", "0001-01-01"], "--from: must be between 1970-01-01 and 9999-12-31"),
-        ] {
-            result = try await harness.cli(["usage", "report", "--tenant", "acme"] + window)
-            #expect(result.status == 1 && result.output.contains(message), "\(window): \(result.output)")
-        }
-        result = try await harness.cli(["key", "create", "--tenant", "acme", "--name", "bad", "--scopes", "root"])
-        #expect(result.status == 1)
-        #expect(result.output.contains("unknown scope"))
-
-        result = try await harness.cli(["key", "rotate", "--tenant", "acme", keyID, "--grace", "1h"])
-        #expect(result.status == 0, "\(result.output)")
-        result = try await harness.cli(["key", "revoke", "--tenant", "acme", keyID])
-        #expect(result.status == 0, "\(result.output)")
-        result = try await harness.cli(["key", "revoke", "--tenant", "acme", keyID])
-        #expect(result.status == 1)
-
-        result = try await harness.cli(["tenant", "suspend", "acme"])
-        #expect(result.status == 0)
-        result = try await harness.cli(["tenant", "resume", "acme"])
-        #expect(result.status == 0)
-        result = try await harness.cli(["tenant", "delete", "acme"])
-        #expect(result.status != 0)
-        #expect(result.output.contains("--yes"))
-        result = try await harness.cli(["tenant", "delete", "acme", "--yes"])
-        #expect(result.status == 0, "\(result.output)")
-
-        result = try await harness.cli(["audit", "list", "--json"])
-        let entries = try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [[String: Any]])
-        let actions = entries.compactMap { $0["action"] as? String }
-        #expect(actions.filter { $0 == "tenant.create" }.count == 1)
-        #expect(actions.contains("tenant.delete"))
-        #expect(entries.allSatisfy { ($0["actor"] as? String)?.hasPrefix("cli:") == true || ($0["actor"] as? String) == "test" })
-
-        result = try await harness.cli(["audit", "verify"])
-        #expect(result.status == 0, "\(result.output)")
-        try await harness.system.pool.execute("UPDATE audit_log SET target = 'tenant:forged' WHERE id = 3")
-        result = try await harness.cli(["audit", "verify"])
-        #expect(result.status == 1)
-        #expect(result.output.contains("entry 3"))
     }
 
     @Test func interruptedMasterKeyRotationCompletesWhenRunAgain() async throws {
         let harness = try await ServerHarness.start()
-        defer { Task { await harness.stop() } }
-        var emails: [(UUID, String)] = []
-        for index in 0..<30 {
-            let email = "t\(index)@rotation.example"
-            emails.append((try await harness.system.tenants.create(slug: "rot-\(index)", displayName: "T", contactEmail: email, actor: AuditActor("test")).id, email))
-        }
-        let environment = harness.environment.merging(fileEnvironment(harness)) { $1 }
-        let slow = try ModelGateProcess(arguments: ["keyring", "rotate", "--batch-size", "2", "--pause-ms", "400"], in: harness.directory, environment: environment)
-        var rewrapped = 0
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            let rows = try await harness.system.pool.query("SELECT count(*) AS n FROM tenant_data_keys WHERE master_key_version = 2")
-            rewrapped = try rows[0].decode("n")
-            if rewrapped >= 6 { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        slow.signal(SIGKILL)
-        _ = await slow.waitForExit(timeout: .seconds(10))
-        #expect(rewrapped >= 6 && rewrapped < 30, "rotation was not caught half-way (\(rewrapped) rewrapped)")
+        try await withCleanup({ await harness.stop() }) {
+            var emails: [(UUID, String)] = []
+            for index in 0..<30 {
+                let email = "t\(index)@rotation.example"
+                emails.append((try await harness.system.tenants.create(slug: "rot-\(index)", displayName: "T", contactEmail: email, actor: AuditActor("test")).id, email))
+            }
+            let environment = harness.environment.merging(fileEnvironment(harness)) { $1 }
+            let slow = try ModelGateProcess(arguments: ["keyring", "rotate", "--batch-size", "2", "--pause-ms", "400"], in: harness.directory, environment: environment)
+            var rewrapped = 0
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                let rows = try await harness.system.pool.query("SELECT count(*) AS n FROM tenant_data_keys WHERE master_key_version = 2")
+                rewrapped = try rows[0].decode("n")
+                if rewrapped >= 6 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            slow.signal(SIGKILL)
+            _ = await slow.waitForExit(timeout: .seconds(10))
+            #expect(rewrapped >= 6 && rewrapped < 30, "rotation was not caught half-way (\(rewrapped) rewrapped)")
 
-        var result = try await harness.cli(["keyring", "status"], extraEnvironment: fileEnvironment(harness))
-        #expect(result.output.contains("unfinished"), "\(result.output)")
-        result = try await harness.cli(["keyring", "retire", "1", "--yes"], extraEnvironment: fileEnvironment(harness))
-        #expect(result.status == 1)
-        #expect(result.output.contains("still wrapped"))
+            var result = try await harness.cli(["keyring", "status"], extraEnvironment: fileEnvironment(harness))
+            #expect(result.output.contains("unfinished"), "\(result.output)")
+            result = try await harness.cli(["keyring", "retire", "1", "--yes"], extraEnvironment: fileEnvironment(harness))
+            #expect(result.status == 1)
+            #expect(result.output.contains("still wrapped"))
 
-        result = try await harness.cli(["keyring", "rotate"], extraEnvironment: fileEnvironment(harness))
-        #expect(result.status == 0, "\(result.output)")
-        #expect(result.output.contains("resumed"))
-        #expect(result.output.contains("version 2"))
-        let rows = try await harness.system.pool.query("SELECT count(*) AS n FROM tenant_data_keys WHERE master_key_version <> 2")
-        #expect(try rows[0].decode("n", as: Int.self) == 0)
+            result = try await harness.cli(["keyring", "rotate"], extraEnvironment: fileEnvironment(harness))
+            #expect(result.status == 0, "\(result.output)")
+            #expect(result.output.contains("resumed"))
+            #expect(result.output.contains("version 2"))
+            let rows = try await harness.system.pool.query("SELECT count(*) AS n FROM tenant_data_keys WHERE master_key_version <> 2")
+            #expect(try rows[0].decode("n", as: Int.self) == 0)
 
-        result = try await harness.cli(["keyring", "retire", "1"], extraEnvironment: fileEnvironment(harness))
-        #expect(result.status == 1 && result.output.contains("--yes"), "retiring destroys key material: it asks for --yes")
-        result = try await harness.cli(["keyring", "retire", "1", "--yes"], extraEnvironment: fileEnvironment(harness))
-        #expect(result.status == 0, "\(result.output)")
-        for (id, email) in emails.prefix(5) {
-            result = try await harness.cli(["tenant", "show", id.uuidString, "--json"], extraEnvironment: fileEnvironment(harness))
-            #expect(result.output.contains(email), "\(result.output)")
+            result = try await harness.cli(["keyring", "retire", "1"], extraEnvironment: fileEnvironment(harness))
+            #expect(result.status == 1 && result.output.contains("--yes"), "retiring destroys key material: it asks for --yes")
+            result = try await harness.cli(["keyring", "retire", "1", "--yes"], extraEnvironment: fileEnvironment(harness))
+            #expect(result.status == 0, "\(result.output)")
+            for (id, email) in emails.prefix(5) {
+                result = try await harness.cli(["tenant", "show", id.uuidString, "--json"], extraEnvironment: fileEnvironment(harness))
+                #expect(result.output.contains(email), "\(result.output)")
+            }
+            result = try await harness.cli(["tenant", "rotate-key", "rot-3"], extraEnvironment: fileEnvironment(harness))
+            #expect(result.status == 0, "\(result.output)")
+            #expect(result.output.contains("data key version 2"))
         }
-        result = try await harness.cli(["tenant", "rotate-key", "rot-3"], extraEnvironment: fileEnvironment(harness))
-        #expect(result.status == 0, "\(result.output)")
-        #expect(result.output.contains("data key version 2"))
     }
 
     @Test func aKeyFileReadableByOthersIsRefusedNamingTheFix() async throws {
         let harness = try await ServerHarness.start()
-        defer { Task { await harness.stop() } }
-        chmod(harness.system.keyFile, 0o644)
-        defer { chmod(harness.system.keyFile, 0o600) }
-        let result = try await harness.cli(["tenant", "list"], extraEnvironment: fileEnvironment(harness))
-        #expect(result.status == 1)
-        #expect(result.output.contains(harness.system.keyFile))
-        #expect(result.output.contains("chmod 600"))
-        // With a database URL configured, a missing key file is an error, not a new key.
-        let missing = try await harness.cli(["tenant", "list"], extraEnvironment: ["MODELGATE_KEYRING": "", "MODELGATE_KEYRING_FILE": harness.directory + "/none.json"])
-        #expect(missing.status == 1)
-        #expect(missing.output.contains("keyring init"))
-        // A key file from another installation is refused (its pepper does not match the
-        // fingerprint recorded by the first successful command).
-        #expect(try await harness.cli(["tenant", "list"]).status == 0)
-        let foreign = harness.directory + "/foreign.json"
-        #expect(try await harness.cli(["keyring", "init"], extraEnvironment: ["MODELGATE_KEYRING": "", "MODELGATE_KEYRING_FILE": foreign]).status == 0)
-        let mismatch = try await harness.cli(["tenant", "list"], extraEnvironment: ["MODELGATE_KEYRING": "", "MODELGATE_KEYRING_FILE": foreign])
-        #expect(mismatch.status == 1)
-        #expect(mismatch.output.contains("does not belong"))
+        try await withCleanup({ await harness.stop() }) {
+            chmod(harness.system.keyFile, 0o644)
+            defer { chmod(harness.system.keyFile, 0o600) }
+            let result = try await harness.cli(["tenant", "list"], extraEnvironment: fileEnvironment(harness))
+            #expect(result.status == 1)
+            #expect(result.output.contains(harness.system.keyFile))
+            #expect(result.output.contains("chmod 600"))
+            // With a database URL configured, a missing key file is an error, not a new key.
+            let missing = try await harness.cli(["tenant", "list"], extraEnvironment: ["MODELGATE_KEYRING": "", "MODELGATE_KEYRING_FILE": harness.directory + "/none.json"])
+            #expect(missing.status == 1)
+            #expect(missing.output.contains("keyring init"))
+            // A key file from another installation is refused (its pepper does not match the
+            // fingerprint recorded by the first successful command).
+            #expect(try await harness.cli(["tenant", "list"]).status == 0)
+            let foreign = harness.directory + "/foreign.json"
+            #expect(try await harness.cli(["keyring", "init"], extraEnvironment: ["MODELGATE_KEYRING": "", "MODELGATE_KEYRING_FILE": foreign]).status == 0)
+            let mismatch = try await harness.cli(["tenant", "list"], extraEnvironment: ["MODELGATE_KEYRING": "", "MODELGATE_KEYRING_FILE": foreign])
+            #expect(mismatch.status == 1)
+            #expect(mismatch.output.contains("does not belong"))
+        }
     }
 
     /// The CLI's basics: a version, typos named with the nearest command, one output flag

@@ -100,16 +100,6 @@ final class ServerHarness: Sendable {
     }
 }
 
-/// Polls `condition` every 50 ms until it holds or `deadline` passes: true when it held. A
-/// poll without a deadline hangs instead of failing.
-func eventually(within deadline: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let end = ContinuousClock.now + deadline
-    while ContinuousClock.now < end {
-        if try await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(50))
-    }
-    return try await condition()
-}
 
 struct HarnessError: Error, CustomStringConvertible {
     let description: String

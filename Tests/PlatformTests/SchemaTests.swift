@@ -20,9 +20,10 @@ import TestSupport
 
     @Test func templateDatabaseIsFullyMigrated() async throws {
         let database = try await TestDatabase.create(poolSize: 1)
-        defer { Task { await database.drop() } }
-        let migrator = Migrator(pool: database.pool, migrations: SchemaMigrations.all)
-        #expect(try await migrator.problem() == nil)
-        #expect(try await migrator.migrate().isEmpty)
+        try await withCleanup({ await database.drop() }) { () async throws in
+            let migrator = Migrator(pool: database.pool, migrations: SchemaMigrations.all)
+            #expect(try await migrator.problem() == nil)
+            #expect(try await migrator.migrate().isEmpty)
+        }
     }
 }

@@ -25,8 +25,8 @@ public struct TestTenancy: Sendable {
         return TestTenancy(
             database: database, keyFile: keyFile, keyRing: keyRing,
             tenants: TenantService(pool: database.pool, keyRing: keyRing),
-            apiKeys: APIKeyService(pool: database.pool, pepper: keys.pepper),
-            authenticator: Authenticator(pool: database.pool, pepper: keys.pepper) { change in
+            apiKeys: APIKeyService(pool: database.pool, keyHasher: keys.keyHasher),
+            authenticator: Authenticator(pool: database.pool, keyHasher: keys.keyHasher) { change in
                 if case .tenant(let tenant) = change { keyRing.dropCache(tenant: tenant) }
             },
             keyring: KeyringAdministration(pool: database.pool, keyRing: keyRing, keyFile: keyFile))
@@ -71,4 +71,38 @@ extension TestTenancy {
             throw error
         }
     }
+}
+
+/// Runs `body`, then `cleanup` — awaited, also when `body` throws — so that no later test sees
+/// what this one started (a database, a server). `defer { Task { ... } }` would not wait.
+///
+/// ```swift
+/// let database = try await TestDatabase.create()
+/// try await withCleanup({ await database.drop() }) {
+///     ...
+/// }
+/// ```
+@discardableResult
+public func withCleanup<Result>(_ cleanup: () async -> Void, run body: () async throws -> Result) async rethrows -> Result {
+    do {
+        let result = try await body()
+        await cleanup()
+        return result
+    } catch {
+        await cleanup()
+        throw error
+    }
+}
+
+/// Polls `condition` every `interval` until it holds or `deadline` passes: true when it held.
+/// A poll without a deadline hangs instead of failing.
+public func eventually(
+    within deadline: Duration = .seconds(30), every interval: Duration = .milliseconds(50), _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let end = ContinuousClock.now + deadline
+    while ContinuousClock.now < end {
+        if try await condition() { return true }
+        try? await Task.sleep(for: interval)
+    }
+    return try await condition()
 }

@@ -84,7 +84,7 @@ public struct ModelManifest: Codable, Sendable, Equatable {
 
     /// Refuses an `options` key the engine does not read (`max_btach` would be ignored in
     /// silence otherwise).
-    public func checkOptions(allowed: Set<String>, in directory: String) throws {
+    package func checkOptions(allowed: Set<String>, in directory: String) throws {
         for key in (options ?? [:]).keys.sorted() where !allowed.contains(key) {
             throw ModelLoadError(
                 file: directory + "/model.json",
@@ -94,7 +94,7 @@ public struct ModelManifest: Codable, Sendable, Equatable {
 
     /// `options.flood_rest`: how many times as long as its request a flooding tenant's slot rests
     /// while another tenant's requests run (`TenantShares.rest`); 2 when absent, 0 for none.
-    public func floodRest(in directory: String) throws -> Double {
+    package func floodRest(in directory: String) throws -> Double {
         guard let value = options?["flood_rest"] else { return 2 }
         guard let rest = value.number, rest >= 0, rest.isFinite else {
             throw ModelLoadError(file: directory + "/model.json", reason: "options.flood_rest must be a number of at least 0")
@@ -104,7 +104,7 @@ public struct ModelManifest: Codable, Sendable, Equatable {
 
     /// `defaults`: what a generation request that leaves them out gets (`max_tokens`,
     /// `temperature`, `top_p`, `top_k`), checked as a request's own values are.
-    public func samplingDefaults(in directory: String) throws -> SamplingParameters {
+    package func samplingDefaults(in directory: String) throws -> SamplingParameters {
         let file = directory + "/model.json"
         func whole(_ key: String) throws -> Int? {
             guard let value = defaults?[key] else { return nil }
@@ -125,7 +125,7 @@ public struct ModelManifest: Codable, Sendable, Equatable {
     }
 
     /// `options.weight_format`: `f32` (the default) or `bf16`.
-    public func weightFormat(in directory: String) throws -> PackedMatrix.Format {
+    package func weightFormat(in directory: String) throws -> PackedMatrix.Format {
         guard let value = options?["weight_format"] else { return .f32 }
         guard let name = value.string, let format = PackedMatrix.Format(rawValue: name) else {
             throw ModelLoadError(file: directory + "/model.json", reason: "options.weight_format must be \"f32\" or \"bf16\"")
@@ -170,18 +170,18 @@ public enum JSONValue: Codable, Sendable, Equatable {
     /// A whole number that fits an `Int` (JSON's 1e300 or 2.5 is not one).
     public var int: Int? { number.flatMap { Int(exactly: $0) } }
     /// A whole number of at least 1: every count and size in a manifest or config.
-    public var positiveInt: Int? { int.flatMap { $0 >= 1 ? $0 : nil } }
+    package var positiveInt: Int? { int.flatMap { $0 >= 1 ? $0 : nil } }
     public var bool: Bool? { if case .bool(let value) = self { value } else { nil } }
     public var array: [JSONValue]? { if case .array(let value) = self { value } else { nil } }
     public var object: [String: JSONValue]? { if case .object(let value) = self { value } else { nil } }
 }
 
 /// A Hugging Face `config.json`, read loosely (each architecture names its fields).
-public struct HFConfig: Sendable {
-    public let values: [String: JSONValue]
-    public let path: String
+package struct HFConfig: Sendable {
+    package let values: [String: JSONValue]
+    package let path: String
 
-    public init(path: String) throws {
+    package init(path: String) throws {
         self.path = path
         guard let data = FileManager.default.contents(atPath: path) else { throw ModelLoadError(file: path, reason: "missing") }
         guard let values = try? JSONDecoder().decode([String: JSONValue].self, from: data) else {
@@ -192,7 +192,7 @@ public struct HFConfig: Sendable {
 
     /// The first of `keys` present, as a whole number of at least 1 (these are all sizes and
     /// counts: a 0, negative or fractional one is an error, not a crash later).
-    public func int(_ keys: String...) throws -> Int {
+    package func int(_ keys: String...) throws -> Int {
         for key in keys {
             guard let value = values[key] else { continue }
             guard let int = value.positiveInt else { throw ModelLoadError(file: path, reason: "\(key) must be a whole number of at least 1") }
@@ -201,8 +201,8 @@ public struct HFConfig: Sendable {
         throw ModelLoadError(file: path, reason: "missing integer \(keys.joined(separator: " or "))")
     }
 
-    public func double(_ key: String, default fallback: Double) -> Double { values[key]?.number ?? fallback }
-    public func string(_ key: String) -> String? { values[key]?.string }
+    package func double(_ key: String, default fallback: Double) -> Double { values[key]?.number ?? fallback }
+    package func string(_ key: String) -> String? { values[key]?.string }
 }
 
 extension [String: JSONValue] {

@@ -3,7 +3,7 @@ import Foundation
 /// Why a model could not be loaded. Always names the file and, where there is one, the tensor.
 public struct ModelLoadError: Error, Equatable, Sendable, CustomStringConvertible {
     public var file: String
-    public var tensor: String?
+    package var tensor: String?
     public var reason: String
 
     public init(file: String, tensor: String? = nil, reason: String) {
@@ -20,19 +20,19 @@ public struct ModelLoadError: Error, Equatable, Sendable, CustomStringConvertibl
 /// A safetensors file, memory-mapped. Tensors are converted to Float32 (from F32, F16 or BF16)
 /// when read. The header is validated on open: offsets inside the file, sizes matching
 /// shapes, no overlaps, known dtypes.
-public final class SafetensorsFile: @unchecked Sendable {
-    public struct TensorInfo: Sendable, Equatable {
-        public var dtype: String
-        public var shape: [Int]
+package final class SafetensorsFile: @unchecked Sendable {
+    package struct TensorInfo: Sendable, Equatable {
+        package var dtype: String
+        package var shape: [Int]
         var start: Int
         var end: Int
 
-        public var elementCount: Int { shape.reduce(1, *) }
+        package var elementCount: Int { shape.reduce(1, *) }
     }
 
-    public let path: String
-    public let tensors: [String: TensorInfo]
-    public let metadata: [String: String]
+    package let path: String
+    package let tensors: [String: TensorInfo]
+    package let metadata: [String: String]
     private let mapping: UnsafeMutableRawPointer
     private let mappedLength: Int
     private let dataStart: Int
@@ -43,7 +43,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1,
     ]
 
-    public init(path: String) throws {
+    package init(path: String) throws {
         self.path = path
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { throw ModelLoadError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
@@ -113,7 +113,7 @@ public final class SafetensorsFile: @unchecked Sendable {
     deinit { munmap(mapping, mappedLength) }
 
     /// The tensor `name` as Float32, checking its shape when `shape` is given.
-    public func floats(_ name: String, shape expected: [Int]? = nil) throws -> FloatBuffer {
+    package func floats(_ name: String, shape expected: [Int]? = nil) throws -> FloatBuffer {
         guard let info = tensors[name] else { throw ModelLoadError(file: path, tensor: name, reason: "missing tensor") }
         if let expected, expected != info.shape {
             throw ModelLoadError(file: path, tensor: name, reason: "shape \(info.shape), expected \(expected)")
@@ -140,14 +140,14 @@ public final class SafetensorsFile: @unchecked Sendable {
         return buffer
     }
 
-    public func contains(_ name: String) -> Bool { tensors[name] != nil }
+    package func contains(_ name: String) -> Bool { tensors[name] != nil }
 
-    public func shape(_ name: String) -> [Int]? { tensors[name]?.shape }
+    package func shape(_ name: String) -> [Int]? { tensors[name]?.shape }
 }
 
 /// Writes Float32 tensors as a safetensors file (fixtures, benchmarks, converted models).
-public enum SafetensorsWriter {
-    public static func write(_ tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)], to path: String) throws {
+package enum SafetensorsWriter {
+    package static func write(_ tensors: [(name: String, shape: [Int], values: UnsafeBufferPointer<Float>)], to path: String) throws {
         var header: [String: Any] = [:]
         var offset = 0
         for tensor in tensors {

@@ -3,18 +3,18 @@ import CTurboJPEG
 import Foundation
 
 /// An 8-bit RGB image, rows top to bottom, pixels interleaved `R G B`.
-public struct RGBImage: Sendable, Equatable {
-    public var width: Int
-    public var height: Int
-    public var pixels: [UInt8]
+package struct RGBImage: Sendable, Equatable {
+    package var width: Int
+    package var height: Int
+    package var pixels: [UInt8]
 
-    public init(width: Int, height: Int, pixels: [UInt8]) {
+    package init(width: Int, height: Int, pixels: [UInt8]) {
         self.width = width
         self.height = height
         self.pixels = pixels
     }
 
-    public subscript(x: Int, y: Int) -> (UInt8, UInt8, UInt8) {
+    package subscript(x: Int, y: Int) -> (UInt8, UInt8, UInt8) {
         let index = (y * width + x) * 3
         return (pixels[index], pixels[index + 1], pixels[index + 2])
     }
@@ -37,7 +37,7 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Decodes JPEG (libjpeg-turbo) and PNG (libpng) into RGB, within limits: a decompression bomb
 /// is refused from its header, before any pixel memory is allocated.
 public struct ImageDecoder: Sendable {
-    public var maxEncodedBytes: Int
+    package var maxEncodedBytes: Int
     public var maxPixels: Int
 
     public init(maxEncodedBytes: Int = 20 << 20, maxPixels: Int = 40_000_000) {
@@ -46,7 +46,7 @@ public struct ImageDecoder: Sendable {
     }
 
     /// What the first bytes say the data is.
-    public static func detect(_ data: [UInt8]) -> String {
+    package static func detect(_ data: [UInt8]) -> String {
         func starts(_ prefix: [UInt8], at offset: Int = 0) -> Bool {
             data.count >= offset + prefix.count && Array(data[offset..<(offset + prefix.count)]) == prefix
         }
@@ -94,7 +94,7 @@ public struct ImageDecoder: Sendable {
         }
     }
 
-    public func decode(_ data: [UInt8]) throws -> RGBImage {
+    package func decode(_ data: [UInt8]) throws -> RGBImage {
         guard data.count <= maxEncodedBytes else {
             throw ImageError.tooLarge("\(data.count) bytes encoded, the limit is \(maxEncodedBytes)")
         }

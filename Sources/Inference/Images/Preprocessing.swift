@@ -3,22 +3,22 @@ import Foundation
 /// torchvision's evaluation transform: `Resize(shorter side)` (bilinear, antialiased when
 /// shrinking), `CenterCrop`, `ToTensor` (scale to [0, 1]), `Normalize(mean, std)`. The result
 /// is NHWC floats for one image.
-public struct ImagePreprocessing: Sendable, Equatable {
+package struct ImagePreprocessing: Sendable, Equatable {
     /// Resize so the shorter side has this length (nil: no resize).
-    public var resize: Int?
+    package var resize: Int?
     /// Crop the centre to this size (height, width); also the network's input size.
-    public var crop: (height: Int, width: Int)
-    public var mean: [Float]
-    public var std: [Float]
+    package var crop: (height: Int, width: Int)
+    package var mean: [Float]
+    package var std: [Float]
 
-    public static func == (lhs: ImagePreprocessing, rhs: ImagePreprocessing) -> Bool {
+    package static func == (lhs: ImagePreprocessing, rhs: ImagePreprocessing) -> Bool {
         lhs.resize == rhs.resize && lhs.crop == rhs.crop && lhs.mean == rhs.mean && lhs.std == rhs.std
     }
 
-    public static let imagenetMean: [Float] = [0.485, 0.456, 0.406]
-    public static let imagenetStd: [Float] = [0.229, 0.224, 0.225]
+    package static let imagenetMean: [Float] = [0.485, 0.456, 0.406]
+    package static let imagenetStd: [Float] = [0.229, 0.224, 0.225]
 
-    public init(resize: Int?, crop: (height: Int, width: Int), mean: [Float] = imagenetMean, std: [Float] = imagenetStd) {
+    package init(resize: Int?, crop: (height: Int, width: Int), mean: [Float] = imagenetMean, std: [Float] = imagenetStd) {
         self.resize = resize
         self.crop = crop
         self.mean = mean
@@ -26,7 +26,7 @@ public struct ImagePreprocessing: Sendable, Equatable {
     }
 
     /// From a manifest's options: `resize`, `crop` (or `input_size`), `mean`, `std`.
-    public init(options: [String: JSONValue]) throws {
+    package init(options: [String: JSONValue]) throws {
         let file = "model.json"
         let input = try options.positiveInt("crop", file: file) ?? options.positiveInt("input_size", file: file) ?? 224
         self.init(
@@ -40,7 +40,7 @@ public struct ImagePreprocessing: Sendable, Equatable {
     }
 
     /// The image as a network input `[crop.height, crop.width, 3]`.
-    public func apply(_ image: RGBImage) -> [Float] {
+    package func apply(_ image: RGBImage) -> [Float] {
         var current = image
         if let resize {
             let scale = Double(resize) / Double(min(image.width, image.height))
@@ -79,7 +79,7 @@ public struct ImagePreprocessing: Sendable, Equatable {
 
     /// Bilinear resampling, antialiased when shrinking (the triangle filter widened by the
     /// scale, as PIL and torchvision do), separable, rounded back to 8 bits at the end.
-    public static func resize(_ image: RGBImage, width: Int, height: Int) -> RGBImage {
+    package static func resize(_ image: RGBImage, width: Int, height: Int) -> RGBImage {
         let horizontal = weights(input: image.width, output: width)
         let vertical = weights(input: image.height, output: height)
         var intermediate = [Float](repeating: 0, count: image.height * width * 3)

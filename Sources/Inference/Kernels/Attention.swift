@@ -8,9 +8,9 @@ import Foundation
 /// (one contiguous run per head, what decoding streams best) or `[positions, heads * headSize]`.
 /// Token `t` sits at position `start + t` and attends to positions `0 ... start + t`. Kernels
 /// know nothing of models: the caller fills the cache first.
-public enum Attention {
+package enum Attention {
     /// `only` limits the work to some heads (callers that share the heads among threads).
-    public static func causal(
+    package static func causal(
         query: UnsafePointer<Float>, queryStride: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
         positionStride: Int, headStride: Int, output: UnsafeMutablePointer<Float>, tokens: Int, start: Int, heads: Int, headSize: Int,
         scores: UnsafeMutablePointer<Float>, only: Range<Int>? = nil
@@ -58,7 +58,7 @@ public enum Attention {
 
     /// Bidirectional attention with a key mask (encoders): every token sees every unmasked
     /// position of its own sequence. `q`, `k`, `v` are `[length, heads * headSize]`.
-    public static func bidirectional(
+    package static func bidirectional(
         query: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int,
         output: UnsafeMutablePointer<Float>, length: Int, validLength: Int, heads: Int, headSize: Int,
         scores: UnsafeMutablePointer<Float>

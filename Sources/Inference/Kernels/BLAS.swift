@@ -5,7 +5,7 @@ import CBLAS
 public enum BLAS {
     /// `C[m, n] = A[m, k] · B[k, n] (+ C when accumulate)`; B is `[k, n]` row-major, or `[n, k]`
     /// when `transposeB`. One row of A is a matrix–vector product (faster in BLAS for m = 1).
-    public static func matmul(
+    package static func matmul(
         _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>,
         m: Int, k: Int, n: Int, transposeB: Bool = false, accumulate: Bool = false
     ) {
@@ -33,7 +33,7 @@ public enum BLAS {
     }
 
     /// The OpenBLAS kernel in use (e.g. `Haswell`, `SkylakeX`), for benchmark reports.
-    public static var coreName: String {
+    package static var coreName: String {
         guard let name = openblas_get_corename() else { return "unknown" }
         return String(cString: name)
     }

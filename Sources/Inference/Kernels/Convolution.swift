@@ -3,12 +3,12 @@ import Foundation
 /// A 2-D convolution over NHWC activations, as a matrix product: patches (im2col) times the
 /// weights `[kh·kw·cin, cout]` (packed). A 1x1 convolution with stride 1 needs no patches.
 /// Batch norm is folded into the weights and bias by whoever builds it.
-public struct Convolution: Sendable {
-    public let inputChannels: Int
-    public let outputChannels: Int
-    public let kernel: Int
-    public let stride: Int
-    public let padding: Int
+package struct Convolution: Sendable {
+    package let inputChannels: Int
+    package let outputChannels: Int
+    package let kernel: Int
+    package let stride: Int
+    package let padding: Int
     let weights: PackedMatrix
     let bias: FloatBuffer
     /// The same 3x3, stride-1 convolution by Winograd's F(4x4, 3x3), where it applies.
@@ -16,7 +16,7 @@ public struct Convolution: Sendable {
 
     /// `weight` in PyTorch's layout `[cout, cin, kh, kw]` (kh = kw = `kernel`); `scale` and
     /// `shift` (per output channel) fold a following batch norm: `y = scale · conv(x) + shift`.
-    public init(
+    package init(
         weight: UnsafePointer<Float>, outputChannels: Int, inputChannels: Int, kernel: Int, stride: Int, padding: Int,
         scale: [Float]? = nil, shift: [Float]? = nil
     ) {
@@ -47,13 +47,13 @@ public struct Convolution: Sendable {
             : nil
     }
 
-    public func outputSize(_ size: Int) -> Int { (size + 2 * padding - kernel) / stride + 1 }
+    package func outputSize(_ size: Int) -> Int { (size + 2 * padding - kernel) / stride + 1 }
 
     /// Applies the convolution to `[n, h, w, cin]`; returns `[n, ho, wo, cout]`, with ReLU if
     /// asked. With `residual` (`[n, ho, wo, cout]`, a residual block's shortcut) the result is
     /// `relu(conv(x) + residual)`, written over `residual` and returned: the sum is formed as
     /// the product is stored rather than by another pass over memory.
-    public func apply(_ input: FloatBuffer, n: Int, h: Int, w: Int, relu: Bool = false, adding residual: FloatBuffer? = nil) -> (FloatBuffer, Int, Int) {
+    package func apply(_ input: FloatBuffer, n: Int, h: Int, w: Int, relu: Bool = false, adding residual: FloatBuffer? = nil) -> (FloatBuffer, Int, Int) {
         apply(input, n: n, h: h, w: w, relu: relu, adding: residual, method: method(n: n, h: h, w: w))
     }
 
@@ -227,7 +227,7 @@ public struct Convolution: Sendable {
 }
 
 extension Kernels {
-    public static func relu(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    package static func relu(_ values: UnsafeMutablePointer<Float>, count: Int) {
         let raw = UnsafeMutableRawPointer(values)
         let zero = SIMD8<Float>()
         var i = 0
@@ -243,7 +243,7 @@ extension Kernels {
     }
 
     /// 3x3 max pooling, stride 2, padding 1 (torchvision's stem), NHWC.
-    public static func maxPool3x3(_ input: UnsafePointer<Float>, n: Int, h: Int, w: Int, c: Int) -> (FloatBuffer, Int, Int) {
+    package static func maxPool3x3(_ input: UnsafePointer<Float>, n: Int, h: Int, w: Int, c: Int) -> (FloatBuffer, Int, Int) {
         let ho = (h + 2 - 3) / 2 + 1
         let wo = (w + 2 - 3) / 2 + 1
         let output = FloatBuffer(count: n * ho * wo * c, zeroed: false)
@@ -269,7 +269,7 @@ extension Kernels {
     }
 
     /// Mean over the spatial positions: `[n, h, w, c]` -> `[n, c]`.
-    public static func globalAveragePool(_ input: UnsafePointer<Float>, n: Int, positions: Int, c: Int) -> FloatBuffer {
+    package static func globalAveragePool(_ input: UnsafePointer<Float>, n: Int, positions: Int, c: Int) -> FloatBuffer {
         let output = FloatBuffer(count: n * c)
         let scale = 1 / Float(positions)
         for image in 0..<n {

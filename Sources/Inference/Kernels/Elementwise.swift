@@ -1,11 +1,11 @@
 import Foundation
 
 /// Row-wise and elementwise kernels. Loops over raw pointers so the compiler vectorises them.
-public enum Kernels {
+package enum Kernels {
     /// Layer normalisation of each of `rows` rows of width `width`, in place or into `output`:
     /// mean, then the mean square deviation (two passes, as accurate as the definition), eight
     /// lanes at a time (a float sum in one chain is not something the compiler may reorder).
-    public static func layerNorm(
+    package static func layerNorm(
         _ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, rows: Int, width: Int,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, epsilon: Float
     ) {
@@ -50,7 +50,7 @@ public enum Kernels {
 
     /// GELU, tanh approximation (GPT-2's `gelu_new`), eight lanes at a time; a prompt's (more
     /// than 64K values) shared among the compute threads.
-    public static func geluTanh(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    package static func geluTanh(_ values: UnsafeMutablePointer<Float>, count: Int) {
         let chunk = 1 << 15
         guard count >= 2 * chunk, ComputeThreads.cores > 1 else { return geluTanhSerial(values, count: count) }
         nonisolated(unsafe) let values = values
@@ -80,7 +80,7 @@ public enum Kernels {
     }
 
     /// GELU, exact erf form (BERT's `gelu`).
-    public static func geluErf(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    package static func geluErf(_ values: UnsafeMutablePointer<Float>, count: Int) {
         let inverseSqrt2: Float = 0.707_106_781_186_547_5
         for i in 0..<count {
             let x = values[i]
@@ -89,7 +89,7 @@ public enum Kernels {
     }
 
     /// `values[row] += bias` for each row.
-    public static func addBias(_ values: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, width: Int) {
+    package static func addBias(_ values: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, width: Int) {
         for row in 0..<rows {
             let y = values + row * width
             for i in 0..<width { y[i] += bias[i] }
@@ -130,14 +130,14 @@ public enum Kernels {
     }
 
     /// `a += b`, elementwise.
-    public static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
+    package static func add(_ a: UnsafeMutablePointer<Float>, _ b: UnsafePointer<Float>, count: Int) {
         for i in 0..<count { a[i] += b[i] }
     }
 
     /// Softmax of `count` values in place, numerically stable; eight at a time through
     /// `Vector.exp` (attention takes one per token and head: scalar `expf` was about 4% of a
     /// prompt's time).
-    public static func softmax(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    package static func softmax(_ values: UnsafeMutablePointer<Float>, count: Int) {
         let raw = UnsafeMutableRawPointer(values)
         let maximum = Self.maximum(values, count: count)
         let shift = SIMD8<Float>(repeating: maximum)
@@ -180,7 +180,7 @@ public enum Kernels {
 
     /// Dot product of two vectors.
     @inline(__always)
-    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    package static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
         let ra = UnsafeRawPointer(a), rb = UnsafeRawPointer(b)
         var s0 = SIMD8<Float>(), s1 = SIMD8<Float>()
         var i = 0
@@ -199,7 +199,7 @@ public enum Kernels {
 
     /// `y += alpha * x`.
     @inline(__always)
-    public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
+    package static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
         let scale = SIMD8<Float>(repeating: alpha)
         var i = 0
@@ -215,7 +215,7 @@ public enum Kernels {
     }
 
     /// Log-softmax of `count` logits into `output`.
-    public static func logSoftmax(_ logits: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, count: Int) {
+    package static func logSoftmax(_ logits: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, count: Int) {
         let maximum = Self.maximum(logits, count: count)
         var sum: Float = 0
         for i in 0..<count { sum += expf(logits[i] - maximum) }
@@ -236,7 +236,7 @@ public enum Vector {
 
     /// e^x, by range reduction to [-ln2/2, ln2/2] and a degree-6 polynomial.
     @inline(__always)
-    public static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    package static func exp(_ x: SIMD8<Float>) -> SIMD8<Float> {
         let clamped = clamp(x, -87.3, 88.3)
         let n = (clamped * 1.442_695_040_888_963_4).rounded(.toNearestOrEven)
         // r = x - n ln2, in two parts for accuracy.
@@ -261,7 +261,7 @@ public enum Vector {
     /// tanh(x) = sign(x) (1 - 2 / (e^{2|x|} + 1)); through an odd polynomial near 0, where that
     /// formula would lose precision to cancellation.
     @inline(__always)
-    public static func tanh(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    package static func tanh(_ x: SIMD8<Float>) -> SIMD8<Float> {
         let magnitude = x.replacing(with: -x, where: x .< 0)
         let doubled: SIMD8<Float> = 2 * clamp(magnitude, 0, 20)
         let e = exp(doubled)

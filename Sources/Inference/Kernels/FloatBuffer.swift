@@ -2,11 +2,11 @@ import Foundation
 
 /// An owned, aligned buffer of floats: weights, activations, caches. Kernels take its pointer;
 /// no copy-on-write, no bounds checks on the hot paths.
-public final class FloatBuffer: @unchecked Sendable {
-    public let count: Int
-    public let pointer: UnsafeMutablePointer<Float>
+package final class FloatBuffer: @unchecked Sendable {
+    package let count: Int
+    package let pointer: UnsafeMutablePointer<Float>
 
-    public init(count: Int, zeroed: Bool = true) {
+    package init(count: Int, zeroed: Bool = true) {
         self.count = count
         pointer = Self.allocateRaw(bytes: max(count, 1) * 4).bindMemory(to: Float.self, capacity: max(count, 1))
         if zeroed { pointer.initialize(repeating: 0, count: max(count, 1)) }
@@ -29,7 +29,7 @@ public final class FloatBuffer: @unchecked Sendable {
     static let hugePage = 2 << 20
     static let hugePageThreshold = 4 << 20
 
-    public convenience init(_ values: [Float]) {
+    package convenience init(_ values: [Float]) {
         self.init(count: values.count, zeroed: false)
         values.withUnsafeBufferPointer { source in
             if let base = source.baseAddress { pointer.update(from: base, count: values.count) }
@@ -38,15 +38,15 @@ public final class FloatBuffer: @unchecked Sendable {
 
     deinit { Self.release(UnsafeMutableRawPointer(pointer), bytes: max(count, 1) * 4) }
 
-    public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+    package var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 
-    public subscript(index: Int) -> Float {
+    package subscript(index: Int) -> Float {
         get { pointer[index] }
         set { pointer[index] = newValue }
     }
 
     /// Grows to at least `count` elements, keeping the first `keeping` values.
-    public func resized(to newCount: Int, keeping: Int) -> FloatBuffer {
+    package func resized(to newCount: Int, keeping: Int) -> FloatBuffer {
         let fresh = FloatBuffer(count: newCount, zeroed: false)
         fresh.pointer.update(from: pointer, count: min(keeping, count, newCount))
         return fresh

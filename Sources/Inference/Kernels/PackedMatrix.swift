@@ -8,24 +8,24 @@ import CPrefetch
 /// registers. This is the layout that makes small batches (decoding: 1 to 32 rows) run at memory
 /// bandwidth and large ones at the FMA units' rate; OpenBLAS's sgemm packs its operands on every
 /// call instead, which costs more than the product itself for skinny matrices.
-public final class PackedMatrix: @unchecked Sendable {
+package final class PackedMatrix: @unchecked Sendable {
     /// How weights are stored. Products always accumulate in float32; `bf16` halves the bytes
     /// read per product (decoding is bound by memory bandwidth) at bfloat16's 8-bit precision.
-    public enum Format: String, Sendable {
+    package enum Format: String, Sendable {
         case f32, bf16
     }
 
-    public static let panelWidth = 16
-    public let rows: Int  // K
-    public let columns: Int  // N
-    public let format: Format
+    package static let panelWidth = 16
+    package let rows: Int  // K
+    package let columns: Int  // N
+    package let format: Format
     let panels: Int
     let storage: UnsafeMutableRawPointer
     let storageBytes: Int
 
     /// Packs `source`, which is `[K, N]` row-major, or `[N, K]` row-major when `transposed`
     /// (PyTorch `nn.Linear` weights, or an embedding table used as an output head).
-    public init(_ source: UnsafePointer<Float>, rows: Int, columns: Int, transposed: Bool = false, format: Format = .f32) {
+    package init(_ source: UnsafePointer<Float>, rows: Int, columns: Int, transposed: Bool = false, format: Format = .f32) {
         self.rows = rows
         self.columns = columns
         self.format = format
@@ -56,7 +56,7 @@ public final class PackedMatrix: @unchecked Sendable {
         }
     }
 
-    public convenience init(_ buffer: FloatBuffer, rows: Int, columns: Int, transposed: Bool = false, format: Format = .f32) {
+    package convenience init(_ buffer: FloatBuffer, rows: Int, columns: Int, transposed: Bool = false, format: Format = .f32) {
         self.init(buffer.pointer, rows: rows, columns: columns, transposed: transposed, format: format)
     }
 
@@ -72,7 +72,7 @@ public final class PackedMatrix: @unchecked Sendable {
 
     /// `W[k, n]` (for embedding lookups through an output head).
     @inline(__always)
-    public func element(row k: Int, column n: Int) -> Float {
+    package func element(row k: Int, column n: Int) -> Float {
         let index = (n / Self.panelWidth) * rows * Self.panelWidth + k * Self.panelWidth + n % Self.panelWidth
         switch format {
         case .f32: return storage.load(fromByteOffset: index * 4, as: Float.self)
@@ -85,16 +85,16 @@ public final class PackedMatrix: @unchecked Sendable {
     }
 
     /// Copies column `n` (length K) into `destination`.
-    public func column(_ n: Int, into destination: UnsafeMutablePointer<Float>) {
+    package func column(_ n: Int, into destination: UnsafeMutablePointer<Float>) {
         for k in 0..<rows { destination[k] = element(row: k, column: n) }
     }
 
     /// Bytes of weights a product reads.
-    public var byteCount: Int { storageBytes }
+    package var byteCount: Int { storageBytes }
 
     /// `Y[m, N] = X[m, K] · W (+ bias) (+ Y when accumulate)`. Panels are shared among the
     /// compute threads.
-    public func multiply(
+    package func multiply(
         _ x: UnsafePointer<Float>, m: Int, into y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil,
         accumulate: Bool = false
     ) {
@@ -325,7 +325,7 @@ public final class PackedMatrix: @unchecked Sendable {
     static let wideRows = 4
     /// Whether they do: on where the CPU has AVX-512 (and the variable allows). Benchmarks turn it
     /// off to compare both in one process; it must not be turned on where it started off.
-    public static let wideEnabled = Atomic(mg_f32_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_F32_WIDE"] != "0")
+    package static let wideEnabled = Atomic(mg_f32_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_F32_WIDE"] != "0")
 
     static let kSlice = 1024
     static let streamedBytes = 1 << 20
@@ -513,8 +513,8 @@ enum BF16Panel: PanelElement {
 /// compute team. Small products run on the caller alone: below about 25 µs of work, waking and
 /// waiting for another core costs more than it saves, and on a busy server the other core is
 /// better left to HTTP and the database.
-public enum ComputeThreads {
-    public static let cores = max(1, Int(ProcessInfo.processInfo.environment["MODELGATE_COMPUTE_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount)
+package enum ComputeThreads {
+    package static let cores = max(1, Int(ProcessInfo.processInfo.environment["MODELGATE_COMPUTE_THREADS"] ?? "") ?? ProcessInfo.processInfo.activeProcessorCount)
 
     /// `work` in multiply-adds; `bytes` read from memory (a product whose weights do not fit in
     /// cache is bound by memory bandwidth, which two cores share better than one).

@@ -153,11 +153,11 @@ public final class ClassificationService: Sendable {
     public func accepts(fairnessKey: String) -> Bool { worker.accepts(key: fairnessKey) }
 }
 
-public enum TransformerLMFactory: EngineFactory {
-    public static let name = "transformer-lm"
-    public static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format"]
+package enum TransformerLMFactory: EngineFactory {
+    package static let name = "transformer-lm"
+    package static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format"]
 
-    public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
+    package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         let options = manifest.options ?? [:], file = directory + "/model.json"
         let maxBatch = try options.positiveInt("max_batch", file: file) ?? 32
         let queueCapacity = try options.positiveInt("queue_capacity", file: file) ?? 256
@@ -173,21 +173,21 @@ public enum TransformerLMFactory: EngineFactory {
     }
 }
 
-public enum TransformerEncoderFactory: EngineFactory {
-    public static let name = "transformer-encoder"
-    public static let optionKeys: Set<String> = ["pooling", "normalize", "max_sequence_length", "weights", "flood_rest"]
+package enum TransformerEncoderFactory: EngineFactory {
+    package static let name = "transformer-encoder"
+    package static let optionKeys: Set<String> = ["pooling", "normalize", "max_sequence_length", "weights", "flood_rest"]
 
-    public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
+    package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         .embeddings(EmbeddingService(
             encoder: try BertEncoder(directory: directory, options: manifest.options ?? [:]), floodRest: try manifest.floodRest(in: directory)))
     }
 }
 
-public enum ResNetFactory: EngineFactory {
-    public static let name = "resnet"
-    public static let optionKeys: Set<String> = ["crop", "input_size", "resize", "mean", "std", "flood_rest"]
+package enum ResNetFactory: EngineFactory {
+    package static let name = "resnet"
+    package static let optionKeys: Set<String> = ["crop", "input_size", "resize", "mean", "std", "flood_rest"]
 
-    public static func load(directory: String, manifest: ModelManifest) throws -> Engine {
+    package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         .images(ClassificationService(
             classifier: try ImageClassifier(directory: directory, manifest: manifest), floodRest: try manifest.floodRest(in: directory)))
     }
@@ -224,7 +224,7 @@ public struct ModelInfo: Sendable, Equatable {
     public var directory: String
     /// Why the latest load (a reload, say) failed while the version loaded before keeps
     /// serving; nil once a load succeeds.
-    public var lastLoadFailure: String? = nil
+    package var lastLoadFailure: String? = nil
     /// `"required": true` in the manifest: the instance is not ready without this model.
     public var required = false
 

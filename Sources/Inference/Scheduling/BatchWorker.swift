@@ -4,7 +4,7 @@ import Foundation
 /// round-robin across keys (tenants), up to `maxBatch` items at a time, and handed to `run` in
 /// one call (one forward pass). The queue is bounded: `submit` fails with `.overloaded` when
 /// it is full, instead of letting latency grow without bound.
-public final class BatchWorker<Input: Sendable, Output: Sendable>: @unchecked Sendable {
+package final class BatchWorker<Input: Sendable, Output: Sendable>: @unchecked Sendable {
     struct Job {
         let items: [Input]
         let continuation: CheckedContinuation<[Output], any Error>
@@ -27,7 +27,7 @@ public final class BatchWorker<Input: Sendable, Output: Sendable>: @unchecked Se
     private let run: @Sendable ([Input]) throws -> [Output]
 
     /// `run` maps a batch of inputs to outputs, one per input, in order.
-    public init(name: String, maxBatch: Int, capacity: Int, run: @escaping @Sendable ([Input]) throws -> [Output]) {
+    package init(name: String, maxBatch: Int, capacity: Int, run: @escaping @Sendable ([Input]) throws -> [Output]) {
         self.maxBatch = max(1, maxBatch)
         self.capacity = capacity
         self.run = run
@@ -38,7 +38,7 @@ public final class BatchWorker<Input: Sendable, Output: Sendable>: @unchecked Se
 
     /// Runs `items` (possibly batched with other callers' items); throws `GenerationError.overloaded`
     /// when the queue is full, or `CancellationError` when the caller is cancelled while waiting.
-    public func submit(_ items: [Input], key: String) async throws -> [Output] {
+    package func submit(_ items: [Input], key: String) async throws -> [Output] {
         guard !items.isEmpty else { return [] }
         let flag = CancelFlag()
         return try await withTaskCancellationHandler {
@@ -64,25 +64,25 @@ public final class BatchWorker<Input: Sendable, Output: Sendable>: @unchecked Se
     }
 
     /// Whether items of this key would be queued now (a cheap check before admission).
-    public func accepts(key: String) -> Bool {
+    package func accepts(key: String) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         return !stopped && queue.accepts(key: key, capacity: capacity)
     }
 
-    public var waiting: Int {
+    package var waiting: Int {
         condition.lock()
         defer { condition.unlock() }
         return queue.count
     }
 
-    public var completed: Int {
+    package var completed: Int {
         condition.lock()
         defer { condition.unlock() }
         return processed
     }
 
-    public func shutdown() {
+    package func shutdown() {
         condition.lock()
         stopped = true
         condition.broadcast()

@@ -1,19 +1,19 @@
 /// A FIFO per key (tenant), served round-robin across keys: one tenant's flood waits behind
 /// its own requests, not in front of everyone else's. Not thread-safe; the owner locks.
-public struct FairQueue<Element> {
+package struct FairQueue<Element> {
     private var queues: [String: [Element]] = [:]
     private var order: [String] = []
     private var cursor = 0
-    public private(set) var count = 0
+    package private(set) var count = 0
 
-    public init() {}
+    package init() {}
 
-    public var isEmpty: Bool { count == 0 }
+    package var isEmpty: Bool { count == 0 }
 
     /// Whether elements of `key` are waiting.
-    public func hasElements(forKey key: String) -> Bool { queues[key] != nil }
+    package func hasElements(forKey key: String) -> Bool { queues[key] != nil }
 
-    public mutating func append(_ element: Element, key: String) {
+    package mutating func append(_ element: Element, key: String) {
         if queues[key] == nil {
             queues[key] = []
             order.append(key)
@@ -23,7 +23,7 @@ public struct FairQueue<Element> {
     }
 
     /// The next element in round-robin order over keys.
-    public mutating func popFirst() -> Element? {
+    package mutating func popFirst() -> Element? {
         guard count > 0 else { return nil }
         for _ in 0..<order.count {
             if cursor >= order.count { cursor = 0 }
@@ -46,7 +46,7 @@ public struct FairQueue<Element> {
     }
 
     /// The next element without removing it.
-    public func peek() -> Element? {
+    package func peek() -> Element? {
         guard count > 0 else { return nil }
         var index = cursor
         for _ in 0..<order.count {
@@ -58,7 +58,7 @@ public struct FairQueue<Element> {
     }
 
     /// The oldest element of the first key, in round-robin order, that `eligible` accepts.
-    public func peek(whereKey eligible: (String) -> Bool) -> (key: String, element: Element)? {
+    package func peek(whereKey eligible: (String) -> Bool) -> (key: String, element: Element)? {
         guard count > 0 else { return nil }
         var index = cursor
         for _ in 0..<order.count {
@@ -72,7 +72,7 @@ public struct FairQueue<Element> {
 
     /// Removes the oldest element of `key`.
     @discardableResult
-    public mutating func removeFirst(ofKey key: String) -> Element? {
+    package mutating func removeFirst(ofKey key: String) -> Element? {
         guard var queue = queues[key], !queue.isEmpty, let index = order.firstIndex(of: key) else { return nil }
         let element = queue.removeFirst()
         count -= 1
@@ -91,7 +91,7 @@ public struct FairQueue<Element> {
     /// longest queue, when that queue would still be longer than `key`'s (longest-queue drop):
     /// a tenant flooding a full queue loses its own latest request instead of locking every
     /// other tenant out. Returns the evicted element, or nil when `key` is itself the longest.
-    public mutating func evictForFairness(incoming key: String) -> Element? {
+    package mutating func evictForFairness(incoming key: String) -> Element? {
         let own = queues[key]?.count ?? 0
         guard let longest = queues.max(by: { $0.value.count < $1.value.count }), longest.key != key, longest.value.count > own + 1 else {
             return nil
@@ -102,14 +102,14 @@ public struct FairQueue<Element> {
 
     /// Whether an element of `key` would be taken now by a queue bounded at `capacity` (there is
     /// room, or `evictForFairness` would make some).
-    public func accepts(key: String, capacity: Int) -> Bool {
+    package func accepts(key: String, capacity: Int) -> Bool {
         if count < capacity { return true }
         let own = queues[key]?.count ?? 0
         return queues.contains { $0.key != key && $0.value.count > own + 1 }
     }
 
     /// Removes every element matching `predicate` (cancelled requests).
-    public mutating func removeAll(where predicate: (Element) -> Bool) {
+    package mutating func removeAll(where predicate: (Element) -> Bool) {
         for key in order {
             let before = queues[key]?.count ?? 0
             queues[key]?.removeAll(where: predicate)

@@ -25,8 +25,8 @@ import Synchronization
 /// behind it at every step. Capped at its share, the flood leaves the quiet tenant near its
 /// idle latency and gets the machine back once the other tenant has been gone for `window`.
 public final class TenantShares: Sendable {
-    public let slots: Int
-    public let capacity: Int
+    package let slots: Int
+    package let capacity: Int
     public let window: Duration
     public let rest: Double
 

@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 
 /// Text <-> token ids for a model.
-public protocol Tokenizer: Sendable {
+package protocol Tokenizer: Sendable {
     func encode(_ text: String) -> [Int]
     /// The raw bytes of tokens (byte-level tokenizers may split a UTF-8 character across tokens).
     func bytes(_ tokens: [Int]) -> [UInt8]
@@ -11,7 +11,7 @@ public protocol Tokenizer: Sendable {
 
 extension Tokenizer {
     /// Decodes to text, replacing invalid UTF-8 (only at the very end of partial output).
-    public func decode(_ tokens: [Int]) -> String {
+    package func decode(_ tokens: [Int]) -> String {
         String(decoding: bytes(tokens), as: UTF8.self)
     }
 }
@@ -36,7 +36,7 @@ public final class GPT2Tokenizer: Tokenizer {
     private let cache = Mutex<[[UInt8]: [Int]]>([:])
     public let vocabularySize: Int
     /// The `<|endoftext|>` id, when the vocabulary has it.
-    public let endOfText: Int?
+    package let endOfText: Int?
 
     struct Pair: Hashable {
         var first: Int
@@ -145,7 +145,7 @@ public final class GPT2Tokenizer: Tokenizer {
     }
 
     /// The bytes of one token.
-    public func tokenBytes(_ token: Int) -> [UInt8] { decoder[token] ?? [] }
+    package func tokenBytes(_ token: Int) -> [UInt8] { decoder[token] ?? [] }
 
     /// One piece's tokens: its bytes' tokens, merged pairwise by lowest rank until no pair merges.
     private func bpe(_ piece: [UInt8]) -> [Int] {

@@ -5,16 +5,16 @@ import Foundation
 /// longest-match with `##` continuations; `[CLS] ... [SEP]` around each text. The vocabulary
 /// is keyed by UTF-8 bytes: `String` keys would match canonically equivalent spellings
 /// (`"é"` and `"e\u{301}"`) that Hugging Face's tokenizer keeps apart.
-public final class WordPieceTokenizer: Sendable {
+package final class WordPieceTokenizer: Sendable {
     let vocabulary: [[UInt8]: Int]
     let inverse: [Int: String]
-    public let lowercase: Bool
-    public let classToken: Int
-    public let separatorToken: Int
-    public let unknownToken: Int
+    package let lowercase: Bool
+    package let classToken: Int
+    package let separatorToken: Int
+    package let unknownToken: Int
     static let maxCharactersPerWord = 100
 
-    public convenience init(vocabularyFile path: String, lowercase: Bool = true) throws {
+    package convenience init(vocabularyFile path: String, lowercase: Bool = true) throws {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ModelLoadError(file: path, reason: "missing or not UTF-8")
         }
@@ -47,10 +47,10 @@ public final class WordPieceTokenizer: Sendable {
         unknownToken = unk
     }
 
-    public var vocabularySize: Int { (inverse.keys.max() ?? -1) + 1 }
+    package var vocabularySize: Int { (inverse.keys.max() ?? -1) + 1 }
 
     /// `[CLS] tokens [SEP]`, truncated to `maxLength` ids in all.
-    public func encode(_ text: String, maxLength: Int = 512) -> [Int] {
+    package func encode(_ text: String, maxLength: Int = 512) -> [Int] {
         var ids = [classToken]
         for word in basicTokens(text) {
             ids += wordPiece(word)
@@ -60,7 +60,7 @@ public final class WordPieceTokenizer: Sendable {
         return ids + [separatorToken]
     }
 
-    public func token(_ id: Int) -> String? { inverse[id] }
+    package func token(_ id: Int) -> String? { inverse[id] }
 
     // MARK: Basic tokenisation
 

@@ -28,8 +28,8 @@ struct MeteringBenchmark {
             limits: LimitSettings(requestsPerMinute: 100_000_000, tokensPerMinute: 1_000_000_000, maxConcurrent: 10_000, monthlyTokens: 1_000_000_000_000),
             actor: AuditActor("bench"))
         let tenant = try await TenantService(pool: pool, keyRing: ring).create(slug: "bench", displayName: "Bench", plan: "bench", actor: AuditActor("bench"))
-        let key = try await APIKeyService(pool: pool, pepper: keys.pepper).create(tenant: tenant.id, NewAPIKey(name: "k", scopes: [.inference]), issuer: .operator(AuditActor("bench")))
-        let principal = try await Authenticator(pool: pool, pepper: keys.pepper).authenticate(key.secret, clientAddress: "bench")
+        let key = try await APIKeyService(pool: pool, keyHasher: keys.keyHasher).create(tenant: tenant.id, NewAPIKey(name: "k", scopes: [.inference]), issuer: .operator(AuditActor("bench")))
+        let principal = try await Authenticator(pool: pool, keyHasher: keys.keyHasher).authenticate(key.secret, clientAddress: "bench")
 
         // The baseline: the least an exact, shared counter costs — per request, two
         // transactions that each update one row (admission reserves, settlement commits),

@@ -9,9 +9,9 @@ public struct Prediction: Sendable, Equatable {
 /// Decode -> preprocess -> ResNet -> softmax -> top-k, for a model folder holding `model.json`,
 /// the weights (safetensors) and `labels.txt` (one label per line, in class order).
 public final class ImageClassifier: Sendable {
-    public let model: ResNetModel
+    package let model: ResNetModel
     public let labels: [String]
-    public let preprocessing: ImagePreprocessing
+    package let preprocessing: ImagePreprocessing
     public let decoder: ImageDecoder
 
     public init(directory: String, manifest: ModelManifest? = nil, decoder: ImageDecoder = ImageDecoder()) throws {

@@ -5,8 +5,8 @@ import Foundation
 /// ResNets (akamaster's: 3 stages of 16/32/64 channels, a `linear` head, "option A" shortcuts
 /// that subsample and zero-pad channels). The architecture is read from the tensor names.
 /// Batch norm is folded into the convolutions at load; activations are NHWC.
-public final class ResNetModel: Sendable {
-    public enum Family: String, Sendable, Equatable {
+package final class ResNetModel: Sendable {
+    package enum Family: String, Sendable, Equatable {
         case imagenet  // torchvision resnet18...152: 7x7 stem, max pool, 4 stages, `fc`
         case cifar  // 3x3 stem, 3 stages, `linear`, option-A shortcuts
     }
@@ -23,17 +23,17 @@ public final class ResNetModel: Sendable {
         case padding(stride: Int, extraChannels: Int)  // option A
     }
 
-    public let family: Family
-    public let bottleneck: Bool
-    public let blockCounts: [Int]
-    public let classes: Int
+    package let family: Family
+    package let bottleneck: Bool
+    package let blockCounts: [Int]
+    package let classes: Int
     let stem: Convolution
     let stages: [[Block]]
     let head: PackedMatrix
     let headBias: FloatBuffer
     let epsilon: Float = 1e-5
 
-    public init(weights file: SafetensorsFile) throws {
+    package init(weights file: SafetensorsFile) throws {
         func tensor(_ name: String) throws -> FloatBuffer { try file.floats(name) }
         func shape(_ name: String) throws -> [Int] {
             guard let shape = file.shape(name) else { throw ModelLoadError(file: file.path, tensor: name, reason: "missing tensor") }
@@ -119,7 +119,7 @@ public final class ResNetModel: Sendable {
     }
 
     /// Logits `[n, classes]` for `n` preprocessed images `[n, size, size, 3]`, in one batched pass.
-    public func forward(_ input: [Float], n: Int, height: Int, width: Int) -> [[Float]] {
+    package func forward(_ input: [Float], n: Int, height: Int, width: Int) -> [[Float]] {
         var (x, h, w) = stem.apply(FloatBuffer(input), n: n, h: height, w: width, relu: true)
         if family == .imagenet {
             (x, h, w) = Kernels.maxPool3x3(x.pointer, n: n, h: h, w: w, c: stem.outputChannels)
@@ -183,7 +183,7 @@ public final class ResNetModel: Sendable {
         return methods
     }
 
-    public var description: String {
+    package var description: String {
         let depth = blockCounts.reduce(0, +) * (bottleneck ? 3 : 2) + 2
         return "ResNet-\(depth)\(family == .cifar ? " (CIFAR)" : "")"
     }

@@ -6,22 +6,22 @@ import Foundation
 /// Weight names match Hugging Face's `BertModel`; Linear weights are `[out, in]`.
 public final class BertEncoder: Sendable {
     public struct Config: Sendable, Equatable {
-        public var layers: Int
-        public var heads: Int
+        package var layers: Int
+        package var heads: Int
         public var width: Int
-        public var intermediate: Int
-        public var maxPositions: Int
+        package var intermediate: Int
+        package var maxPositions: Int
         public var vocabularySize: Int
-        public var layerNormEpsilon: Float
+        package var layerNormEpsilon: Float
         /// Longest input in tokens (sentence-transformers' `max_seq_length`, else `maxPositions`).
         public var maxSequenceLength: Int
-        public var pooling: Pooling
-        public var normalize: Bool
+        package var pooling: Pooling
+        package var normalize: Bool
 
-        public var headSize: Int { width / heads }
+        package var headSize: Int { width / heads }
     }
 
-    public enum Pooling: String, Sendable {
+    package enum Pooling: String, Sendable {
         case mean, cls, max
     }
 
@@ -41,7 +41,7 @@ public final class BertEncoder: Sendable {
     }
 
     public let config: Config
-    public let tokenizer: WordPieceTokenizer
+    package let tokenizer: WordPieceTokenizer
     let wordEmbeddings, positionEmbeddings, tokenTypeEmbeddings: FloatBuffer
     let embeddingNormWeight, embeddingNormBias: FloatBuffer
     let layers: [Layer]

@@ -5,18 +5,18 @@ import Synchronization
 /// embeddings, pre-LN blocks (attention, MLP with tanh-GELU), a final layer norm and an output
 /// head tied to the token embeddings. Parameter names match the checkpoint (`wte`, `h.0.ln_1`,
 /// `attn.c_attn`, `mlp.c_fc`...), so loading is a name-for-name copy.
-public final class GPT2Model: Sendable {
-    public struct Config: Sendable, Equatable {
-        public var layers: Int
-        public var heads: Int
-        public var width: Int
-        public var contextLength: Int
-        public var vocabularySize: Int
-        public var layerNormEpsilon: Float
+package final class GPT2Model: Sendable {
+    package struct Config: Sendable, Equatable {
+        package var layers: Int
+        package var heads: Int
+        package var width: Int
+        package var contextLength: Int
+        package var vocabularySize: Int
+        package var layerNormEpsilon: Float
 
-        public var headSize: Int { width / heads }
+        package var headSize: Int { width / heads }
 
-        public init(layers: Int, heads: Int, width: Int, contextLength: Int, vocabularySize: Int, layerNormEpsilon: Float = 1e-5) {
+        package init(layers: Int, heads: Int, width: Int, contextLength: Int, vocabularySize: Int, layerNormEpsilon: Float = 1e-5) {
             self.layers = layers
             self.heads = heads
             self.width = width
@@ -41,7 +41,7 @@ public final class GPT2Model: Sendable {
         let fcProjectionBias: FloatBuffer
     }
 
-    public let config: Config
+    package let config: Config
     /// wte `[V, C]`, kept as the output head `Wᵀ [C, V]` (tied); embedding lookups read its columns.
     let tokenEmbedding: PackedMatrix
     let positionEmbedding: FloatBuffer  // wpe: [T, C]
@@ -51,7 +51,7 @@ public final class GPT2Model: Sendable {
     let boundedHead: BoundedHead?
 
     /// Loads `config.json` and `model.safetensors` from a Hugging Face GPT-2 folder.
-    public convenience init(directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32) throws {
+    package convenience init(directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32) throws {
         let hf = try HFConfig(path: directory + "/config.json")
         let config = Config(
             layers: try hf.int("n_layer", "num_hidden_layers"), heads: try hf.int("n_head", "num_attention_heads"),
@@ -60,7 +60,7 @@ public final class GPT2Model: Sendable {
         try self.init(config: config, weights: SafetensorsFile(path: directory + "/" + weightsFile), format: format)
     }
 
-    public init(config: Config, weights file: SafetensorsFile, format: PackedMatrix.Format = .f32) throws {
+    package init(config: Config, weights file: SafetensorsFile, format: PackedMatrix.Format = .f32) throws {
         guard config.width % config.heads == 0 else {
             throw ModelLoadError(file: file.path, reason: "n_embd \(config.width) is not a multiple of n_head \(config.heads)")
         }
@@ -95,7 +95,7 @@ public final class GPT2Model: Sendable {
     }
 
     /// Bytes of weights read per decoded token (the memory-bandwidth bound of batch-1 decoding).
-    public var weightBytesPerToken: Int {
+    package var weightBytesPerToken: Int {
         let c = config.width
         let matrices = blocks.reduce(0) {
             $0 + $1.attentionWeight.byteCount + $1.projectionWeight.byteCount + $1.fcWeight.byteCount + $1.fcProjectionWeight.byteCount
@@ -105,7 +105,7 @@ public final class GPT2Model: Sendable {
     }
 
     /// The same for a greedy step, which reads the head's int8 copy instead (nil without it).
-    public var greedyWeightBytesPerToken: Int? {
+    package var greedyWeightBytesPerToken: Int? {
         boundedHead.map { weightBytesPerToken - tokenEmbedding.byteCount + $0.byteCount }
     }
 
@@ -121,9 +121,9 @@ public final class GPT2Model: Sendable {
     /// Keys and values per layer, `[heads, capacity, headSize]`: each head's positions are one
     /// contiguous run, which a decoding step streams front to back (interleaved heads made
     /// every head's read a 256-byte stride through all of them).
-    public final class KVCache: @unchecked Sendable {
-        public let capacity: Int
-        public private(set) var length = 0
+    package final class KVCache: @unchecked Sendable {
+        package let capacity: Int
+        package private(set) var length = 0
         let keys: [FloatBuffer]
         let values: [FloatBuffer]
         let heads: Int
@@ -151,7 +151,7 @@ public final class GPT2Model: Sendable {
         }
 
         /// A copy (for `n` > 1 choices sharing one prompt).
-        public func copy() -> KVCache {
+        package func copy() -> KVCache {
             let clone = KVCache(layers: keys.count, heads: heads, headSize: headSize, capacity: capacity)
             for layer in keys.indices {
                 for h in 0..<heads {
@@ -164,45 +164,45 @@ public final class GPT2Model: Sendable {
         }
     }
 
-    public func makeCache(capacity: Int) -> KVCache {
+    package func makeCache(capacity: Int) -> KVCache {
         KVCache(layers: config.layers, heads: config.heads, headSize: config.headSize, capacity: min(capacity, config.contextLength))
     }
 
     /// One sequence's part of a batched step: new tokens appended after what its cache holds.
-    public struct Step {
-        public var tokens: [Int]
-        public var cache: KVCache
+    package struct Step {
+        package var tokens: [Int]
+        package var cache: KVCache
         /// Logits for every new token (prompt log-probabilities), or only the last.
-        public var allLogits: Bool
+        package var allLogits: Bool
         /// With `allLogits`: handed each new token's logits (its index among the new tokens, and
         /// the row) as they are computed, instead of returning them all; `forward` then returns
         /// only the last row. A long prompt's rows times a large vocabulary (1,000 x 50,257
         /// floats is 200 MB, for each of a batch's sequences) are never held at once.
-        public var eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)?
+        package var eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)?
 
         /// Greedy decoding: `decode` returns the most likely next token (after subtracting these
         /// penalties per token) instead of logits, without computing the whole head. Ignored
         /// with `allLogits`.
-        public var greedy: [Int: Float]?
+        package var greedy: [Int: Float]?
         /// Sampling without top_k or top_p: `decode` returns a token drawn from the softmax of
         /// the logits (less these penalties) at this temperature, with numbers in [0, 1) from
         /// `uniform`, without computing the whole head where the model has its int8 copy.
         /// Ignored with `allLogits`, or with `greedy`.
-        public var sample: Sample?
+        package var sample: Sample?
 
-        public struct Sample {
-            public var temperature: Double
-            public var penalties: [Int: Float]
-            public var uniform: () -> Double
+        package struct Sample {
+            package var temperature: Double
+            package var penalties: [Int: Float]
+            package var uniform: () -> Double
 
-            public init(temperature: Double, penalties: [Int: Float], uniform: @escaping () -> Double) {
+            package init(temperature: Double, penalties: [Int: Float], uniform: @escaping () -> Double) {
                 self.temperature = temperature
                 self.penalties = penalties
                 self.uniform = uniform
             }
         }
 
-        public init(
+        package init(
             tokens: [Int], cache: KVCache, allLogits: Bool = false, eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil,
             greedy: [Int: Float]? = nil, sample: Sample? = nil
         ) {
@@ -224,29 +224,29 @@ public final class GPT2Model: Sendable {
     }
 
     /// What a step yields for one sequence.
-    public enum Output {
+    package enum Output {
         /// Logits `[rows, V]` flattened (one row unless `allLogits` without `eachRow`).
         case logits([Float])
         /// The greedy step's token.
         case token(Int)
 
-        public var logits: [Float] {
+        package var logits: [Float] {
             if case .logits(let values) = self { return values }
             return []
         }
 
-        public var token: Int? {
+        package var token: Int? {
             if case .token(let token) = self { return token }
             return nil
         }
     }
 
     /// Whether greedy and sampling steps use the head's bounded int8 copy (else the whole head).
-    public var hasBoundedHead: Bool { boundedHead != nil }
+    package var hasBoundedHead: Bool { boundedHead != nil }
 
     /// Greedy and sampling steps' rows so far: how many, the columns computed exactly, rows
     /// computed whole, and the sampling rows' draws (kept or not).
-    public var boundedHeadStatistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) {
+    package var boundedHeadStatistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) {
         boundedHeadCounters.withLock { ($0.rows, $0.candidates, $0.fullRows, $0.proposals) }
     }
     private let boundedHeadCounters = Mutex(BoundedHead.Statistics())
@@ -255,12 +255,12 @@ public final class GPT2Model: Sendable {
     static let headRows = 256
 
     /// `decode`'s logits, per sequence (`[]` for a greedy step).
-    public func forward(_ steps: [Step]) -> [[Float]] { decode(steps).map(\.logits) }
+    package func forward(_ steps: [Step]) -> [[Float]] { decode(steps).map(\.logits) }
 
     /// Runs one batched step for several sequences at once: every matrix product covers all
     /// their new tokens (weights are read once per step), attention runs per sequence against
     /// its own cache. Returns, per sequence, its logits, or its token for a greedy step.
-    public func decode(_ steps: [Step]) -> [Output] {
+    package func decode(_ steps: [Step]) -> [Output] {
         let c = config.width
         let total = steps.reduce(0) { $0 + $1.tokens.count }
         guard total > 0 else { return steps.map { _ in .logits([]) } }

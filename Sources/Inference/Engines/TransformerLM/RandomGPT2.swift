@@ -2,8 +2,8 @@ import Foundation
 
 /// Writes a GPT-2 folder (`config.json`, `model.safetensors`) with seeded random weights of any
 /// shape: for benchmarks (speed does not depend on values) and tests that need a slower model.
-public enum RandomGPT2 {
-    public static func write(_ config: GPT2Model.Config, seed: UInt64, to directory: String) throws {
+package enum RandomGPT2 {
+    package static func write(_ config: GPT2Model.Config, seed: UInt64, to directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var random = SeededGenerator(seed: seed)
         let c = config.width

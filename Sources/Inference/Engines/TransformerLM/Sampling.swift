@@ -68,10 +68,10 @@ public enum GenerationError: Error, Equatable, Sendable, CustomStringConvertible
 }
 
 /// A small, fast, seedable generator (xoshiro256**), seeded through SplitMix64.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
+package struct SeededGenerator: RandomNumberGenerator, Sendable {
     private var state: (UInt64, UInt64, UInt64, UInt64)
 
-    public init(seed: UInt64) {
+    package init(seed: UInt64) {
         var mix = seed
         func next() -> UInt64 {
             mix &+= 0x9E37_79B9_7F4A_7C15
@@ -83,7 +83,7 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         state = (next(), next(), next(), next())
     }
 
-    public mutating func next() -> UInt64 {
+    package mutating func next() -> UInt64 {
         let result = ((state.1 &* 5) << 7 | (state.1 &* 5) >> 57) &* 9
         let t = state.1 << 17
         state.2 ^= state.0
@@ -96,21 +96,21 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
     }
 
     /// Uniform in [0, 1).
-    public mutating func unit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+    package mutating func unit() -> Double { Double(next() >> 11) * 0x1.0p-53 }
 }
 
 /// Turns logits into the next token, OpenAI style: penalties, then temperature, top-k, top-p.
-public enum Sampler {
+package enum Sampler {
     /// Applies frequency and presence penalties for tokens already generated (OpenAI's formula:
     /// `logit[j] -= count[j] * frequency + (count[j] > 0) * presence`).
-    public static func applyPenalties(_ logits: inout [Float], counts: [Int: Int], frequency: Double, presence: Double) {
+    package static func applyPenalties(_ logits: inout [Float], counts: [Int: Int], frequency: Double, presence: Double) {
         for (token, penalty) in penalties(counts: counts, frequency: frequency, presence: presence) where token < logits.count {
             logits[token] -= penalty
         }
     }
 
     /// What `applyPenalties` subtracts, per token (empty without penalties).
-    public static func penalties(counts: [Int: Int], frequency: Double, presence: Double) -> [Int: Float] {
+    package static func penalties(counts: [Int: Int], frequency: Double, presence: Double) -> [Int: Float] {
         guard frequency != 0 || presence != 0 else { return [:] }
         var result: [Int: Float] = [:]
         for (token, count) in counts where token >= 0 && count > 0 { result[token] = Float(Double(count) * frequency + presence) }
@@ -125,10 +125,10 @@ public enum Sampler {
     }
 
     /// Whether `sample` picks the most likely token (no randomness).
-    public static func isGreedy(_ parameters: SamplingParameters) -> Bool { parameters.temperature == 0 || parameters.topK == 1 }
+    package static func isGreedy(_ parameters: SamplingParameters) -> Bool { parameters.temperature == 0 || parameters.topK == 1 }
 
     /// Picks the next token from (penalised) logits.
-    public static func sample(_ logits: [Float], parameters: SamplingParameters, using random: inout SeededGenerator) -> Int {
+    package static func sample(_ logits: [Float], parameters: SamplingParameters, using random: inout SeededGenerator) -> Int {
         if isGreedy(parameters) {
             return argmax(logits)
         }
@@ -222,7 +222,7 @@ public enum Sampler {
         return result
     }
 
-    public static func argmax(_ values: [Float]) -> Int {
+    package static func argmax(_ values: [Float]) -> Int {
         var best = 0
         var bestValue = -Float.infinity
         for (index, value) in values.enumerated() where value > bestValue {
@@ -233,7 +233,7 @@ public enum Sampler {
     }
 
     /// Indices of the `count` largest values, largest first.
-    public static func topIndices(_ values: [Float], count: Int) -> [Int] {
+    package static func topIndices(_ values: [Float], count: Int) -> [Int] {
         guard count < values.count else { return values.indices.sorted { values[$0] > values[$1] } }
         // A bounded min-heap would be asymptotically better; partial selection by threshold is
         // simple and fast for the small k used here.

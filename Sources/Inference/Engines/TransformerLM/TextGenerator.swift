@@ -47,9 +47,9 @@ public struct GenerationRequest: Sendable {
 /// running sequences together (one batched forward pass per step, weights read once for the
 /// whole batch); new requests join at any step and finished or cancelled ones leave.
 public final class TextGenerator: Sendable {
-    public let model: GPT2Model
+    package let model: GPT2Model
     public let tokenizer: GPT2Tokenizer
-    public let defaultMaxTokens: Int
+    package let defaultMaxTokens: Int
     /// The manifest's sampling defaults, for requests that leave a parameter out.
     public let defaults: SamplingParameters
     /// How chat messages become this model's prompt.
@@ -63,11 +63,11 @@ public final class TextGenerator: Sendable {
     public struct Statistics: Sendable {
         public var waiting: Int
         public var running: Int
-        public var steps: Int
-        public var generatedTokens: Int
+        package var steps: Int
+        package var generatedTokens: Int
     }
 
-    public init(
+    package init(
         model: GPT2Model, tokenizer: GPT2Tokenizer, defaultMaxTokens: Int = 16, defaults: SamplingParameters = SamplingParameters(),
         maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2
     ) {
