@@ -239,10 +239,7 @@ struct LimitSettingsInput: Decodable, Sendable {
     }
 
     /// As a key's `limits` (names as in the API, unset ones left out).
-    func keyLimits() throws -> [String: Int] {
-        let settings = try settings(.keyOverride)
-        return Dictionary(uniqueKeysWithValues: LimitSettings.CodingKeys.allCases.compactMap { key in settings[key].map { (key.rawValue, $0) } })
-    }
+    func keyLimits() throws -> [String: Int] { try settings(.keyOverride).keyLimits }
 }
 
 extension Optional where Wrapped == String {

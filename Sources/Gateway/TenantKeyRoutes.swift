@@ -99,11 +99,8 @@ struct TenantKeyRoutes {
 
     /// Decodes a body when one was sent; nil for an empty body.
     static func optionalBody<Value: Decodable>(_ type: Value.Type, _ request: Request, _ context: GatewayRequestContext, limit: Int) async throws -> Value? {
-        var request = request
-        let buffer = try await JSONBody.collect(request, limit: limit)
-        if buffer.readableBytes == 0 { return nil }
-        request.body = .init(buffer: buffer)
-        return try await JSONBody.decode(type, from: request, context: context, limit: limit)
+        let bytes = Array(buffer: try await JSONBody.collect(request, limit: limit))
+        return bytes.isEmpty ? nil : try JSONBody.decode(type, bytes)
     }
 }
 

@@ -88,28 +88,25 @@ public struct LimitSettings: Sendable, Equatable, Codable {
 
     /// The tighter of two settings, metric by metric.
     public func tightened(by other: LimitSettings) -> LimitSettings {
-        func tighter(_ a: Int?, _ b: Int?) -> Int? {
-            switch (a, b) {
-            case let (a?, b?): min(a, b)
-            case let (a?, nil): a
-            case let (nil, b): b
+        var tightest = LimitSettings()
+        for key in CodingKeys.allCases {
+            switch (self[key], other[key]) {
+            case let (a?, b?): tightest[key] = min(a, b)
+            case let (a, b): tightest[key] = a ?? b
             }
         }
-        return LimitSettings(
-            requestsPerMinute: tighter(requestsPerMinute, other.requestsPerMinute),
-            tokensPerMinute: tighter(tokensPerMinute, other.tokensPerMinute),
-            maxConcurrent: tighter(maxConcurrent, other.maxConcurrent),
-            monthlyTokens: tighter(monthlyTokens, other.monthlyTokens),
-            monthlyImages: tighter(monthlyImages, other.monthlyImages),
-            monthlyBudgetMicros: tighter(monthlyBudgetMicros, other.monthlyBudgetMicros))
+        return tightest
     }
 
     /// From a key's `limits` JSON (names as in `CodingKeys`).
     public init(keyLimits: [String: Int]) {
-        self.init(
-            requestsPerMinute: keyLimits["requests_per_minute"], tokensPerMinute: keyLimits["tokens_per_minute"],
-            maxConcurrent: keyLimits["max_concurrent"], monthlyTokens: keyLimits["monthly_tokens"],
-            monthlyImages: keyLimits["monthly_images"], monthlyBudgetMicros: keyLimits["monthly_budget_micros"])
+        self.init()
+        for key in CodingKeys.allCases { self[key] = keyLimits[key.rawValue] }
+    }
+
+    /// As a key's `limits` JSON: the limits set, by name.
+    public var keyLimits: [String: Int] {
+        Dictionary(uniqueKeysWithValues: CodingKeys.allCases.compactMap { key in self[key].map { (key.rawValue, $0) } })
     }
 
     /// What a `name=value` assignment may say besides a number.
@@ -171,16 +168,8 @@ public struct LimitSettings: Sendable, Equatable, Codable {
     }
 
     var summary: String {
-        CodingKeys.allCases.map { key -> String in
-            let value: Int? = switch key {
-            case .requestsPerMinute: requestsPerMinute
-            case .tokensPerMinute: tokensPerMinute
-            case .maxConcurrent: maxConcurrent
-            case .monthlyTokens: monthlyTokens
-            case .monthlyImages: monthlyImages
-            case .monthlyBudgetMicros: monthlyBudgetMicros
-            }
-            return "\(key.rawValue)=\(value.map { $0 == Self.unlimited ? "unlimited" : String($0) } ?? "inherit")"
+        CodingKeys.allCases.map { key in
+            "\(key.rawValue)=\(self[key].map { $0 == Self.unlimited ? "unlimited" : String($0) } ?? "inherit")"
         }.joined(separator: ",")
     }
 }
@@ -260,6 +249,7 @@ public struct LimitService: Sendable {
                     monthly_images = $7, monthly_budget_micros = $8, updated_at = now()
                 """, [name, displayName] + limits.validated().parameters)
             try AuditLog.append(connection, actor: actor, tenant: nil, action: "plan.set", target: "plan:\(name)", details: ["limits": limits.summary])
+            try connection.execute("SELECT pg_notify('modelgate_auth', $1)", ["plan:" + name])
         }
         return try await plan(name)
     }
@@ -287,14 +277,7 @@ public struct LimitService: Sendable {
 
     /// Sets a key's overrides (stored with the key).
     public func setKeyOverrides(_ key: UUID, tenant: UUID, _ limits: LimitSettings, actor: AuditActor) async throws {
-        var values: [String: Int] = [:]
-        let mirror: [(String, Int?)] = [
-            ("requests_per_minute", limits.requestsPerMinute), ("tokens_per_minute", limits.tokensPerMinute),
-            ("max_concurrent", limits.maxConcurrent), ("monthly_tokens", limits.monthlyTokens),
-            ("monthly_images", limits.monthlyImages), ("monthly_budget_micros", limits.monthlyBudgetMicros),
-        ]
-        for (name, value) in mirror { if let value { values[name] = value } }
-        let json = try PostgresJSON(values)
+        let json = try PostgresJSON(limits.keyLimits)
         let updated = try await pool.transaction { connection -> Bool in
             let count = try connection.execute("UPDATE api_keys SET limits = $3 WHERE id = $1 AND tenant_id = $2", [key, tenant, json])
             guard count == 1 else { return false }

@@ -232,6 +232,13 @@ public final class Authenticator: Sendable {
 
     func invalidate(_ payload: String) {
         let parts = payload.split(separator: ":", maxSplits: 1)
+        if parts.count == 2, parts[0] == "plan" {
+            // A plan's limits changed: keys of its tenants, and everything seen of rate limits.
+            let plan = String(parts[1])
+            cache.withLock { cache in cache = cache.filter { $0.value.principal?.tenantPlan != plan } }
+            onInvalidation(.everything)
+            return
+        }
         guard parts.count == 2, let id = UUID(uuidString: String(parts[1])) else { return }
         switch parts[0] {
         case "key":

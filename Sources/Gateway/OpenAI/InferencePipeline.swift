@@ -592,7 +592,7 @@ enum PromptInput: Decodable, Sendable {
 
 /// OpenAI's optional parameters of one request, read (so the strict decoder knows them) and
 /// kept as sent, for the engine to accept or refuse.
-struct OptionalParameters: Decodable, Sendable {
+struct OptionalParameters: Sendable {
     var values: [String: JSONValue]
 
     init(from decoder: any Decoder, names: [String]) throws {
@@ -604,6 +604,4 @@ struct OptionalParameters: Decodable, Sendable {
         }
         self.values = values
     }
-
-    init(from decoder: any Decoder) throws { try self.init(from: decoder, names: []) }
 }
