@@ -23,6 +23,9 @@ public struct ModelManifest: Codable, Sendable, Equatable {
     public var visibility: Visibility?
     /// Whether an instance without this model ready is not ready (`/readyz` answers 503).
     public var required: Bool?
+    /// Other names the model answers to (`"text-davinci-002"`), everywhere a model name is
+    /// accepted; usage, prices and allow-lists use the model's own name.
+    public var aliases: [String]?
 
     public enum Visibility: Codable, Sendable, Equatable {
         case `public`
@@ -47,7 +50,7 @@ public struct ModelManifest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey, CaseIterable {
-        case engine, task, version, files, defaults, options, visibility, required
+        case engine, task, version, files, defaults, options, visibility, required, aliases
         case displayName = "display_name"
         case contextLength = "context_length"
     }

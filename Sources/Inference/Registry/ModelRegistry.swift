@@ -227,6 +227,8 @@ public struct ModelInfo: Sendable, Equatable {
     package var lastLoadFailure: String? = nil
     /// `"required": true` in the manifest: the instance is not ready without this model.
     public var required = false
+    /// Other names the model answers to.
+    public var aliases: [String] = []
 
     /// What operators are told beside the status: why a model failed, or why its latest load
     /// did while an earlier version serves.
@@ -285,10 +287,19 @@ public final class ModelRegistry: Sendable {
         var info = ModelInfo(
             name: name, engine: manifest.engine, task: ModelTask(rawValue: manifest.task), version: manifest.version ?? "1",
             displayName: manifest.displayName ?? name, status: .loading, contextLength: manifest.contextLength,
-            tenants: Self.tenants(manifest.visibility), loadedAt: nil, directory: folder, required: manifest.required ?? false)
-        state.withLock { models in
+            tenants: Self.tenants(manifest.visibility), loadedAt: nil, directory: folder, required: manifest.required ?? false,
+            aliases: manifest.aliases ?? [])
+        // Claimed under the lock that records the model: two models loading at once cannot
+        // both take one alias.
+        let conflict = state.withLock { models -> String? in
+            if let conflict = Self.aliasConflict(name, aliases: info.aliases, in: models) { return conflict }
             // While a new version loads, a serving one stays as it is.
             if models[name]?.engine == nil { models[name] = (info, nil) }
+            return nil
+        }
+        if let conflict {
+            record(failed: name, folder: folder, manifest: manifest, reason: conflict)
+            throw ModelLoadError(file: folder + "/model.json", reason: conflict)
         }
         guard let factory = EngineFactories.factory(manifest.engine) else {
             let reason = "unknown engine '\(manifest.engine)' (known: \(EngineFactories.all.map { $0.name }.joined(separator: ", ")))"
@@ -355,7 +366,7 @@ public final class ModelRegistry: Sendable {
                     name: name, engine: manifest?.engine ?? "?", task: manifest.flatMap { ModelTask(rawValue: $0.task) },
                     version: manifest?.version ?? "?", displayName: manifest?.displayName ?? name, status: .failed(reason),
                     contextLength: manifest?.contextLength, tenants: Self.tenants(manifest?.visibility), loadedAt: nil, directory: folder,
-                    required: manifest?.required ?? false),
+                    required: manifest?.required ?? false),  // a failed model claims no alias
                 nil
             )
         }
@@ -365,14 +376,41 @@ public final class ModelRegistry: Sendable {
         state.withLock { $0.values.map(\.info).sorted { $0.name < $1.name } }
     }
 
-    public func info(_ name: String) -> ModelInfo? { state.withLock { $0[name]?.info } }
+    /// What the registry knows of a model, by its name or one of its aliases.
+    public func info(_ name: String) -> ModelInfo? { state.withLock { Self.entry(name, in: $0)?.info } }
 
-    /// The serving engine of a ready model.
+    /// The serving engine of a ready model (by its name or an alias).
     public func engine(_ name: String) -> (ModelInfo, Engine)? {
         state.withLock { models in
-            guard let entry = models[name], let engine = entry.engine else { return nil }
+            guard let entry = Self.entry(name, in: models), let engine = entry.engine else { return nil }
             return (entry.info, engine)
         }
+    }
+
+    /// The model's own name for a name or alias; nil for neither.
+    public func canonicalName(_ name: String) -> String? { info(name)?.name }
+
+    private static func entry(_ name: String, in models: [String: (info: ModelInfo, engine: Engine?)]) -> (info: ModelInfo, engine: Engine?)? {
+        if let entry = models[name] { return entry }
+        return models.values.first { $0.info.aliases.contains(name) }
+    }
+
+    /// Why `name` may not take `aliases`: an alias that another model has as its name or
+    /// alias, or an invalid one. Nil when they are fine.
+    private static func aliasConflict(_ name: String, aliases: [String], in models: [String: (info: ModelInfo, engine: Engine?)]) -> String? {
+        for alias in aliases {
+            guard alias.range(of: "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$", options: .regularExpression) != nil, alias != name else {
+                return "invalid alias '\(alias)'"
+            }
+        }
+        guard Set(aliases).count == aliases.count else { return "an alias is listed twice" }
+        for (other, entry) in models.sorted(by: { $0.key < $1.key }) where other != name {
+            for alias in aliases where alias == other || entry.info.aliases.contains(alias) {
+                return "alias '\(alias)' is already taken by model '\(other)'"
+            }
+            if entry.info.aliases.contains(name) { return "model '\(other)' has '\(name)' as an alias" }
+        }
+        return nil
     }
 
     /// Stops serving a model and forgets it (`modelgate model remove`): it is listed no more
