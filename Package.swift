@@ -59,20 +59,28 @@ let package = Package(
             name: "Encryption",
             dependencies: ["COpenSSL"]
         ),
+        // The hash-chained audit log: Tenancy and Metering both append to it.
+        .target(
+            name: "Audit",
+            dependencies: ["Postgres", "Encryption"]
+        ),
         .target(
             name: "Tenancy",
             dependencies: [
                 "Postgres",
                 "Encryption",
+                "Audit",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Knows nothing of Tenancy: it meters a `MeteredCaller`, and publishes limit changes
+        // through a `LimitChangeNotifier` the composition root supplies.
         .target(
             name: "Metering",
             dependencies: [
                 "Postgres",
                 "Encryption",
-                "Tenancy",
+                "Audit",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -96,8 +104,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "Postgres",
-                "Encryption",
+                "Audit",
                 "Tenancy",
                 "Metering",
                 "Inference",
@@ -114,6 +121,7 @@ let package = Package(
             name: "Platform",
             dependencies: [
                 "Postgres",
+                "Audit",
                 "Tenancy",
                 "Metering",
                 "Inference",
@@ -134,6 +142,7 @@ let package = Package(
             dependencies: [
                 "Platform",
                 "Postgres",
+                "Audit",
                 "Tenancy",
                 "Metering",
                 "Encryption",
@@ -145,7 +154,7 @@ let package = Package(
         // MARK: Benchmarks (bench/run; not tests)
         .executableTarget(
             name: "modelgate-bench",
-            dependencies: ["Postgres", "Encryption", "Inference", "Metering", "Tenancy", "SchemaMigrations"],
+            dependencies: ["Postgres", "Encryption", "Inference", "Metering", "Tenancy", "Audit", "SchemaMigrations"],
             path: "bench/Sources/modelgate-bench",
             swiftSettings: inferenceSettings
         ),
@@ -153,7 +162,7 @@ let package = Package(
         // MARK: Tests
         .target(
             name: "TestSupport",
-            dependencies: ["Postgres", "SchemaMigrations", "Tenancy", "Encryption"],
+            dependencies: ["Postgres", "SchemaMigrations", "Tenancy", "Encryption", "Audit", "Metering"],
             path: "Tests/TestSupport"
         ),
         .testTarget(
@@ -171,15 +180,21 @@ let package = Package(
         ),
         .testTarget(
             name: "MeteringTests",
-            dependencies: ["Metering", "Tenancy", "Postgres", "Encryption", "SchemaMigrations", "TestSupport"]
+            dependencies: ["Metering", "Tenancy", "Audit", "Postgres", "Encryption", "SchemaMigrations", "TestSupport"]
         ),
         .testTarget(
             name: "TenancyTests",
-            dependencies: ["Tenancy", "Encryption", "Postgres", "TestSupport"]
+            dependencies: ["Tenancy", "Audit", "Encryption", "Postgres", "TestSupport"]
         ),
         .testTarget(
             name: "GatewayTests",
-            dependencies: ["Gateway", "Tenancy", "Inference", "Metering"]
+            dependencies: [
+                "Gateway", "Tenancy", "Audit", "Inference", "Metering", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "PlatformTests",
@@ -190,6 +205,7 @@ let package = Package(
             dependencies: [
                 "TestSupport",
                 "Tenancy",
+                "Audit",
                 "Metering",
                 "Postgres",
                 "modelgate",

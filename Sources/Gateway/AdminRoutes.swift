@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import Hummingbird
 import Tenancy
@@ -8,6 +9,7 @@ struct AdminRoutes {
     let apiKeys: APIKeyService
     let auditLog: @Sendable (UUID?, Date?, Int) async throws -> [AuditEntry]
     let maxBodyBytes: Int
+    let canonicalModel: @Sendable (String) -> String
 
     struct CreateTenantRequest: Decodable {
         var slug: String
@@ -100,7 +102,7 @@ struct AdminRoutes {
             let principal = try context.requirePrincipal()
             let tenant = try await tenants.resolve(context)
             let body = try await JSONBody.decode(TenantKeyRoutes.CreateKeyRequest.self, from: request, context: context, limit: maxBodyBytes)
-            let created = try await apiKeys.create(tenant: tenant, try body.newKey(), issuer: .operator(.key(principal)))
+            let created = try await apiKeys.create(tenant: tenant, try body.newKey(canonicalModel: canonicalModel), issuer: .operator(.key(principal)))
             return JSONResponse(status: .created, body: CreatedKeyBody(created))
         }
         group.delete("tenants/:id/keys/:key") { _, context in

@@ -23,19 +23,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
             context.logger[metadataKey: "key_prefix"] = .string(principal.keyPrefix)
             if let tenant = principal.tenantID { context.logger[metadataKey: "tenant_id"] = .string(tenant.uuidString.lowercased()) }
         } catch {
-            throw Self.map(error)
+            throw ErrorMapping.map(error)
         }
         return try await next(request, context)
-    }
-
-    static func map(_ error: AuthenticationError) -> OpenAIError {
-        switch error {
-        case .missingKey, .malformedKey, .invalidKey:
-            OpenAIError(status: .unauthorized, message: error.message, type: "invalid_request_error", code: "invalid_api_key")
-        case .tenantSuspended:
-            OpenAIError(status: .forbidden, message: error.message, type: "permission_error", code: "tenant_suspended")
-        case .unavailable:
-            .unavailable(error.message, retryAfterSeconds: 1)
-        }
     }
 }

@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 import Hummingbird
 import Inference
@@ -84,22 +85,27 @@ public enum Gateway {
         let tenantAPI = router.group("v1").add(middleware: authentication)
         let adminAPI = router.group("admin/v1").add(middleware: authentication).add(middleware: ScopeMiddleware(scope: .admin))
         IdentityRoutes().register(on: tenantAPI)
-        TenantKeyRoutes(apiKeys: dependencies.apiKeys, tenants: dependencies.tenants, maxBodyBytes: dependencies.maxBodyBytes)
-            .register(on: tenantAPI)
+        // Allow-lists hold models' own names, whichever name (an alias) the request used.
+        let registry = dependencies.registry
+        let canonicalModel: @Sendable (String) -> String = { registry.canonicalName($0) ?? $0 }
+        TenantKeyRoutes(
+            apiKeys: dependencies.apiKeys, tenants: dependencies.tenants, maxBodyBytes: dependencies.maxBodyBytes, canonicalModel: canonicalModel
+        ).register(on: tenantAPI)
         AdminRoutes(
             tenants: dependencies.tenants, apiKeys: dependencies.apiKeys, auditLog: dependencies.auditLog,
-            maxBodyBytes: dependencies.maxBodyBytes
+            maxBodyBytes: dependencies.maxBodyBytes, canonicalModel: canonicalModel
         ).register(on: adminAPI)
         let pipeline = InferencePipeline(
             registry: dependencies.registry, meter: dependencies.meter, idempotency: dependencies.idempotency,
             payloadLog: dependencies.payloadLog, maxBodyBytes: dependencies.maxBodyBytes, requestTimeout: dependencies.requestTimeout,
-            dropUnsupportedParams: dependencies.dropUnsupportedParams, maxImagePixelsPerRequest: dependencies.maxImagePixelsPerRequest)
+            dropUnsupportedParams: dependencies.dropUnsupportedParams)
         CompletionsRoutes(pipeline: pipeline).register(on: tenantAPI)
         EmbeddingsAndImagesRoutes(
             pipeline: pipeline,
             imageLimits: .init(maxPixels: dependencies.maxImagePixels, maxPixelsPerRequest: dependencies.maxImagePixelsPerRequest)
         ).register(on: tenantAPI)
         PayloadLogRoutes(payloadLog: dependencies.payloadLog).register(on: tenantAPI)
+        LegacyEngineRoutes(pipeline: pipeline, registry: dependencies.registry).register(on: tenantAPI)
         ModelAndUsageRoutes(
             registry: dependencies.registry, reports: dependencies.reports, limits: dependencies.limits, prices: dependencies.prices,
             tenants: dependencies.tenants, modelControl: dependencies.modelControl, maxBodyBytes: dependencies.maxBodyBytes

@@ -24,6 +24,8 @@ struct ModelAndUsageRoutes {
         var task: String?
         var display_name: String
         var context_length: Int?
+        /// For an alias: the model it names (usage and prices are under that name).
+        var root: String?
     }
 
     struct AdminModel: Encodable, Sendable {
@@ -36,25 +38,33 @@ struct ModelAndUsageRoutes {
         var visibility: [String]?
         var loaded_at: Date?
         var display_name: String
+        var aliases: [String]
     }
 
-    static func object(_ info: ModelInfo) -> ModelObject {
+    /// The model as `/v1/models` shows it, under its own name or one of its aliases.
+    static func object(_ info: ModelInfo, as name: String? = nil) -> ModelObject {
         ModelObject(
-            id: info.name, created: Int(info.loadedAt?.timeIntervalSince1970 ?? 0), task: info.task?.rawValue,
-            display_name: info.displayName, context_length: info.contextLength)
+            id: name ?? info.name, created: Int(info.loadedAt?.timeIntervalSince1970 ?? 0), task: info.task?.rawValue,
+            display_name: info.displayName, context_length: info.contextLength, root: name.flatMap { $0 == info.name ? nil : info.name })
+    }
+
+    /// The ready models this key may use, each under its name and then each alias.
+    static func listing(_ registry: ModelRegistry, for principal: Principal) -> [ModelObject] {
+        registry.models().filter { $0.status == .ready && ModelAccess.visible($0, to: principal) }.flatMap { info in
+            [object(info)] + info.aliases.map { object(info, as: $0) }
+        }
     }
 
     static func admin(_ info: ModelInfo) -> AdminModel {
         AdminModel(
             name: info.name, engine: info.engine, task: info.task?.rawValue, version: info.version, status: info.status.name, reason: info.reason,
-            visibility: info.tenants, loaded_at: info.loadedAt, display_name: info.displayName)
+            visibility: info.tenants, loaded_at: info.loadedAt, display_name: info.displayName, aliases: info.aliases)
     }
 
     func register(tenant group: RouterGroup<GatewayRequestContext>, admin: RouterGroup<GatewayRequestContext>) {
         group.get("models") { _, context in
             let principal = try context.require(.inference)
-            let visible = registry.models().filter { $0.status == .ready && ModelAccess.visible($0, to: principal) }
-            return JSONResponse(status: .ok, body: ListBody(data: visible.map(Self.object)))
+            return JSONResponse(status: .ok, body: ListBody(data: Self.listing(registry, for: principal)))
         }
         group.get("models/:name") { _, context in
             let principal = try context.require(.inference)
@@ -62,7 +72,7 @@ struct ModelAndUsageRoutes {
             guard let info = registry.info(name), info.status == .ready, ModelAccess.visible(info, to: principal) else {
                 throw InferencePipeline.modelNotFound(name)
             }
-            return JSONResponse(status: .ok, body: Self.object(info))
+            return JSONResponse(status: .ok, body: Self.object(info, as: name))
         }
         group.get("usage") { request, context in
             let (_, tenant) = try context.requireTenant(.usageRead)
@@ -130,8 +140,10 @@ struct ModelAndUsageRoutes {
             let principal = try context.requirePrincipal()
             let body = try await JSONBody.decode(PriceInput.self, from: request, context: context, limit: maxBodyBytes)
             let tenant = try await body.tenant.asyncMapTenant { try await tenants.resolve($0) }
-            try await prices.set(model: body.model, metric: body.metric, unitPrice: body.unit_price, tenant: tenant, effectiveFrom: body.effective_from, actor: .key(principal))
-            return JSONResponse(status: .created, body: ListBody(data: try await prices.list(model: body.model)))
+            // Prices are kept under a model's own name, whichever name the request used.
+            let model = registry.canonicalName(body.model) ?? body.model
+            try await prices.set(model: model, metric: body.metric, unitPrice: body.unit_price, tenant: tenant, effectiveFrom: body.effective_from, actor: .key(principal))
+            return JSONResponse(status: .created, body: ListBody(data: try await prices.list(model: model)))
         }
     }
 

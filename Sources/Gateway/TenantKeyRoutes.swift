@@ -8,6 +8,8 @@ struct TenantKeyRoutes {
     let apiKeys: APIKeyService
     let tenants: TenantService
     let maxBodyBytes: Int
+    /// A model's own name for a name or alias (allow-lists hold own names).
+    let canonicalModel: @Sendable (String) -> String
 
     /// `POST /v1/keys` and `POST /admin/v1/tenants/{id}/keys`. The CLI's names are accepted
     /// too: `models` for `allowed_models`, and `expires` (an ISO 8601 time or a duration such
@@ -28,7 +30,7 @@ struct TenantKeyRoutes {
             case expiresAt = "expires_at"
         }
 
-        func newKey() throws -> NewAPIKey {
+        func newKey(canonicalModel: (String) -> String) throws -> NewAPIKey {
             if allowedModels != nil, models != nil {
                 throw OpenAIError.invalidRequest("give allowed_models or its alias models, not both", param: "models")
             }
@@ -37,7 +39,7 @@ struct TenantKeyRoutes {
             }
             return NewAPIKey(
                 name: name, scopes: try Scope.parseList((scopes ?? ["inference"]).joined(separator: ",")),
-                allowedModels: allowedModels ?? models ?? [], expiresAt: try expiresAt ?? expires.map { try DurationText.expiry($0, field: "expires") },
+                allowedModels: (allowedModels ?? models ?? []).map(canonicalModel), expiresAt: try expiresAt ?? expires.map { try DurationText.expiry($0, field: "expires") },
                 limits: try limits?.keyLimits() ?? [:])
         }
     }
@@ -55,7 +57,7 @@ struct TenantKeyRoutes {
         group.post("keys") { request, context in
             let (principal, tenant) = try context.requireTenant(.keysManage)
             let body = try await JSONBody.decode(CreateKeyRequest.self, from: request, context: context, limit: maxBodyBytes)
-            let created = try await apiKeys.create(tenant: tenant, try body.newKey(), issuer: .tenantKey(principal))
+            let created = try await apiKeys.create(tenant: tenant, try body.newKey(canonicalModel: canonicalModel), issuer: .tenantKey(principal))
             return JSONResponse(status: .created, body: CreatedKeyBody(created))
         }
         group.delete("keys/:id") { _, context in

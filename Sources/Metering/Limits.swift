@@ -1,6 +1,6 @@
+import Audit
 import Foundation
 import Postgres
-import Tenancy
 
 /// The limits a plan, a tenant override or a key override sets; nil means "not limited here".
 public struct LimitSettings: Sendable, Equatable, Codable {
@@ -222,8 +222,13 @@ public enum MeteringError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Plans (`free` and `pro` are seeded) and per-tenant overrides; every change is audited.
 public struct LimitService: Sendable {
     let pool: PostgresPool
+    let notifier: (any LimitChangeNotifier)?
 
-    public init(pool: PostgresPool) { self.pool = pool }
+    /// `notifier` tells every instance about changes (without one, caches see them at their TTL).
+    public init(pool: PostgresPool, notifier: (any LimitChangeNotifier)? = nil) {
+        self.pool = pool
+        self.notifier = notifier
+    }
 
     public func plans() async throws -> [Plan] {
         try await pool.query("SELECT name, display_name, \(LimitSettings.columns) FROM plans ORDER BY name").map(Self.plan)
@@ -249,7 +254,7 @@ public struct LimitService: Sendable {
                     monthly_images = $7, monthly_budget_micros = $8, updated_at = now()
                 """, [name, displayName] + limits.validated().parameters)
             try AuditLog.append(connection, actor: actor, tenant: nil, action: "plan.set", target: "plan:\(name)", details: ["limits": limits.summary])
-            try connection.execute("SELECT pg_notify('modelgate_auth', $1)", ["plan:" + name])
+            try notifier?.limitsChanged(.plan(name), on: connection)
         }
         return try await plan(name)
     }
@@ -271,7 +276,7 @@ public struct LimitService: Sendable {
             try AuditLog.append(
                 connection, actor: actor, tenant: tenant, action: "limits.set", target: "tenant:\(tenant.uuidString.lowercased())",
                 details: ["limits": limits.summary])
-            try connection.execute("SELECT pg_notify('modelgate_auth', $1)", ["tenant:" + tenant.uuidString.lowercased()])
+            try notifier?.limitsChanged(.tenant(tenant), on: connection)
         }
     }
 
@@ -284,7 +289,7 @@ public struct LimitService: Sendable {
             try AuditLog.append(
                 connection, actor: actor, tenant: tenant, action: "limits.set", target: "key_id:\(key.uuidString.lowercased())",
                 details: ["limits": limits.summary])
-            try connection.execute("SELECT pg_notify('modelgate_auth', $1)", ["key:" + key.uuidString.lowercased()])
+            try notifier?.limitsChanged(.key(key), on: connection)
             return true
         }
         guard updated else { throw MeteringError.notFound("no API key \(key.uuidString.lowercased()) for this tenant") }

@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import Postgres
 import Synchronization
-import Tenancy
 
 /// What a request may use at most, known before it runs.
 public struct UsageEstimate: Sendable {
@@ -22,6 +21,32 @@ public struct UsageEstimate: Sendable {
     }
 
     var tokens: Int { promptTokens + maxCompletionTokens }
+
+    /// The worst case of `work` for request `requestID` on `model`.
+    public init(requestID: String, model: String, worstCase work: WorstCase) {
+        self.init(requestID: requestID, model: model, promptTokens: work.promptTokens, maxCompletionTokens: work.maxCompletionTokens, images: work.images)
+    }
+}
+
+/// The most a piece of work can use, as admission reserves it: Metering's rule for each kind.
+public struct WorstCase: Sendable, Equatable {
+    public var promptTokens = 0
+    public var maxCompletionTokens = 0
+    public var images = 0
+
+    /// Text generation: every prompt's tokens, and `maxTokens` for each of `choices` choices
+    /// of each of `prompts` prompts (a choice may run to its limit; n choices share the prompt).
+    public static func generation(promptTokens: Int, maxTokens: Int, choices: Int, prompts: Int) -> WorstCase {
+        let (perPrompt, overflow) = maxTokens.multipliedReportingOverflow(by: max(1, choices))
+        let (total, overflowAgain) = perPrompt.multipliedReportingOverflow(by: max(1, prompts))
+        return WorstCase(promptTokens: promptTokens, maxCompletionTokens: overflow || overflowAgain ? Int.max / 2 : total)
+    }
+
+    /// Embeddings: the input's tokens.
+    public static func embedding(tokens: Int) -> WorstCase { WorstCase(promptTokens: tokens) }
+
+    /// Image classification: the images sent.
+    public static func images(_ count: Int) -> WorstCase { WorstCase(images: count) }
 }
 
 /// The state of one rate limit after admission, for OpenAI's `x-ratelimit-*` headers.
@@ -59,6 +84,13 @@ public struct Admission: Sendable {
     public var tenantID: UUID
     public var keyID: UUID
     public var rateLimits: RateLimitReport
+
+    public init(requestID: String, tenantID: UUID, keyID: UUID, rateLimits: RateLimitReport) {
+        self.requestID = requestID
+        self.tenantID = tenantID
+        self.keyID = keyID
+        self.rateLimits = rateLimits
+    }
 }
 
 /// Admission (rate limits, concurrency, quota reservation) and settlement (usage event, rollup,
@@ -103,21 +135,18 @@ public final class Meter: Sendable {
 
     /// Checks rate limits and concurrency and reserves the worst case against every hard quota
     /// and the budget, atomically. Throws `rateLimited`, `quotaExceeded` or `unavailable`.
-    public func admit(_ estimate: UsageEstimate, principal: Principal) async throws -> Admission {
-        guard let tenant = principal.tenantID, let plan = principal.tenantPlan else {
-            throw MeteringError.invalid("key", "operator keys cannot run models")
-        }
+    public func admit(_ estimate: UsageEstimate, caller: MeteredCaller) async throws -> Admission {
+        let (tenant, plan, key) = (caller.tenantID, caller.plan, caller.keyID)
         let ttl = reservationTTL
-        let key = principal.keyID
         do {
             let budget = try await prices.worstCase(estimate, tenant: tenant)
             let (admission, observed) = try await pool.transaction { connection -> (Admission, [(String, RateLimitStatus, Date)]) in
-                let (now, tenantLimits, keyLimits) = try LimitService.effectiveNow(connection, tenant: tenant, plan: plan, keyLimits: principal.limits)
+                let (now, tenantLimits, keyLimits) = try LimitService.effectiveNow(connection, tenant: tenant, plan: plan, keyLimits: caller.keyLimits)
                 var report = RateLimitReport()
                 var observed: [(String, RateLimitStatus, Date)] = []
                 let offset = Date().timeIntervalSince(now)  // local clock minus the database's
                 // Rate limits: tenant first, then key (fixed order, no deadlocks).
-                for (subject, settings) in [("tenant:" + tenant.uuidString.lowercased(), tenantLimits), ("key:" + key.uuidString.lowercased(), keyLimits)] {
+                for (subject, settings) in [(caller.tenantSubject, tenantLimits), (caller.keySubject, keyLimits)] {
                     for (suffix, limit, cost, what) in [
                         (":rpm", settings.requestsPerMinute, 1, "requests"), (":tpm", settings.tokensPerMinute, estimate.tokens, "tokens"),
                     ] {
@@ -137,7 +166,7 @@ public final class Meter: Sendable {
                 let period = Self.monthStart(now)
                 var subjects: [String] = []
                 var concurrent = 0
-                for (subject, settings) in [("tenant:" + tenant.uuidString.lowercased(), tenantLimits), ("key:" + key.uuidString.lowercased(), keyLimits)] {
+                for (subject, settings) in [(caller.tenantSubject, tenantLimits), (caller.keySubject, keyLimits)] {
                     var touched = false
                     if let limit = settings.maxConcurrent {
                         try Self.reserve(connection, subject: subject, metric: "concurrent", period: "1970-01-01", amount: 1, limit: limit) {
@@ -194,17 +223,16 @@ public final class Meter: Sendable {
         }
     }
 
-    /// 429 when what this instance has seen proves that a request of `principal` costing
+    /// 429 when what this instance has seen proves that a request of `caller` costing
     /// `tokens` (a lower bound; 0 before the body is read) cannot be admitted: decided from
     /// memory, before the request's body is read or its work (tokenizing, image decoding)
     /// begins. Never refuses what admission would accept (see `ObservedRate`).
-    public func precheck(_ principal: Principal, tokens: Int = 0) throws {
-        guard let tenant = principal.tenantID else { return }
+    public func precheck(_ caller: MeteredCaller, tokens: Int = 0) throws {
         let now = Date()
         var report = RateLimitReport()
         var refusal: (String, Int)?
         observedRates.withLock { rates in
-            for subject in ["tenant:" + tenant.uuidString.lowercased(), "key:" + principal.keyID.uuidString.lowercased()] {
+            for subject in [caller.tenantSubject, caller.keySubject] {
                 for (suffix, cost, what) in [(":rpm", 1, "requests"), (":tpm", tokens, "tokens")] where cost > 0 {
                     guard let seen = rates[subject + suffix], seen.limit > 0 else { continue }
                     let interval = RateLimiter.window / Double(seen.limit)
@@ -226,14 +254,13 @@ public final class Meter: Sendable {
         }
     }
 
-    /// Forgets what was seen of rate limits that may have changed.
-    public func forgetRates(_ change: AuthInvalidation) {
+    /// Forgets what was seen of a tenant's rate limits, or a key's (their limits changed), or
+    /// all of them (nil: a plan changed, or changes may have been missed).
+    public func forgetRates(tenant: UUID? = nil, key: UUID? = nil) {
         observedRates.withLock { rates in
-            switch change {
-            case .everything: rates.removeAll()
-            case .tenant(let id): rates = rates.filter { !$0.key.hasPrefix("tenant:" + id.uuidString.lowercased()) }
-            case .key(let id): rates = rates.filter { !$0.key.hasPrefix("key:" + id.uuidString.lowercased()) }
-            }
+            if let tenant { rates = rates.filter { !$0.key.hasPrefix("tenant:" + tenant.uuidString.lowercased()) } }
+            if let key { rates = rates.filter { !$0.key.hasPrefix("key:" + key.uuidString.lowercased()) } }
+            if tenant == nil, key == nil { rates.removeAll() }
         }
     }
 

@@ -1,7 +1,7 @@
+import Audit
 import Foundation
 import Postgres
 import Synchronization
-import Tenancy
 
 /// Prices in force for one model at one time: micro-units per 1M tokens, and per image.
 public struct Price: Sendable, Equatable {

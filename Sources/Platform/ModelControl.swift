@@ -53,20 +53,31 @@ public struct ModelControl: Sendable {
         _ = try EngineFactories.check(directory: directory + "/" + name)
     }
 
-    /// Every model name this installation knows: those the servers reported and the folders
-    /// of the configured model directory (for the CLI's checks of model names).
-    public static func knownModels(pool: PostgresPool, configuration: ModelGateConfiguration) async throws -> Set<String> {
-        let reported = try await pool.query("SELECT name FROM models").map { try $0.decode("name", as: String.self) }
-        return Set(reported).union(ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory)).discover())
+    /// Every model name this installation knows, with the model's own name for each: names and
+    /// aliases the servers reported, and the folders of the configured model directory (for the
+    /// CLI's checks of model names).
+    public static func knownModels(pool: PostgresPool, configuration: ModelGateConfiguration) async throws -> [String: String] {
+        var known: [String: String] = [:]
+        for folder in ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory)).discover() { known[folder] = folder }
+        for row in try await pool.query("SELECT name, aliases FROM models") {
+            let name: String = try row.decode("name")
+            known[name] = name
+            for alias in try row.decode("aliases", as: [String].self) { known[alias] = name }
+        }
+        return known
     }
 
-    /// Throws naming the first of `names` this installation does not know.
-    public static func checkKnown(_ names: [String], option: String, pool: PostgresPool, configuration: ModelGateConfiguration) async throws {
-        guard !names.isEmpty else { return }
+    /// `names` as models' own names (an alias becomes the model it names); throws naming the
+    /// first this installation does not know.
+    public static func checkKnown(_ names: [String], option: String, pool: PostgresPool, configuration: ModelGateConfiguration) async throws -> [String] {
+        guard !names.isEmpty else { return [] }
         let known = try await knownModels(pool: pool, configuration: configuration)
-        for name in names where !known.contains(name) {
-            throw ModelLoadError(
-                file: option, reason: "unknown model '\(name)' (known: \(known.isEmpty ? "none yet" : known.sorted().joined(separator: ", ")))")
+        return try names.map { name in
+            guard let canonical = known[name] else {
+                throw ModelLoadError(
+                    file: option, reason: "unknown model '\(name)' (known: \(known.isEmpty ? "none yet" : known.keys.sorted().joined(separator: ", ")))")
+            }
+            return canonical
         }
     }
 
@@ -75,9 +86,10 @@ public struct ModelControl: Sendable {
         for info in registry.models() {
             _ = try? await pool.execute(
                 """
-                INSERT INTO models (name, engine, task, version, status, reason, tenants) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                ON CONFLICT (name) DO UPDATE SET engine = $2, task = $3, version = $4, status = $5, reason = $6, tenants = $7, updated_at = now()
-                """, [info.name, info.engine, info.task?.rawValue, info.version, info.status.name, info.reason, info.tenants])
+                INSERT INTO models (name, engine, task, version, status, reason, tenants, aliases) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT (name) DO UPDATE SET engine = $2, task = $3, version = $4, status = $5, reason = $6, tenants = $7, aliases = $8,
+                    updated_at = now()
+                """, [info.name, info.engine, info.task?.rawValue, info.version, info.status.name, info.reason, info.tenants, info.aliases])
         }
     }
 

@@ -48,11 +48,15 @@ public struct ModelGateServices: Sendable {
                 reservationTTLSeconds: configuration.metering.reservationTtlSeconds)
             let authenticator = Authenticator(pool: pool, keyHasher: loaded.keys.keyHasher, logger: logger) { change in
                 switch change {
-                case .tenant(let tenant): keyRing.dropCache(tenant: tenant)
-                case .everything: keyRing.dropCache()
-                case .key: break
+                case .tenant(let tenant):
+                    keyRing.dropCache(tenant: tenant)
+                    meter.forgetRates(tenant: tenant)
+                case .key(let key):
+                    meter.forgetRates(key: key)
+                case .everything:
+                    keyRing.dropCache()
+                    meter.forgetRates()
                 }
-                meter.forgetRates(change)
             }
             return ModelGateServices(
                 configuration: configuration, logger: logger, pool: pool, migrator: migrator, keyRing: keyRing,
@@ -60,7 +64,7 @@ public struct ModelGateServices: Sendable {
                 tenants: TenantService(pool: pool, keyRing: keyRing, defaultPlan: configuration.limits.defaultPlan),
                 apiKeys: APIKeyService(pool: pool, keyHasher: loaded.keys.keyHasher), authenticator: authenticator,
                 keyringAdministration: KeyringAdministration(pool: pool, keyRing: keyRing, keyFile: keyFile),
-                meter: meter, limits: LimitService(pool: pool), prices: PriceBook(pool: pool), reports: Reports(pool: pool),
+                meter: meter, limits: LimitService(pool: pool, notifier: LimitInvalidation()), prices: PriceBook(pool: pool), reports: Reports(pool: pool),
                 idempotency: IdempotencyStore(pool: pool, keyRing: keyRing), payloadLog: PayloadLog(pool: pool, keyRing: keyRing))
         } catch {
             await pool.shutdown()

@@ -4,17 +4,25 @@ import Logging
 import Postgres
 import Synchronization
 
-/// Sends cache invalidations inside the transaction that changes a key or tenant, so every
-/// instance hears about the change exactly when it commits.
-struct AuthNotifier: Sendable {
+/// Sends cache invalidations inside the transaction that changes a key, a tenant or a plan,
+/// so every instance hears about the change exactly when it commits. The one place that
+/// spells the `modelgate_auth` channel's payloads (`Authenticator.invalidate` reads them).
+public struct AuthNotifier: Sendable {
     static let channel = "modelgate_auth"
 
-    func keyChanged(_ key: UUID, _ connection: PostgresConnection) throws {
+    public init() {}
+
+    public func keyChanged(_ key: UUID, _ connection: PostgresConnection) throws {
         try connection.execute("SELECT pg_notify($1, $2)", [Self.channel, "key:" + key.uuidString.lowercased()])
     }
 
-    func tenantChanged(_ tenant: UUID, _ connection: PostgresConnection) throws {
+    public func tenantChanged(_ tenant: UUID, _ connection: PostgresConnection) throws {
         try connection.execute("SELECT pg_notify($1, $2)", [Self.channel, "tenant:" + tenant.uuidString.lowercased()])
+    }
+
+    /// A plan's limits changed: the keys of its tenants, and what was seen of rate limits.
+    public func planChanged(_ plan: String, _ connection: PostgresConnection) throws {
+        try connection.execute("SELECT pg_notify($1, $2)", [Self.channel, "plan:" + plan])
     }
 }
 

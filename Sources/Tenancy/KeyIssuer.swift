@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 
 /// Who issues an API key — and therefore what the new key may hold. Every path that hands out

@@ -1,3 +1,4 @@
+import Audit
 import Foundation
 
 /// Who is calling: the verified API key and what it may do.
@@ -38,4 +39,9 @@ public struct Principal: Sendable, Equatable {
 
 public enum TenantStatus: String, Sendable, Codable, Equatable {
     case active, suspended, deleted
+}
+
+extension AuditActor {
+    /// The key that acted, by its display prefix (never the key).
+    public static func key(_ principal: Principal) -> AuditActor { AuditActor("key:\(principal.keyPrefix)") }
 }

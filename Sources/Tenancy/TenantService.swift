@@ -1,3 +1,4 @@
+import Audit
 import Encryption
 import Foundation
 import Postgres

@@ -50,8 +50,8 @@ struct KeyCommand: AsyncParsableCommand {
         func run() async throws {
             try await withServices(global) { services in
                 let id = try await services.tenants.resolve(tenant)
-                let allowed = models.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
-                try await ModelControl.checkKnown(allowed, option: "--models", pool: services.pool, configuration: services.configuration)
+                let named = models.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } } ?? []
+                let allowed = try await ModelControl.checkKnown(named, option: "--models", pool: services.pool, configuration: services.configuration)
                 let request = NewAPIKey(name: name, scopes: try Scope.parseList(scopes), allowedModels: allowed, expiresAt: try expires.map(Output.expiry))
                 try KeyCommand.printCreated(try await services.apiKeys.create(tenant: id, request, issuer: .operator(.cli())), json: json)
             }

@@ -188,7 +188,7 @@ struct PriceCommand: AsyncParsableCommand {
         @Option(help: "ISO 8601 time the price applies from (default: now).") var from: String?
         func run() async throws {
             try await withServices(global) { services in
-                try await ModelControl.checkKnown([model], option: "--model", pool: services.pool, configuration: services.configuration)
+                let model = try await ModelControl.checkKnown([self.model], option: "--model", pool: services.pool, configuration: services.configuration)[0]
                 let tenantID = try await tenant.asyncMap { try await services.tenants.resolve($0) }
                 let start = try from.map { text -> Date in
                     guard let date = ISO8601DateFormatter().date(from: text) else { throw MeteringError.invalid("from", "not an ISO 8601 time") }

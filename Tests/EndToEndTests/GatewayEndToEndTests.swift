@@ -15,7 +15,7 @@ import TestSupport
 enum TestModels {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    static func directory(privateTo tenant: String, queueCapacity: Int? = nil) throws -> String {
+    static func directory(privateTo tenant: String, queueCapacity: Int? = nil, aliases: [String] = []) throws -> String {
         let root = NSTemporaryDirectory() + "mg-models-\(UUID().uuidString.prefix(8))"
         let fileManager = FileManager.default
         let shakespeare = repository.path + "/models/shakespeare"
@@ -26,7 +26,7 @@ enum TestModels {
                 try fileManager.createSymbolicLink(atPath: folder + "/" + file, withDestinationPath: shakespeare + "/" + file)
             }
             var manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: shakespeare + "/model.json"))) as? [String: Any] ?? [:]
-            if let visibility { manifest["visibility"] = [visibility] }
+            if let visibility { manifest["visibility"] = [visibility] } else if !aliases.isEmpty { manifest["aliases"] = aliases }
             if let queueCapacity { manifest["options"] = ["queue_capacity": queueCapacity, "max_batch": 4] }
             try JSONSerialization.data(withJSONObject: manifest).write(to: URL(fileURLWithPath: folder + "/model.json"))
         }
@@ -64,7 +64,7 @@ struct GatewayFixture {
     let keyB: String
 
     static func start(
-        queueCapacity: Int? = nil, extraEnvironment: [String: String] = [:], database: TestDatabase? = nil
+        queueCapacity: Int? = nil, extraEnvironment: [String: String] = [:], database: TestDatabase? = nil, aliases: [String] = []
     ) async throws -> GatewayFixture {
         let harness = try await ServerHarness.start(database: database)
         let limits = LimitService(pool: harness.system.pool)
@@ -74,7 +74,7 @@ struct GatewayFixture {
         let b = try await harness.system.tenants.create(slug: "gw-b-\(UUID().uuidString.prefix(4).lowercased())", displayName: "B", plan: "test", actor: .init("test"))
         let keyA = try await harness.system.apiKeys.create(tenant: a.id, .init(name: "a", scopes: [.inference, .usageRead]), issuer: .operator(.init("test")))
         let keyB = try await harness.system.apiKeys.create(tenant: b.id, .init(name: "b", scopes: [.inference, .usageRead]), issuer: .operator(.init("test")))
-        let models = try TestModels.directory(privateTo: b.slug, queueCapacity: queueCapacity)
+        let models = try TestModels.directory(privateTo: b.slug, queueCapacity: queueCapacity, aliases: aliases)
         let server = try await harness.server(extraEnvironment: ["MODELGATE_MODELS_DIRECTORY": models].merging(extraEnvironment) { $1 })
         return GatewayFixture(harness: harness, server: server, models: models, tenantA: a, tenantB: b, keyA: keyA.secret, keyB: keyB.secret)
     }
@@ -95,10 +95,10 @@ struct GatewayFixture {
 
     /// Runs `body` with a started fixture and stops it afterwards — awaited, also when `body` throws.
     static func with<Result>(
-        queueCapacity: Int? = nil, extraEnvironment: [String: String] = [:], database: TestDatabase? = nil,
+        queueCapacity: Int? = nil, extraEnvironment: [String: String] = [:], database: TestDatabase? = nil, aliases: [String] = [],
         _ body: (GatewayFixture) async throws -> Result
     ) async throws -> Result {
-        let fixture = try await start(queueCapacity: queueCapacity, extraEnvironment: extraEnvironment, database: database)
+        let fixture = try await start(queueCapacity: queueCapacity, extraEnvironment: extraEnvironment, database: database, aliases: aliases)
         do {
             let result = try await body(fixture)
             await fixture.stop()
@@ -457,7 +457,7 @@ struct GatewayFixture {
             // every documented operation is answered.
             for (path, operations) in paths {
                 let concrete = path.replacingOccurrences(of: "{id}", with: UUID().uuidString.lowercased())
-                    .replacingOccurrences(of: "{key}", with: UUID().uuidString.lowercased()).replacingOccurrences(of: "{name}", with: "x")
+                    .replacingOccurrences(of: "{key}", with: UUID().uuidString.lowercased()).replacingOccurrences(of: "{name}", with: "x").replacingOccurrences(of: "{engine}", with: "shakespeare")
                 for method in operations.keys {
                     let result = try await HTTP.send(HTTPMethod(rawValue: method.uppercased()), fixture.server.baseURL + concrete, key: fixture.keyA)
                     #expect(!(result.status == 404 && result.errorCode == "not_found" && result.body.contains("unknown route")), "\(method) \(path) is not served")

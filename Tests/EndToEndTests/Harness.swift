@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Audit
 import Foundation
 import NIOCore
 import NIOHTTP1

@@ -75,7 +75,7 @@ final class Tally: Sendable {
                             let id = "c\(client)-\(attempt)"
                             attempt += 1
                             do {
-                                _ = try await meter.admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 10, maxCompletionTokens: 30), principal: setup.principal)
+                                _ = try await meter.admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 10, maxCompletionTokens: 30), caller: setup.principal.metered)
                             } catch MeteringError.quotaExceeded {
                                 tally.rejected.add(1, ordering: .relaxed)
                                 return
@@ -95,7 +95,7 @@ final class Tally: Sendable {
                 let id = "last-\(attempt)"
                 attempt += 1
                 do {
-                    _ = try await setup.meters[0].admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 10, maxCompletionTokens: 30), principal: setup.principal)
+                    _ = try await setup.meters[0].admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 10, maxCompletionTokens: 30), caller: setup.principal.metered)
                 } catch MeteringError.quotaExceeded { break }
                 tally.used.add(40, ordering: .relaxed)
                 await setup.meters[0].settle(setup.record(id, prompt: 10, completion: 30))
@@ -120,7 +120,7 @@ final class Tally: Sendable {
                     group.addTask {
                         do {
                             let admission = try await setup.meters[index % instances].admit(
-                                UsageEstimate(requestID: "burst-\(index)", model: "demo", promptTokens: 1), principal: setup.principal)
+                                UsageEstimate(requestID: "burst-\(index)", model: "demo", promptTokens: 1), caller: setup.principal.metered)
                             #expect(admission.rateLimits.requests?.limit == 60)
                             tally.admitted.add(1, ordering: .relaxed)
                         } catch MeteringError.rateLimited(_, let retryAfter, _) {
@@ -146,17 +146,17 @@ final class Tally: Sendable {
         let setup = try await MeteringSetup.make(limits: LimitSettings(maxConcurrent: 2), keyLimits: ["monthly_images": 3])
         try await withCleanup({ await setup.close() }) {
             let meter = setup.meters[0]
-            _ = try await meter.admit(UsageEstimate(requestID: "a", model: "demo", images: 1), principal: setup.principal)
-            _ = try await meter.admit(UsageEstimate(requestID: "b", model: "demo", images: 1), principal: setup.principal)
+            _ = try await meter.admit(UsageEstimate(requestID: "a", model: "demo", images: 1), caller: setup.principal.metered)
+            _ = try await meter.admit(UsageEstimate(requestID: "b", model: "demo", images: 1), caller: setup.principal.metered)
             await #expect(throws: MeteringError.self) {
-                try await meter.admit(UsageEstimate(requestID: "c", model: "demo", images: 1), principal: setup.principal)
+                try await meter.admit(UsageEstimate(requestID: "c", model: "demo", images: 1), caller: setup.principal.metered)
             }
             await meter.settle(setup.record("a", prompt: 0, completion: 0, images: 1))
-            _ = try await meter.admit(UsageEstimate(requestID: "c", model: "demo", images: 1), principal: setup.principal)
+            _ = try await meter.admit(UsageEstimate(requestID: "c", model: "demo", images: 1), caller: setup.principal.metered)
             await meter.settle(setup.record("b", prompt: 0, completion: 0, images: 1))
             // The key's own monthly image quota (3) is tighter than the plan's.
             do {
-                _ = try await meter.admit(UsageEstimate(requestID: "d", model: "demo", images: 1), principal: setup.principal)
+                _ = try await meter.admit(UsageEstimate(requestID: "d", model: "demo", images: 1), caller: setup.principal.metered)
                 Issue.record("key quota not enforced")
             } catch MeteringError.quotaExceeded(let message) {
                 #expect(message.contains("for this key"))
@@ -170,13 +170,13 @@ final class Tally: Sendable {
         let setup = try await MeteringSetup.make(limits: LimitSettings(maxConcurrent: 1, monthlyTokens: 100))
         try await withCleanup({ await setup.close() }) {
             let crashed = Meter(pool: setup.system.pool, spool: nil, reservationTTLSeconds: 0)
-            _ = try await crashed.admit(UsageEstimate(requestID: "lost", model: "demo", promptTokens: 50, maxCompletionTokens: 40), principal: setup.principal)
+            _ = try await crashed.admit(UsageEstimate(requestID: "lost", model: "demo", promptTokens: 50, maxCompletionTokens: 40), caller: setup.principal.metered)
             #expect(try await setup.counter("tokens").reserved == 90)
             try await Task.sleep(for: .milliseconds(50))
             #expect(try await setup.meters[0].sweepExpiredReservations() == 1)
             #expect(try await setup.counter("tokens").reserved == 0)
             #expect(try await setup.counter("concurrent").reserved == 0)
-            _ = try await setup.meters[0].admit(UsageEstimate(requestID: "next", model: "demo", promptTokens: 50, maxCompletionTokens: 40), principal: setup.principal)
+            _ = try await setup.meters[0].admit(UsageEstimate(requestID: "next", model: "demo", promptTokens: 50, maxCompletionTokens: 40), caller: setup.principal.metered)
         }
     }
 }
@@ -186,7 +186,7 @@ final class Tally: Sendable {
         let setup = try await MeteringSetup.make(limits: LimitSettings(monthlyTokens: 10_000))
         try await withCleanup({ await setup.close() }) {
             let meter = setup.meters[0]
-            _ = try await meter.admit(UsageEstimate(requestID: "once", model: "demo", promptTokens: 5, maxCompletionTokens: 10), principal: setup.principal)
+            _ = try await meter.admit(UsageEstimate(requestID: "once", model: "demo", promptTokens: 5, maxCompletionTokens: 10), caller: setup.principal.metered)
             let record = setup.record("once", prompt: 5, completion: 7)
             #expect(try await meter.settleInDatabase(record))
             #expect(try await !meter.settleInDatabase(record))
@@ -237,7 +237,7 @@ final class Tally: Sendable {
                         let meter = setup.meters[client % 2]
                         for sequence in 0..<15 {
                             let id = "d\(client)-\(sequence)"
-                            _ = try await meter.admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 5, maxCompletionTokens: 5), principal: setup.principal)
+                            _ = try await meter.admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 5, maxCompletionTokens: 5), caller: setup.principal.metered)
                             try await meter.settleInDatabase(setup.record(id, prompt: 5, completion: 3))
                         }
                     }
@@ -302,11 +302,11 @@ final class Tally: Sendable {
             }
             // Admitted before the outage, settled during it.
             for index in 0..<3 {
-                _ = try await meter.admit(UsageEstimate(requestID: "r\(index)", model: "demo", promptTokens: 2, maxCompletionTokens: 5), principal: principal)
+                _ = try await meter.admit(UsageEstimate(requestID: "r\(index)", model: "demo", promptTokens: 2, maxCompletionTokens: 5), caller: principal.metered)
             }
             try await server.stop()
             do {
-                _ = try await meter.admit(UsageEstimate(requestID: "during", model: "demo", promptTokens: 2), principal: principal)
+                _ = try await meter.admit(UsageEstimate(requestID: "during", model: "demo", promptTokens: 2), caller: principal.metered)
                 Issue.record("admitted without a database")
             } catch MeteringError.unavailable(let message) {
                 #expect(message.contains("database"))

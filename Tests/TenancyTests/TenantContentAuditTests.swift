@@ -77,7 +77,7 @@ import TestSupport
         "idempotency_keys.id": .plain,
         // The model registry as instances report it.
         "models.name": .plain, "models.engine": .plain, "models.task": .plain, "models.version": .plain, "models.status": .plain,
-        "models.reason": .plain, "models.tenants": .plain, "models.updated_at": .plain,
+        "models.reason": .plain, "models.tenants": .plain, "models.updated_at": .plain, "models.aliases": .plain,
     ]
 
     @Test func everyColumnIsListedAndEverySealedColumnIsResealedOnRotation() async throws {

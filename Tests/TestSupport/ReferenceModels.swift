@@ -32,6 +32,21 @@ public enum OpenAIPython {
     }()
 }
 
+/// The openai 0.x Python client (0.28.1, the last of the line), in a venv of its own: the
+/// seed's sample code calls `openai.Completion.create(engine=...)`.
+public enum OpenAILegacyPython {
+    public static let python: String? = {
+        let venv = NSTemporaryDirectory() + "modelgate-test-venv-openai028"
+        let python = venv + "/bin/python"
+        if Shell.run([python, "-c", "import openai; assert openai.version.VERSION.startswith('0.')"]) { return python }
+        guard Shell.run(["python3", "-m", "venv", venv]),
+            Shell.run([python, "-m", "pip", "install", "--quiet", "openai==0.28.1"]),
+            Shell.run([python, "-c", "import openai; assert openai.version.VERSION.startswith('0.')"])
+        else { return nil }
+        return python
+    }()
+}
+
 /// Schemathesis in a virtual environment of its own (pip install on first use), or nil.
 public enum Schemathesis {
     public static let binDirectory: String? = {

@@ -189,7 +189,7 @@ struct CompletionsRoutes {
         return InferenceCall(
             model: decoded.model, task: .textGeneration, optionalParameters: decoded.optional.values, streams: sampling.stream ?? false,
             minimumTokens: sampling.requestedTokens * max(1, decoded.prompt?.count ?? 1)
-        ) { engine, info in
+        ) { engine, _ in
             guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
             var parameters = sampling.parameters(defaults: generator.defaults)
             parameters.logprobs = decoded.logprobs
@@ -204,7 +204,7 @@ struct CompletionsRoutes {
                 prompts = lists.enumerated().map { PromptJob(index: $0.offset, tokens: $0.element, text: generator.tokenizer.decode($0.element)) }
             }
             return try TextWork(
-                generator: generator, model: info.name, prompts: prompts, parameters: parameters, chat: false,
+                generator: generator, model: decoded.model, prompts: prompts, parameters: parameters, chat: false,
                 includeUsage: sampling.stream_options?.include_usage ?? false, stream: sampling.stream ?? false
             ).prepared()
         }
@@ -216,14 +216,14 @@ struct CompletionsRoutes {
         return InferenceCall(
             model: decoded.model, task: .textGeneration, optionalParameters: decoded.optional.values, streams: sampling.stream ?? false,
             minimumTokens: sampling.requestedTokens
-        ) { engine, info in
+        ) { engine, _ in
             guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
             var parameters = sampling.parameters(defaults: generator.defaults)
             if decoded.logprobs == true { parameters.logprobs = decoded.top_logprobs ?? 0 }
             for stop in generator.chatFormat.stopSequences where parameters.stop.count < 4 { parameters.stop.append(stop) }
             let text = try generator.chatFormat.render(decoded.messages.map { ChatTurn(role: $0.role, content: $0.text) })
             return try TextWork(
-                generator: generator, model: info.name, prompts: [PromptJob(index: 0, tokens: generator.tokenizer.encode(text), text: text)],
+                generator: generator, model: decoded.model, prompts: [PromptJob(index: 0, tokens: generator.tokenizer.encode(text), text: text)],
                 parameters: parameters, chat: true, includeUsage: sampling.stream_options?.include_usage ?? false, stream: sampling.stream ?? false
             ).prepared()
         }
@@ -234,6 +234,7 @@ struct CompletionsRoutes {
 /// server-sent events.
 struct TextWork: Sendable {
     let generator: TextGenerator
+    /// The model as the client named it (an alias, maybe): what responses say, as OpenAI's do.
     let model: String
     let prompts: [CompletionsRoutes.PromptJob]
     let parameters: SamplingParameters
@@ -249,14 +250,14 @@ struct TextWork: Sendable {
                 maxTokens = max(maxTokens, try generator.validate(GenerationRequest(prompt: prompt.tokens, parameters: parameters)))
             } catch let error as GenerationError {
                 // The prompt is `prompt` in the completions API and `messages` in chat.
-                var mapped = InferencePipeline.map(error)
+                var mapped = ErrorMapping.map(error)
                 if mapped.param == "prompt", chat { mapped.param = "messages" }
                 throw mapped
             }
         }
         let promptTokens = prompts.reduce(0) { $0 + $1.tokens.count }
         return PreparedWork(
-            promptTokens: promptTokens, maxCompletionTokens: maxTokens * parameters.n * prompts.count,
+            worstCase: .generation(promptTokens: promptTokens, maxTokens: maxTokens, choices: parameters.n, prompts: prompts.count),
             run: { context in try await self.run(context, promptTokens: promptTokens) })
     }
 

@@ -82,7 +82,7 @@ struct EmbeddingsAndImagesRoutes {
 
     static func embeddingCall(_ body: [UInt8]) throws -> InferenceCall {
         let decoded = try JSONBody.decode(EmbeddingRequest.self, body)
-        return InferenceCall(model: decoded.model, task: .embeddings) { engine, info in
+        return InferenceCall(model: decoded.model, task: .embeddings) { engine, _ in
             guard case .embeddings(let service) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
             let format = decoded.encoding_format ?? "float"
             guard format == "float" || format == "base64" else {
@@ -105,8 +105,8 @@ struct EmbeddingsAndImagesRoutes {
                 sequences = lists
             }
             let tokens = sequences.reduce(0) { $0 + $1.count }
-            let model = info.name
-            return PreparedWork(promptTokens: tokens) { context in
+            let model = decoded.model  // as the client named it
+            return PreparedWork(worstCase: .embedding(tokens: tokens)) { context in
                 let vectors = try await service.embed(sequences, fairnessKey: context.fairnessKey)
                 context.tally.setPrompt(tokens)
                 let items = vectors.enumerated().map { index, vector in
@@ -136,7 +136,7 @@ struct EmbeddingsAndImagesRoutes {
     /// over its limits never makes the server decode anything.
     static func classificationCall(_ request: Request, _ body: [UInt8], limits: ImageLimits) throws -> InferenceCall {
         let (model, encodedImages, topK) = try parseClassification(request, body)
-        return InferenceCall(model: model, task: .imageClassification) { engine, info in
+        return InferenceCall(model: model, task: .imageClassification) { engine, _ in
             guard case .images(let service) = engine else { throw InferencePipeline.modelNotFound(model) }
             guard (1...64).contains(encodedImages.count) else { throw OpenAIError.invalidRequest("send 1 to 64 images", param: "images") }
             guard (1...100).contains(topK) else { throw OpenAIError.invalidRequest("top_k must be between 1 and 100", param: "top_k") }
@@ -151,7 +151,7 @@ struct EmbeddingsAndImagesRoutes {
                     }
                     total += pixels.partialValue
                 } catch let error as ImageError {
-                    throw InferencePipeline.map(error, param: param)
+                    throw ErrorMapping.map(error, param: param)
                 }
                 guard total <= limits.maxPixelsPerRequest else {
                     throw OpenAIError(
@@ -160,14 +160,14 @@ struct EmbeddingsAndImagesRoutes {
                         type: "invalid_request_error", param: "images", code: "image_too_large")
                 }
             }
-            let name = info.name
-            return PreparedWork(images: encodedImages.count) { context in
+            let name = model  // as the client named it
+            return PreparedWork(worstCase: .images(encodedImages.count)) { context in
                 var prepared: [[Float]] = []
                 for (index, encoded) in encodedImages.enumerated() {
                     do {
                         prepared.append(try await Task.detached { try service.prepare(encoded) }.value)
                     } catch let error as ImageError {
-                        throw RefusedInput(error: InferencePipeline.map(error, param: encodedImages.count == 1 ? "image" : "images[\(index)]"))
+                        throw RefusedInput(error: ErrorMapping.map(error, param: encodedImages.count == 1 ? "image" : "images[\(index)]"))
                     }
                 }
                 let predictions = try await service.classify(prepared, topK: topK, fairnessKey: context.fairnessKey)

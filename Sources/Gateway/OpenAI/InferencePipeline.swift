@@ -26,11 +26,9 @@ struct InferenceCall: Sendable {
     var prepare: @Sendable (Engine, ModelInfo) async throws -> PreparedWork
 }
 
-/// Work ready to be admitted: its worst case, and the work itself.
+/// Work ready to be admitted: its worst case (Metering's rule), and the work itself.
 struct PreparedWork: Sendable {
-    var promptTokens = 0
-    var maxCompletionTokens = 0
-    var images = 0
+    var worstCase: WorstCase
     /// Runs after admission, under the request deadline. Updates `tally` as it produces, so
     /// that whatever happens next (an error, a disconnect) bills what was produced.
     var run: @Sendable (WorkContext) async throws -> WorkOutput
@@ -95,14 +93,12 @@ final class UsageTally: Sendable {
 /// 9. the payload log (tenants that opted in), the idempotent response, the rate-limit headers.
 struct InferencePipeline: Sendable {
     let registry: ModelRegistry
-    let meter: Meter
-    let idempotency: IdempotencyStore
-    let payloadLog: PayloadLog
+    let meter: any InferenceMetering
+    let idempotency: any IdempotentResponses
+    let payloadLog: any PayloadRecording
     let maxBodyBytes: Int
     let requestTimeout: Duration
     let dropUnsupportedParams: Bool
-    /// The most pixels one request's images may hold together (`limits.maxImagePixelsPerRequest`).
-    let maxImagePixelsPerRequest: Int
 
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!  // safe: constant, valid token
 
@@ -134,7 +130,7 @@ struct InferencePipeline: Sendable {
         // 5. Replay.
         let idempotent = idempotencyKey.flatMap { key in principal.tenantID.map { (tenant: $0, key: key) } }
         if let idempotent {
-            switch try await idempotency.begin(tenant: idempotent.tenant, key: idempotent.key, body: Self.fingerprint(request, body)) {
+            switch try await idempotency.begin(tenant: idempotent.tenant, key: idempotent.key, body: Self.fingerprint(request, body), waitSeconds: 120) {
             case .proceed: break
             case .conflict:
                 throw OpenAIError(
@@ -158,10 +154,7 @@ struct InferencePipeline: Sendable {
             permit = try await enter(engine, principal: principal)
             do {
                 admission = try await admit(
-                    UsageEstimate(
-                        requestID: context.requestID, model: info.name, promptTokens: work.promptTokens,
-                        maxCompletionTokens: work.maxCompletionTokens, images: work.images),
-                    principal: principal)
+                    UsageEstimate(requestID: context.requestID, model: info.name, worstCase: work.worstCase), principal: principal)
             } catch {
                 permit.release()
                 throw error
@@ -188,8 +181,11 @@ struct InferencePipeline: Sendable {
             throw refused.error
         } catch {
             let mapped = Self.mapEngineError(error)
-            await settlement.settle(status: (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500)
+            let status = (mapped as? OpenAIError).map { Int($0.status.code) } ?? 500
+            await settlement.settle(status: status)
             await abandon()
+            // The request that failed, for a tenant that keeps its payloads (no response was sent).
+            await logPayload(principal, context: context, model: info.name, route: route, status: status, request: body, response: nil)
             throw mapped
         }
         switch output {
@@ -243,11 +239,12 @@ struct InferencePipeline: Sendable {
     }
 
     func precheck(_ principal: Principal, tokens: Int) throws {
+        guard let caller = principal.metered else { return }
         do {
-            try meter.precheck(principal, tokens: tokens)
+            try meter.precheck(caller, tokens: tokens)
         } catch let error as MeteringError {
             GatewayMetrics.rejected("rate_limit")
-            throw Self.map(error)
+            throw ErrorMapping.map(error)
         }
     }
 
@@ -296,19 +293,22 @@ struct InferencePipeline: Sendable {
             permit = try await engine.shares.acquire(key: key)
         } catch let error as GenerationError {
             GatewayMetrics.rejected("tenant_share")
-            throw Self.map(error)
+            throw ErrorMapping.map(error)
         }
         guard engine.accepts(fairnessKey: key) else {
             permit.release()
             GatewayMetrics.rejected("queue_full")
-            throw Self.map(GenerationError.overloaded("the model's queue is full; retry shortly"))
+            throw ErrorMapping.map(GenerationError.overloaded("the model's queue is full; retry shortly"))
         }
         return permit
     }
 
     func admit(_ estimate: UsageEstimate, principal: Principal) async throws -> Admission {
+        guard let caller = principal.metered else {
+            throw OpenAIError(status: .forbidden, message: "Operator keys cannot run models; use a tenant key.", type: "permission_error", code: "tenant_key_required")
+        }
         do {
-            return try await meter.admit(estimate, principal: principal)
+            return try await meter.admit(estimate, caller: caller)
         } catch let error as MeteringError {
             switch error {
             case .rateLimited: GatewayMetrics.rejected("rate_limit")
@@ -316,7 +316,7 @@ struct InferencePipeline: Sendable {
             case .unavailable: GatewayMetrics.rejected("unavailable")
             case .invalid, .notFound: break
             }
-            throw Self.map(error)
+            throw ErrorMapping.map(error)
         }
     }
 
@@ -384,28 +384,12 @@ struct InferencePipeline: Sendable {
     /// Engine and image errors as OpenAI errors; anything else as it is.
     static func mapEngineError(_ error: any Error) -> any Error {
         switch error {
-        case let error as GenerationError: map(error)
-        case let error as ImageError: map(error, param: "image")
+        case let error as GenerationError: ErrorMapping.map(error)
+        case let error as ImageError: ErrorMapping.map(error, param: "image")
         default: error
         }
     }
 
-    static func map(_ error: MeteringError) -> OpenAIError {
-        switch error {
-        case .rateLimited(let message, let retryAfter, let report):
-            OpenAIError(
-                status: .tooManyRequests, message: message, type: "requests", code: "rate_limit_exceeded",
-                headers: rateLimitHeaders(report).merging([.retryAfter: String(retryAfter)]))
-        case .quotaExceeded(let message):
-            OpenAIError(status: .tooManyRequests, message: message, type: "insufficient_quota", code: "insufficient_quota")
-        case .unavailable(let message):
-            .unavailable(message, retryAfterSeconds: 1)
-        case .invalid(let field, let message):
-            .invalidRequest("\(field): \(message)", param: field)
-        case .notFound(let message):
-            .notFound(message)
-        }
-    }
 
     /// OpenAI's `x-ratelimit-*` headers and the IETF draft `RateLimit-Policy`/`RateLimit`.
     static func rateLimitHeaders(_ report: RateLimitReport) -> HTTPFields {
@@ -431,26 +415,7 @@ struct InferencePipeline: Sendable {
         return fields
     }
 
-    static func map(_ error: GenerationError) -> OpenAIError {
-        switch error {
-        case .invalidParameter(let name, let message): .invalidRequest("\(name): \(message)", param: name)
-        case .contextExceeded(let prompt, let requested, let context):
-            // The prompt alone is too long, or it fits and max_tokens asks too much.
-            .invalidRequest(error.description, param: prompt < context && requested > 0 ? "max_tokens" : "prompt", code: "context_length_exceeded")
-        case .emptyPrompt: .invalidRequest(error.description, param: "prompt")
-        // Spread over 1-3 s: clients refused together by a full queue do not all come back together.
-        case .overloaded(let message): .unavailable("The model is overloaded: \(message)", retryAfterSeconds: Int.random(in: 1...3))
-        case .cancelled: OpenAIError(status: .serviceUnavailable, message: "The request was cancelled.", type: "server_error", code: "cancelled")
-        }
-    }
 
-    static func map(_ error: ImageError, param: String) -> OpenAIError {
-        switch error {
-        case .unsupportedType: OpenAIError(status: .unsupportedMediaType, message: error.description, type: "invalid_request_error", param: param, code: "unsupported_image_type")
-        case .tooLarge: OpenAIError(status: .contentTooLarge, message: error.description, type: "invalid_request_error", param: param, code: "image_too_large")
-        case .corrupt: .invalidRequest(error.description, param: param, code: "invalid_image")
-        }
-    }
 }
 
 /// The one settlement of an admitted request: the first `settle` records the usage event

@@ -1,3 +1,4 @@
+import Audit
 import Encryption
 import Foundation
 import Metering
@@ -76,7 +77,7 @@ struct MeteringBenchmark {
                             let id = "i\(instances)-n\(clients)-c\(client)-\(sequence)"
                             sequence += 1
                             let begin = ContinuousClock.now
-                            _ = try await meter.admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 20, maxCompletionTokens: 40), principal: principal)
+                            _ = try await meter.admit(UsageEstimate(requestID: id, model: "demo", promptTokens: 20, maxCompletionTokens: 40), caller: MeteredCaller(tenantID: tenant.id, keyID: principal.keyID, plan: principal.tenantPlan ?? "", keyLimits: principal.limits))
                             await meter.settle(SettlementRecord(
                                 requestID: id, tenantID: tenant.id, keyID: principal.keyID, model: "demo", route: "/v1/completions",
                                 promptTokens: 20, completionTokens: 30, images: 0, status: 200, latencyMs: 1))

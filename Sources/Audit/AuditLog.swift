@@ -12,8 +12,6 @@ public struct AuditActor: Sendable, Equatable, CustomStringConvertible {
         let user = ProcessInfo.processInfo.environment["USER"] ?? getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "unknown"
         return AuditActor("cli:\(user)")
     }
-
-    public static func key(_ principal: Principal) -> AuditActor { AuditActor("key:\(principal.keyPrefix)") }
 }
 
 public struct AuditEntry: Sendable, Equatable, Encodable {
