@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Cost of authentication: authenticated GET /v1/me (verified-key cache warm) vs the same
 # server's unauthenticated GET /healthz, measured with wrk on loopback. Prints one JSON line.
-# Usage: bench/auth.sh [seconds]   (expects .build/release/modelgate; bench/run builds it)
+# Usage: bench/auth.sh [seconds]   (expects .build/release/modelgate, or MODELGATE_BINARY; bench/run builds it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 command -v wrk >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y wrk >/dev/null 2>&1; } || { echo "wrk is required" >&2; exit 1; }
-binary=$PWD/.build/release/modelgate
+binary=${MODELGATE_BINARY:-$PWD/.build/release/modelgate}
 work=$(mktemp -d /tmp/modelgate-bench-auth.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cleanup() {

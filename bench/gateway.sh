@@ -40,7 +40,9 @@ cp "$image" "$work/models/image.jpg"
 pid=$!
 for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 cli() { (cd "$work" && MODELGATE_LOG_LEVEL=error "$binary" "$@"); }
-cli plan create bench requests_per_minute=none tokens_per_minute=none max_concurrent=none monthly_tokens=none monthly_images=none monthly_budget_micros=none >/dev/null
+# 'unlimited' (older binaries, compared in the same script, said 'none').
+unlimited="requests_per_minute=unlimited tokens_per_minute=unlimited max_concurrent=unlimited monthly_tokens=unlimited monthly_images=unlimited monthly_budget_micros=unlimited"
+cli plan create bench $unlimited >/dev/null 2>&1 || cli plan create bench ${unlimited//unlimited/none} >/dev/null
 cli tenant create --slug bench --name Bench --plan bench >/dev/null
 key=$(cli key create --tenant bench --name bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
