@@ -71,7 +71,9 @@ final class Tally: Sendable {
                     group.addTask {
                         let meter = setup.meters[client % 2]
                         var attempt = 0
-                        while true {
+                        // The quota stops each client within a few requests; the bound keeps a
+                        // broken quota from hanging the suite.
+                        while attempt < 1000 {
                             let id = "c\(client)-\(attempt)"
                             attempt += 1
                             do {
@@ -85,13 +87,14 @@ final class Tally: Sendable {
                             tally.used.add(10 + completion, ordering: .relaxed)
                             await meter.settle(setup.record(id, prompt: 10, completion: completion))
                         }
+                        Issue.record("client \(client) was never refused: the quota did not hold")
                     }
                 }
                 try await group.waitForAll()
             }
             // Whatever room is left after everyone stopped: one client takes it until refused.
             var attempt = 0
-            while true {
+            while attempt < 1000 {
                 let id = "last-\(attempt)"
                 attempt += 1
                 do {
