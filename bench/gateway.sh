@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end gateway benchmark with wrk on loopback (wrk shares the 2 cores): requests/s and
 # p50/p99 for a small completion (max_tokens 1 on the demo model) and an image classification
-# at concurrency 1, 16 and 64, the share of time spent outside the engine, and the floor: the
-# same server's /healthz beside nginx `return 200`. Prints one JSON line per measurement.
+# at concurrency 1, 16 and 64, the memory the server keeps per request, the share of time spent
+# outside the engine, and the floor: the same server's /healthz beside nginx `return 200`.
+# Prints one JSON line per measurement.
 # Usage: bench/gateway.sh [seconds]   (expects the release binaries; bench/run builds them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,13 +76,21 @@ print(json.dumps({"benchmark": "gateway", "route": name, "concurrency": concurre
 PY
 }
 
+# Resident memory the server keeps per request served (what a long run grows by while the
+# request deadline is far off): the growth over each route's runs, divided by their requests.
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 for route in completion classify; do
   path=/v1/completions; [ $route = classify ] && path=/v1/images/classifications
+  rss_before=$(rss_kib) requests=0
   for c in 1 16 64; do
     threads=$([ $c = 1 ] && echo 1 || echo 2)
     out=$(wrk -t$threads -c$c -d${seconds}s --latency -s "$work/$route.lua" "http://127.0.0.1:$port$path")
     parse "$out" $route $c
+    requests=$((requests + $(echo "$out" | awk '/requests in/ {print $1}')))
   done
+  python3 -c 'import json, sys; route, before, after, requests = sys.argv[1], *map(int, sys.argv[2:])
+print(json.dumps({"benchmark": "gateway", "route": route, "requests": requests, "rss_growth_bytes_per_request": round((after - before) * 1024 / requests)}))' \
+    $route "$rss_before" "$(rss_kib)" $requests
 done
 "$repo/.build/release/modelgate-bench" engine --models "$work/models" --seconds 3
 

@@ -7,6 +7,7 @@ import Metering
 import NIOCore
 import Synchronization
 import Testing
+import TestSupport
 @testable import Gateway
 @testable import Tenancy
 
@@ -237,6 +238,46 @@ import Testing
         }
         let state = meter.snapshot
         #expect(state.settled.count + state.cancelled == 1)
+    }
+
+    /// Deadlines are kept by one sleeper: a thousand requests that finish in time start one,
+    /// not a sleeping task (and a timer that outlives its cancellation) each.
+    @Test func requestsUnderADeadlineShareOneSleeper() async throws {
+        let registry = try await Self.registry()
+        let pipeline = InferencePipeline(
+            registry: registry, meter: FakeMeter(), idempotency: FakeIdempotency(), payloadLog: FakePayloadLog(), maxBodyBytes: 1024,
+            requestTimeout: .seconds(60), dropUnsupportedParams: false)
+        for index in 0..<1000 {
+            let answer = try await pipeline.withDeadline { index }
+            #expect(answer == index)
+        }
+        #expect(pipeline.deadlines.sleepersStarted == 1)
+    }
+
+    /// A deadline that passes cancels the work, waits for it to end and answers 504; one that
+    /// is finished in time never fires.
+    @Test func aDeadlineThatPassesCancelsTheWorkOnce() async throws {
+        let deadlines = Deadlines(timeout: .milliseconds(100))
+        let fired = Mutex(0)
+        let early = deadlines.start { Issue.record("a finished deadline fired") }
+        #expect(deadlines.finish(early))
+        let late = deadlines.start { fired.withLock { $0 += 1 } }
+        #expect(await eventually(within: .seconds(30)) { fired.withLock { $0 } == 1 })
+        #expect(!deadlines.finish(late), "an expired ticket reports it")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(fired.withLock { $0 } == 1)
+
+        let registry = try await Self.registry()
+        let pipeline = InferencePipeline(
+            registry: registry, meter: FakeMeter(), idempotency: FakeIdempotency(), payloadLog: FakePayloadLog(), maxBodyBytes: 1024,
+            requestTimeout: .milliseconds(100), dropUnsupportedParams: false)
+        let stopped = Flag()
+        await #expect(throws: OpenAIError.self) {
+            try await pipeline.withDeadline {
+                do { try await Task.sleep(for: .seconds(60)) } catch { stopped.raise() }
+            }
+        }
+        #expect(stopped.isRaised, "the work was cancelled and its end awaited")
     }
 
     @Test func refusalsBeforeAdmissionCostNothing() async throws {

@@ -97,8 +97,21 @@ struct InferencePipeline: Sendable {
     let idempotency: any IdempotentResponses
     let payloadLog: any PayloadRecording
     let maxBodyBytes: Int
-    let requestTimeout: Duration
+    let deadlines: Deadlines
     let dropUnsupportedParams: Bool
+
+    init(
+        registry: ModelRegistry, meter: any InferenceMetering, idempotency: any IdempotentResponses, payloadLog: any PayloadRecording,
+        maxBodyBytes: Int, requestTimeout: Duration, dropUnsupportedParams: Bool
+    ) {
+        self.registry = registry
+        self.meter = meter
+        self.idempotency = idempotency
+        self.payloadLog = payloadLog
+        self.maxBodyBytes = maxBodyBytes
+        self.deadlines = Deadlines(timeout: requestTimeout)
+        self.dropUnsupportedParams = dropUnsupportedParams
+    }
 
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!  // safe: constant, valid token
 
@@ -320,24 +333,18 @@ struct InferencePipeline: Sendable {
         }
     }
 
-    /// Runs `body` under the request deadline: 504 when it passes (the work is cancelled).
+    /// Runs `body` under the request deadline: 504 when it passes (the work is cancelled, and
+    /// its end awaited). A caller that goes away cancels the work too.
     func withDeadline<Result: Sendable>(_ body: @escaping @Sendable () async throws -> Result) async throws -> Result {
-        let timeout = requestTimeout
-        return try await withThrowingTaskGroup(of: Result?.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
-            }
-            guard let first = try await group.next() else { throw CancellationError() }
-            group.cancelAll()
-            guard let result = first else {
-                throw OpenAIError(
-                    status: .gatewayTimeout, message: "The request did not finish within \(timeout); it was cancelled.",
-                    type: "server_error", code: "timeout")
-            }
-            return result
+        let work = Task { try await body() }
+        let ticket = deadlines.start { work.cancel() }
+        let outcome = await withTaskCancellationHandler { await work.result } onCancel: { work.cancel() }
+        guard deadlines.finish(ticket) else {
+            throw OpenAIError(
+                status: .gatewayTimeout, message: "The request did not finish within \(deadlines.timeout); it was cancelled.",
+                type: "server_error", code: "timeout")
         }
+        return try outcome.get()
     }
 
     /// Keeps the request and its response, sealed, for a tenant that opted in. A failure to
