@@ -13,7 +13,7 @@ let inferenceSettings: [SwiftSetting] = [
 #endif
 
 // Arrows point down only:
-// modelgate -> Platform -> Gateway -> {Tenancy, Metering, Inference} -> {Postgres, Encryption} -> C shims
+// modelgate -> Platform -> Gateway -> {Tenancy, Metering, Upstream -> Inference} -> {Postgres, Encryption} -> C shims
 let package = Package(
     name: "modelgate",
     platforms: [.macOS(.v15)],
@@ -91,6 +91,19 @@ let package = Package(
             dependencies: ["CBLAS", "CTurboJPEG", "CPNG", "CPrefetch", "CKernels"],
             swiftSettings: inferenceSettings
         ),
+        // The upstream engine: models served by remote OpenAI-compatible servers. Above Inference
+        // (it is an engine like the native ones), below the Gateway: it knows no tenant, and is
+        // handed the upstream's credential by its caller.
+        .target(
+            name: "Upstream",
+            dependencies: [
+                "Inference",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         // Plain SQL migrations, embedded into the binary so it runs from any directory.
         .target(
             name: "SchemaMigrations",
@@ -108,6 +121,7 @@ let package = Package(
                 "Tenancy",
                 "Metering",
                 "Inference",
+                "Upstream",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
@@ -125,6 +139,7 @@ let package = Package(
                 "Tenancy",
                 "Metering",
                 "Inference",
+                "Upstream",
                 "Encryption",
                 "SchemaMigrations",
                 "Gateway",
@@ -195,6 +210,10 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
+        ),
+        .testTarget(
+            name: "UpstreamTests",
+            dependencies: ["Upstream", "Inference", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "PlatformTests",

@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import Upstream
 import Metering
 import Metrics
 import Postgres
@@ -55,6 +56,12 @@ final class MetricsExport: Sendable {
         var running: [([(String, String)], Double)] = []
         var shareWaiting: [([(String, String)], Double)] = []
         var shareResting: [([(String, String)], Double)] = []
+        var upstreamHealthy: [([(String, String)], Double)] = []
+        var upstreamOutstanding: [([(String, String)], Double)] = []
+        var upstreamRequests: [([(String, String)], Double)] = []
+        var upstreamFailures: [([(String, String)], Double)] = []
+        var upstreamLatency: [([(String, String)], Double)] = []
+        var upstreamExcess: [([(String, String)], Double)] = []
         for info in models.models() {
             for state in ["loading", "ready", "failed", "unloaded"] {
                 states.append(([("model", info.name), ("state", state)], info.status.name == state ? 1 : 0))
@@ -70,6 +77,19 @@ final class MetricsExport: Sendable {
                 queues.append((labels, Double(service.waiting)))
             case .images(let service):
                 queues.append((labels, Double(service.waiting)))
+            case .external(let external):
+                guard let upstream = external as? UpstreamEngine else { break }
+                queues.append((labels, Double(engine.shares.snapshot.waiting)))
+                upstreamExcess.append((labels, Double(upstream.excessTokens)))
+                // Endpoints by host and port only: never a path or a credential.
+                for endpoint in upstream.endpointStatus {
+                    let endpointLabels = labels + [("endpoint", endpoint.endpoint)]
+                    upstreamHealthy.append((endpointLabels, endpoint.healthy ? 1 : 0))
+                    upstreamOutstanding.append((endpointLabels, Double(endpoint.outstanding)))
+                    upstreamRequests.append((endpointLabels, Double(endpoint.requests)))
+                    upstreamFailures.append((endpointLabels, Double(endpoint.failures)))
+                    upstreamLatency.append((endpointLabels, endpoint.latencySeconds))
+                }
             }
             let shares = engine.shares.snapshot
             shareWaiting.append((labels, Double(shares.waiting)))
@@ -80,6 +100,12 @@ final class MetricsExport: Sendable {
         exposition.family("modelgate_model_running_sequences", "gauge", "Sequences a text model is generating now.", running)
         exposition.family("modelgate_model_share_waiting", "gauge", "Requests waiting for their tenant's share of a model.", shareWaiting)
         exposition.family("modelgate_model_share_resting", "gauge", "Slots resting after a flooding tenant's request.", shareResting)
+        exposition.family("modelgate_upstream_endpoint_healthy", "gauge", "1 while an upstream endpoint serves (not ejected).", upstreamHealthy)
+        exposition.family("modelgate_upstream_endpoint_outstanding", "gauge", "Requests an upstream endpoint is answering now.", upstreamOutstanding)
+        exposition.family("modelgate_upstream_endpoint_requests_total", "counter", "Requests sent to an upstream endpoint.", upstreamRequests)
+        exposition.family("modelgate_upstream_endpoint_failures_total", "counter", "Requests to an upstream endpoint that failed (connection, 5xx, timeout, broken stream).", upstreamFailures)
+        exposition.family("modelgate_upstream_endpoint_latency_seconds_total", "counter", "Time requests to an upstream endpoint took, added up.", upstreamLatency)
+        exposition.family("modelgate_upstream_usage_excess_tokens_total", "counter", "Tokens an upstream reported beyond the reservation: not billed.", upstreamExcess)
         ProcessMetrics.append(to: &exposition)
         return Array(exposition.text.utf8) + Self.withHelp(registry.emitToBuffer())
     }

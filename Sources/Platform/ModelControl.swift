@@ -50,7 +50,7 @@ public struct ModelControl: Sendable {
     /// options) without loading it: what `modelgate model load` does before asking the servers.
     public static func checkFolder(_ name: String, configuration: ModelGateConfiguration) throws {
         let directory = ModelDirectory.resolve(configuration.models.directory)
-        _ = try EngineFactories.check(directory: directory + "/" + name)
+        _ = try EngineFactories.check(directory: directory + "/" + name, factories: ModelDirectory.engines)
     }
 
     /// Every model name this installation knows, with the model's own name for each: names and
@@ -58,7 +58,7 @@ public struct ModelControl: Sendable {
     /// CLI's checks of model names).
     public static func knownModels(pool: PostgresPool, configuration: ModelGateConfiguration) async throws -> [String: String] {
         var known: [String: String] = [:]
-        for folder in ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory)).discover() { known[folder] = folder }
+        for folder in ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory), factories: ModelDirectory.engines).discover() { known[folder] = folder }
         for row in try await pool.query("SELECT name, aliases FROM models") {
             let name: String = try row.decode("name")
             known[name] = name

@@ -9,6 +9,7 @@ import Postgres
 import ServiceLifecycle
 import Synchronization
 import Tenancy
+import Upstream
 
 /// `modelgate serve`: opens the database, applies migrations, and runs the gateway until
 /// SIGTERM/SIGINT, then drains in-flight requests (up to `server.shutdownGraceSeconds`) and
@@ -18,7 +19,7 @@ public enum ModelGateServer {
         let services = try await ModelGateServices.open(configuration, logger: logger, spool: true, create: true)
         try await bootstrapOperatorKey(services)
         Inference.BLAS.configureThreads()
-        let registry = ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory))
+        let registry = ModelRegistry(directory: ModelDirectory.resolve(configuration.models.directory), factories: ModelDirectory.engines)
         let control = ModelControl(pool: services.pool, registry: registry, logger: logger)
         await registry.loadAll()
         for info in registry.models() {
@@ -202,6 +203,9 @@ enum Readiness {
 /// The model directory: as configured (relative to the working directory), or, when that does
 /// not exist, the repository's `models/` beside the binary (a development checkout).
 public enum ModelDirectory {
+    /// The engines a model folder may name: the native ones and the upstream engine.
+    public static let engines: [any EngineFactory.Type] = EngineFactories.native + [UpstreamFactory.self]
+
     public static func resolve(_ configured: String) -> String {
         if FileManager.default.fileExists(atPath: configured) { return configured }
         var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()

@@ -143,5 +143,11 @@ final class RawConnection: @unchecked Sendable {
         }
     }
 
+    /// Reads what has arrived (waiting up to the receive timeout): the number of bytes.
+    func receive() -> Int {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        return max(0, recv(descriptor, &buffer, buffer.count, 0))
+    }
+
     func close() { Glibc.close(descriptor) }
 }

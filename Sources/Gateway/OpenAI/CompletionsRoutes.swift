@@ -5,6 +5,7 @@ import Inference
 import Metering
 import Synchronization
 import Tenancy
+import Upstream
 
 /// `POST /v1/completions` and `POST /v1/chat/completions`, OpenAI-compatible, streaming as
 /// server-sent events. The routes decode requests into text-generation work and encode its
@@ -163,6 +164,21 @@ struct CompletionsRoutes {
                 optional.values.merge(message.optionalParameters(index: index)) { $1 }
             }
         }
+
+        /// The prompt's tokens for an upstream model, counted or bounded (`promptTokens`): each
+        /// message's text and what it carries beyond text (tool calls, parts), the tools the
+        /// request defines, and the template's overhead per message and for the answer's start.
+        func promptBound(_ upstream: UpstreamEngine) -> Int {
+            var tokens = upstream.messageOverheadTokens
+            for (index, message) in messages.enumerated() {
+                tokens += upstream.messageOverheadTokens + upstream.promptTokens(message.text)
+                for (_, value) in message.optionalParameters(index: index) { tokens += upstream.promptTokens(value.jsonText) }
+            }
+            for name in ["tools", "functions", "response_format"] {
+                if let value = optional.values[name] { tokens += upstream.promptTokens(value.jsonText) }
+            }
+            return tokens
+        }
     }
 
     func register(on group: RouterGroup<GatewayRequestContext>) {
@@ -189,7 +205,23 @@ struct CompletionsRoutes {
         return InferenceCall(
             model: decoded.model, task: .textGeneration, optionalParameters: decoded.optional.values, streams: sampling.stream ?? false,
             minimumTokens: sampling.requestedTokens * max(1, decoded.prompt?.count ?? 1)
-        ) { engine, _ in
+        ) { engine, info in
+            if let upstream = engine.upstream {
+                let prompts: [Int]
+                switch decoded.prompt ?? .texts([""]) {
+                case .texts(let texts):
+                    guard (1...64).contains(texts.count) else { throw OpenAIError.invalidRequest("prompt must hold 1 to 64 prompts", param: "prompt") }
+                    prompts = texts.map(upstream.promptTokens)
+                case .tokens(let lists):
+                    guard (1...64).contains(lists.count) else { throw OpenAIError.invalidRequest("prompt must hold 1 to 64 prompts", param: "prompt") }
+                    prompts = lists.map(\.count)
+                }
+                return try UpstreamWork.generation(
+                    upstream, info: info, clientModel: decoded.model, route: .completions, body: body,
+                    requestedMaxTokens: sampling.max_completion_tokens ?? sampling.max_tokens, choices: max(sampling.n ?? 1, decoded.best_of ?? 1),
+                    promptTokens: prompts, stream: sampling.stream ?? false, clientWantsUsage: sampling.stream_options?.include_usage ?? false
+                ).prepared()
+            }
             guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
             var parameters = sampling.parameters(defaults: generator.defaults)
             parameters.logprobs = decoded.logprobs
@@ -216,7 +248,15 @@ struct CompletionsRoutes {
         return InferenceCall(
             model: decoded.model, task: .textGeneration, optionalParameters: decoded.optional.values, streams: sampling.stream ?? false,
             minimumTokens: sampling.requestedTokens
-        ) { engine, _ in
+        ) { engine, info in
+            if let upstream = engine.upstream {
+                return try UpstreamWork.generation(
+                    upstream, info: info, clientModel: decoded.model, route: .chat, body: body,
+                    requestedMaxTokens: sampling.max_completion_tokens ?? sampling.max_tokens, choices: sampling.n ?? 1,
+                    promptTokens: [decoded.promptBound(upstream)], stream: sampling.stream ?? false,
+                    clientWantsUsage: sampling.stream_options?.include_usage ?? false
+                ).prepared()
+            }
             guard case .text(let generator) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
             var parameters = sampling.parameters(defaults: generator.defaults)
             if decoded.logprobs == true { parameters.logprobs = decoded.top_logprobs ?? 0 }

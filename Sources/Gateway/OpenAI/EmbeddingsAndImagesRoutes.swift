@@ -82,7 +82,16 @@ struct EmbeddingsAndImagesRoutes {
 
     static func embeddingCall(_ body: [UInt8]) throws -> InferenceCall {
         let decoded = try JSONBody.decode(EmbeddingRequest.self, body)
-        return InferenceCall(model: decoded.model, task: .embeddings) { engine, _ in
+        return InferenceCall(model: decoded.model, task: .embeddings) { engine, info in
+            if let upstream = engine.upstream {
+                guard (1...2048).contains(decoded.input.count) else { throw OpenAIError.invalidRequest("input must hold 1 to 2048 items", param: "input") }
+                let tokens: Int
+                switch decoded.input {
+                case .texts(let texts): tokens = texts.reduce(0) { $0 + upstream.promptTokens($1) }
+                case .tokens(let lists): tokens = lists.reduce(0) { $0 + $1.count }
+                }
+                return try UpstreamWork.embedding(upstream, info: info, clientModel: decoded.model, body: body, promptTokens: tokens).prepared()
+            }
             guard case .embeddings(let service) = engine else { throw InferencePipeline.modelNotFound(decoded.model) }
             let format = decoded.encoding_format ?? "float"
             guard format == "float" || format == "base64" else {

@@ -40,6 +40,9 @@ struct WorkContext: Sendable {
     var fairnessKey: String
     var created: Int
     var tally: UsageTally
+    /// Headers an engine that forwards the request passes on: the W3C trace context and the
+    /// request id.
+    var forwardedHeaders: [(String, String)] = []
 }
 
 /// A work's answer: a whole JSON body, or server-sent events written as they come.
@@ -52,6 +55,9 @@ enum WorkOutput: Sendable {
 struct EventChunk: Sendable {
     var bytes: ByteBuffer
     var completionTokens = 0
+    /// The status the request is recorded with when the stream ends on this chunk (an error
+    /// event of a stream that broke); nil: as it was.
+    var status: Int? = nil
 }
 
 /// Thrown by a work that found the client's input unusable before doing any work on it (an
@@ -114,6 +120,8 @@ struct InferencePipeline: Sendable {
     }
 
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!  // safe: constant, valid token
+    static let traceparent = HTTPField.Name("traceparent")!  // safe: constant, valid token
+    static let tracestate = HTTPField.Name("tracestate")!  // safe: constant, valid token
 
     func serve(
         _ request: Request, _ context: GatewayRequestContext, route: String,
@@ -182,9 +190,15 @@ struct InferencePipeline: Sendable {
         let settlement = Settlement(
             pipeline: self, admission: admission, principal: principal, model: info.name, route: route, access: context.access,
             started: started, tally: tally, permit: permit)
+        var forwarded = [("X-Request-ID", context.requestID)]
+        for name in [Self.traceparent, Self.tracestate] {
+            if let value = request.headers[name] { forwarded.append((name.rawName, value)) }
+        }
         let workContext = WorkContext(
-            requestID: context.requestID, fairnessKey: admission.tenantID.uuidString, created: Int(Date().timeIntervalSince1970), tally: tally)
+            requestID: context.requestID, fairnessKey: admission.tenantID.uuidString, created: Int(Date().timeIntervalSince1970), tally: tally,
+            forwardedHeaders: forwarded)
         var headers = Self.rateLimitHeaders(admission.rateLimits)
+        if let trace = request.headers[Self.traceparent] { headers[Self.traceparent] = trace }
         let output: WorkOutput
         do {
             output = try await withDeadline { try await work.run(workContext) }
@@ -221,6 +235,7 @@ struct InferencePipeline: Sendable {
                     for try await chunk in chunks {
                         try await writer.write(chunk.bytes)
                         tally.addCompletion(chunk.completionTokens)
+                        if let ended = chunk.status { status = ended }
                         if principal.payloadLogging { sent.writeImmutableBuffer(chunk.bytes) }
                     }
                     try await writer.finish(nil)

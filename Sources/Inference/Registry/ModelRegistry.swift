@@ -12,12 +12,15 @@ public enum Engine: Sendable {
     case text(TextGenerator)
     case embeddings(EmbeddingService)
     case images(ClassificationService)
+    /// An engine defined outside this module (one that forwards to other servers, say).
+    case external(any ExternalEngine)
 
     public var task: ModelTask {
         switch self {
         case .text: .textGeneration
         case .embeddings: .embeddings
         case .images: .imageClassification
+        case .external(let engine): engine.task
         }
     }
 
@@ -27,13 +30,17 @@ public enum Engine: Sendable {
         case .text: TransformerLMFactory.name
         case .embeddings: TransformerEncoderFactory.name
         case .images: ResNetFactory.name
+        case .external(let engine): engine.name
         }
     }
 
     /// Whether the engine honours an optional OpenAI parameter (`tools`, `response_format`,
     /// `logit_bias`, `suffix`, ...) beyond those every engine of its task does. The native
     /// engines honour none; an engine that forwards to another server may honour them all.
-    public func supports(parameter: String) -> Bool { false }
+    public func supports(parameter: String) -> Bool {
+        if case .external(let engine) = self { return engine.supports(parameter: parameter) }
+        return false
+    }
 
     /// The requests in flight per tenant while several tenants use this model.
     public var shares: TenantShares {
@@ -41,6 +48,7 @@ public enum Engine: Sendable {
         case .text(let generator): generator.shares
         case .embeddings(let service): service.shares
         case .images(let service): service.shares
+        case .external(let engine): engine.shares
         }
     }
 
@@ -50,6 +58,7 @@ public enum Engine: Sendable {
         case .text(let generator): generator.accepts(fairnessKey: fairnessKey)
         case .embeddings(let service): service.accepts(fairnessKey: fairnessKey)
         case .images(let service): service.accepts(fairnessKey: fairnessKey)
+        case .external(let engine): engine.accepts(fairnessKey: fairnessKey)
         }
     }
 
@@ -58,12 +67,28 @@ public enum Engine: Sendable {
         case .text(let generator): generator.shutdown()
         case .embeddings(let service): service.worker.shutdown()
         case .images(let service): service.worker.shutdown()
+        case .external(let engine): engine.shutdown()
         }
     }
 }
 
+/// An engine another module defines: it is registered, queued fairly, admitted and settled
+/// like the native ones; what it runs is its own.
+public protocol ExternalEngine: Sendable {
+    /// The engine's registered name (`upstream`, ...).
+    var name: String { get }
+    var task: ModelTask { get }
+    /// The requests in flight per tenant while several tenants use this model.
+    var shares: TenantShares { get }
+    func accepts(fairnessKey: String) -> Bool
+    func supports(parameter: String) -> Bool
+    /// Called once the registry no longer serves this engine and its requests had time to end.
+    func shutdown()
+}
+
 /// Builds an engine from a model folder. A new engine is one type and one line in
-/// `EngineFactories.all`.
+/// `EngineFactories.native`, or, defined in another module, in the list the composition root
+/// gives the registry.
 public protocol EngineFactory: Sendable {
     static var name: String { get }
     /// The `options` keys of `model.json` this engine reads; any other is a load error.
@@ -72,19 +97,20 @@ public protocol EngineFactory: Sendable {
 }
 
 public enum EngineFactories {
-    public static let all: [any EngineFactory.Type] = [TransformerLMFactory.self, TransformerEncoderFactory.self, ResNetFactory.self]
+    /// The engines of this module; the composition root adds those defined elsewhere.
+    public static let native: [any EngineFactory.Type] = [TransformerLMFactory.self, TransformerEncoderFactory.self, ResNetFactory.self]
 
-    static func factory(_ name: String) -> (any EngineFactory.Type)? { all.first { $0.name == name } }
+    static func factory(_ name: String, in all: [any EngineFactory.Type]) -> (any EngineFactory.Type)? { all.first { $0.name == name } }
 
     /// Checks a model folder without loading its weights: its manifest (known keys, a known
     /// engine, the engine's options) — what `modelgate model load` checks before asking the
     /// servers.
-    public static func check(directory: String) throws -> ModelManifest {
+    public static func check(directory: String, factories all: [any EngineFactory.Type] = native) throws -> ModelManifest {
         guard FileManager.default.fileExists(atPath: directory) else {
             throw ModelLoadError(file: directory, reason: "no such model folder")
         }
         let manifest = try ModelManifest.load(directory: directory)
-        guard let factory = factory(manifest.engine) else {
+        guard let factory = factory(manifest.engine, in: all) else {
             throw ModelLoadError(
                 file: directory + "/model.json", reason: "unknown engine '\(manifest.engine)' (known: \(all.map { $0.name }.joined(separator: ", ")))")
         }
@@ -249,10 +275,13 @@ public struct ModelInfo: Sendable, Equatable {
 /// requests already holding the old engine finish on it.
 public final class ModelRegistry: Sendable {
     public let directory: String
+    /// The engines a manifest may name.
+    public let factories: [any EngineFactory.Type]
     private let state = Mutex<[String: (info: ModelInfo, engine: Engine?)]>([:])
 
-    public init(directory: String) {
+    public init(directory: String, factories: [any EngineFactory.Type] = EngineFactories.native) {
         self.directory = directory
+        self.factories = factories
     }
 
     /// Names of the model folders present on disk.
@@ -301,8 +330,8 @@ public final class ModelRegistry: Sendable {
             record(failed: name, folder: folder, manifest: manifest, reason: conflict)
             throw ModelLoadError(file: folder + "/model.json", reason: conflict)
         }
-        guard let factory = EngineFactories.factory(manifest.engine) else {
-            let reason = "unknown engine '\(manifest.engine)' (known: \(EngineFactories.all.map { $0.name }.joined(separator: ", ")))"
+        guard let factory = EngineFactories.factory(manifest.engine, in: factories) else {
+            let reason = "unknown engine '\(manifest.engine)' (known: \(factories.map { $0.name }.joined(separator: ", ")))"
             record(failed: name, folder: folder, manifest: manifest, reason: reason)
             throw ModelLoadError(file: folder + "/model.json", reason: reason)
         }
