@@ -16,6 +16,7 @@ public enum SchemaMigrations {
         ("0005_sealed_content.sql", PackageResources._005_sealed_content_sql),
         ("0006_unlimited_overrides.sql", PackageResources._006_unlimited_overrides_sql),
         ("0007_model_aliases.sql", PackageResources._007_model_aliases_sql),
+        ("0008_upstream_credentials.sql", PackageResources._008_upstream_credentials_sql),
     ]
 
     /// File names of the embedded migrations (tests compare them with the folder).

@@ -20,6 +20,8 @@ public struct GatewayDependencies: Sendable {
     public var reports: Reports
     public var limits: LimitService
     public var prices: PriceBook
+    /// Upstream models' credentials (sealed in PostgreSQL); nil: none can be set.
+    public var upstreamCredentials: UpstreamCredentials?
     /// Asks every instance to `load`, `unload` or `reload` a model.
     public var modelControl: @Sendable (String, String) async throws -> Void
     public var maxBodyBytes: Int
@@ -98,7 +100,8 @@ public enum Gateway {
         let pipeline = InferencePipeline(
             registry: dependencies.registry, meter: dependencies.meter, idempotency: dependencies.idempotency,
             payloadLog: dependencies.payloadLog, maxBodyBytes: dependencies.maxBodyBytes, requestTimeout: dependencies.requestTimeout,
-            dropUnsupportedParams: dependencies.dropUnsupportedParams)
+            dropUnsupportedParams: dependencies.dropUnsupportedParams,
+            upstreamCredential: { [credentials = dependencies.upstreamCredentials] in try await credentials?.secret(for: $0) })
         CompletionsRoutes(pipeline: pipeline).register(on: tenantAPI)
         EmbeddingsAndImagesRoutes(
             pipeline: pipeline,
@@ -110,6 +113,10 @@ public enum Gateway {
             registry: dependencies.registry, reports: dependencies.reports, limits: dependencies.limits, prices: dependencies.prices,
             tenants: dependencies.tenants, modelControl: dependencies.modelControl, maxBodyBytes: dependencies.maxBodyBytes
         ).register(tenant: tenantAPI, admin: adminAPI)
+        if let credentials = dependencies.upstreamCredentials {
+            UpstreamCredentialRoutes(credentials: credentials, registry: dependencies.registry, maxBodyBytes: dependencies.maxBodyBytes)
+                .register(admin: adminAPI)
+        }
         return router
     }
 }

@@ -47,6 +47,7 @@ public enum ModelGateServer {
                 exporter.scrape(pool: services.pool, authenticator: services.authenticator, meter: services.meter, registry: registry)
             })
         dependencies.metricsNeedOperatorKey = configuration.server.metricsNeedOperatorKey
+        dependencies.upstreamCredentials = services.upstreamCredentials
         dependencies.dropUnsupportedParams = configuration.server.dropUnsupportedParams
         dependencies.maxImagePixels = configuration.limits.maxImagePixels
         dependencies.maxImagePixelsPerRequest = configuration.limits.maxImagePixelsPerRequest

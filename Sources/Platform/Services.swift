@@ -24,6 +24,7 @@ public struct ModelGateServices: Sendable {
     public let reports: Reports
     public let idempotency: IdempotencyStore
     public let payloadLog: PayloadLog
+    public let upstreamCredentials: UpstreamCredentials
 
     /// Opens the database (starting the local cluster in zero-config mode), applies pending
     /// migrations, and loads the master keys.
@@ -65,7 +66,8 @@ public struct ModelGateServices: Sendable {
                 apiKeys: APIKeyService(pool: pool, keyHasher: loaded.keys.keyHasher), authenticator: authenticator,
                 keyringAdministration: KeyringAdministration(pool: pool, keyRing: keyRing, keyFile: keyFile),
                 meter: meter, limits: LimitService(pool: pool, notifier: LimitInvalidation()), prices: PriceBook(pool: pool), reports: Reports(pool: pool),
-                idempotency: IdempotencyStore(pool: pool, keyRing: keyRing), payloadLog: PayloadLog(pool: pool, keyRing: keyRing))
+                idempotency: IdempotencyStore(pool: pool, keyRing: keyRing), payloadLog: PayloadLog(pool: pool, keyRing: keyRing),
+                upstreamCredentials: UpstreamCredentials(pool: pool, keyRing: keyRing))
         } catch {
             await pool.shutdown()
             throw error

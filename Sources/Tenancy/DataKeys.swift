@@ -10,9 +10,12 @@ public struct PostgresDataKeyStore: DataKeyStore {
 
     public init(pool: PostgresPool) { self.pool = pool }
 
+    /// A tenant's data keys, or (for `OperatorDataKey.id`) the operator's.
     public func wrappedDataKeys(tenant: UUID) async throws -> [WrappedDataKey] {
-        let rows = try await pool.query(
-            "SELECT version, master_key_version, wrapped_key FROM tenant_data_keys WHERE tenant_id = $1", [tenant])
+        let rows =
+            tenant == OperatorDataKey.id
+            ? try await pool.query("SELECT version, master_key_version, wrapped_key FROM operator_data_keys")
+            : try await pool.query("SELECT version, master_key_version, wrapped_key FROM tenant_data_keys WHERE tenant_id = $1", [tenant])
         return try rows.map { row in
             WrappedDataKey(
                 tenantID: tenant, version: try row.decode("version"), masterVersion: try row.decode("master_key_version"),
@@ -58,7 +61,11 @@ public struct KeyringAdministration: Sendable {
     /// Every master-key version (from the key file and from the database) and how many data keys it wraps.
     public func status() async throws -> (versions: [VersionStatus], rotationInProgress: Int?) {
         let rows = try await pool.query(
-            "SELECT master_key_version AS v, count(*) AS n FROM tenant_data_keys GROUP BY master_key_version")
+            """
+            SELECT v, count(*) AS n FROM (
+                SELECT master_key_version AS v FROM tenant_data_keys UNION ALL SELECT master_key_version FROM operator_data_keys
+            ) keys GROUP BY v
+            """)
         var counts: [Int: Int] = [:]
         for row in rows { counts[try row.decode("v")] = try row.decode("n") }
         let keys = keyRing.current
@@ -135,6 +142,21 @@ public struct KeyringAdministration: Sendable {
             if count < batchSize { break }
             if pauseBetweenBatches > .zero { try await Task.sleep(for: pauseBetweenBatches) }
         }
+        // The operator's data keys (a handful of versions): one transaction.
+        rewrapped += try await pool.transaction { connection -> Int in
+            let rows = try connection.query(
+                "SELECT version, master_key_version, wrapped_key FROM operator_data_keys WHERE master_key_version <> $1 FOR UPDATE", [target])
+            for row in rows {
+                let fresh = try keyRing.rewrap(WrappedDataKey(
+                    tenantID: OperatorDataKey.id, version: try row.decode("version"), masterVersion: try row.decode("master_key_version"),
+                    wrapped: try row.decode("wrapped_key", as: PostgresBytes.self).bytes))
+                try connection.execute(
+                    "UPDATE operator_data_keys SET master_key_version = $2, wrapped_key = $3, rewrapped_at = now() WHERE version = $1",
+                    [fresh.version, fresh.masterVersion, PostgresBytes(fresh.wrapped)])
+            }
+            return rows.count
+        }
+        keyRing.dropCache(tenant: OperatorDataKey.id)
         let total = rewrapped
         let wasResumed = resumed
         try await pool.transaction { connection in
@@ -156,7 +178,11 @@ public struct KeyringAdministration: Sendable {
         guard version != keys.primaryVersion else {
             throw TenancyError.conflict("master key version \(version) is the primary; run 'keyring rotate' first")
         }
-        let rows = try await pool.query("SELECT count(*) AS n FROM tenant_data_keys WHERE master_key_version = $1", [version])
+        let rows = try await pool.query(
+            """
+            SELECT (SELECT count(*) FROM tenant_data_keys WHERE master_key_version = $1)
+                 + (SELECT count(*) FROM operator_data_keys WHERE master_key_version = $1) AS n
+            """, [version])
         let wrapped: Int = try rows[0].decode("n")
         guard wrapped == 0 else {
             throw TenancyError.conflict(

@@ -6,7 +6,7 @@ import Postgres
 struct ModelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model", abstract: "The model registry of the running servers.",
-        subcommands: [List.self, Show.self, Load.self, Unload.self, Reload.self, Remove.self])
+        subcommands: [List.self, Show.self, Load.self, Unload.self, Reload.self, Remove.self, Credential.self])
 
     struct Row: Encodable {
         var name: String

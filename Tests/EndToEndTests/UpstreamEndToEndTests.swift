@@ -1,5 +1,6 @@
 import Foundation
 import Metering
+import NIOHTTP1
 import Postgres
 import Tenancy
 import TestSupport
@@ -213,6 +214,70 @@ import Testing
                 #expect(try await HTTP.send(.POST, base + "/v1/completions", key: fixture.key, json: ["model": "pair", "prompt": "p", "max_tokens": 1]).status == 200)
             }
             #expect(try await fixture.upstreams[0].requests().count > 0)
+        }
+    }
+}
+
+extension UpstreamEndToEndTests {
+    @Test func anUpstreamCredentialIsSentRotatedAndShownNowhere() async throws {
+        try await UpstreamFixture.with { fixture in
+            let base = fixture.server.baseURL
+            let first = "sk-first-" + UUID().uuidString.prefix(12).lowercased()
+            let second = "sk-second-" + UUID().uuidString.prefix(12).lowercased()
+            var shown: [String] = []
+            // From stdin (never argv), through the CLI; an alias names the same model.
+            let environment = ModelGateProcess.cleanEnvironment(fixture.harness.environment)
+            let piped = try await onOwnThread {
+                try ChildProcess.run(
+                    "/bin/sh", ["-c", "printf '%s\\n' \"$SECRET\" | \"$MODELGATE\" model credential set fleet"],
+                    environment: environment.merging(["SECRET": first, "MODELGATE": ModelGateProcess.binaryPath]) { $1 },
+                    workingDirectory: fixture.harness.directory)
+            }
+            #expect(piped.status == 0, "\(piped.output)")
+            #expect(piped.output.contains("hmac-sha256:"))
+            shown.append(piped.output)
+            let empty = try await fixture.harness.cli(["model", "credential", "set", "fleet"])
+            #expect(empty.status != 0 && empty.output.contains("no credential given"), "\(empty.output)")
+            let native = try await fixture.harness.cli(["model", "credential", "show", "nope"])
+            #expect(native.status != 0 && native.output.contains("unknown model 'nope'"), "\(native.output)")
+            shown.append(try await fixture.harness.cli(["model", "credential", "show", "fleet"]).output)
+            shown.append(try await fixture.harness.cli(["model", "show", "fleet", "--json"]).output)
+
+            func sentCredential() async throws -> String? {
+                let response = try await HTTP.send(.POST, base + "/v1/completions", key: fixture.key, json: ["model": "fleet", "prompt": "hi", "max_tokens": 2])
+                #expect(response.status == 200, "\(response.body)")
+                shown.append(response.body)
+                return try await fixture.upstreams[0].requests().last?.headers["authorization"]
+            }
+            #expect(try await sentCredential() == "Bearer " + first)
+            // Replaced through the admin API: used without a restart.
+            let put = try await HTTP.send(.PUT, base + "/admin/v1/models/fleet/credential", key: fixture.operatorKey, json: ["credential": second])
+            #expect(put.status == 200, "\(put.body)")
+            shown.append(put.body)
+            let rotated = try await eventually(within: .seconds(20)) { try await sentCredential() == "Bearer " + second }
+            #expect(rotated, "the new credential is used without a restart")
+            for (method, path, body) in [
+                (HTTPMethod.GET, "/admin/v1/models/fleet/credential", nil), (.GET, "/admin/v1/models/fleet", nil), (.GET, "/admin/v1/models", nil),
+                (.GET, "/metrics", nil), (.GET, "/admin/v1/audit", nil),
+                (.PUT, "/admin/v1/models/shakespeare-nope/credential", ["credential": second]),
+                (.PUT, "/admin/v1/models/fleet/credential", ["credential": second + " x"]),
+                (.PUT, "/admin/v1/models/fleet/credential", ["credential": second, "extra": 1]),
+            ] as [(HTTPMethod, String, [String: Any]?)] {
+                let response = try await HTTP.send(method, base + path, key: fixture.operatorKey, json: body)
+                #expect(response.status < 500, "\(path): \(response.body)")
+                shown.append(response.body)
+            }
+            // Only an operator key manages credentials.
+            #expect(try await HTTP.send(.PUT, base + "/admin/v1/models/fleet/credential", key: fixture.key, json: ["credential": "stolen"]).status == 403)
+            shown.append(try await fixture.harness.system.dump())
+            shown.append(fixture.server.log)
+            for text in shown {
+                #expect(!text.contains(first) && !text.contains(second), "a credential leaked: \(text.prefix(400))")
+            }
+            // Cleared: the upstream gets no Authorization header.
+            #expect(try await HTTP.send(.DELETE, base + "/admin/v1/models/fleet/credential", key: fixture.operatorKey).status == 200)
+            let cleared = try await eventually(within: .seconds(20)) { try await sentCredential() == nil }
+            #expect(cleared)
         }
     }
 }

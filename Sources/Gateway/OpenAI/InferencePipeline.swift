@@ -43,6 +43,8 @@ struct WorkContext: Sendable {
     /// Headers an engine that forwards the request passes on: the W3C trace context and the
     /// request id.
     var forwardedHeaders: [(String, String)] = []
+    /// The credential of an upstream model (by its own name), nil when it needs none.
+    var upstreamCredential: @Sendable (String) async throws -> String? = { _ in nil }
 }
 
 /// A work's answer: a whole JSON body, or server-sent events written as they come.
@@ -105,11 +107,14 @@ struct InferencePipeline: Sendable {
     let maxBodyBytes: Int
     let deadlines: Deadlines
     let dropUnsupportedParams: Bool
+    let upstreamCredential: @Sendable (String) async throws -> String?
 
     init(
         registry: ModelRegistry, meter: any InferenceMetering, idempotency: any IdempotentResponses, payloadLog: any PayloadRecording,
-        maxBodyBytes: Int, requestTimeout: Duration, dropUnsupportedParams: Bool
+        maxBodyBytes: Int, requestTimeout: Duration, dropUnsupportedParams: Bool,
+        upstreamCredential: @escaping @Sendable (String) async throws -> String? = { _ in nil }
     ) {
+        self.upstreamCredential = upstreamCredential
         self.registry = registry
         self.meter = meter
         self.idempotency = idempotency
@@ -196,7 +201,7 @@ struct InferencePipeline: Sendable {
         }
         let workContext = WorkContext(
             requestID: context.requestID, fairnessKey: admission.tenantID.uuidString, created: Int(Date().timeIntervalSince1970), tally: tally,
-            forwardedHeaders: forwarded)
+            forwardedHeaders: forwarded, upstreamCredential: upstreamCredential)
         var headers = Self.rateLimitHeaders(admission.rateLimits)
         if let trace = request.headers[Self.traceparent] { headers[Self.traceparent] = trace }
         let output: WorkOutput

@@ -20,6 +20,8 @@ extension Engine {
 /// reports (the excess is logged and counted).
 struct UpstreamWork: Sendable {
     let engine: UpstreamEngine
+    /// The model's own name (its credential's key).
+    let model: String
     let route: UpstreamRoute
     /// The model as the client named it (an alias, maybe): what responses say.
     let clientModel: String
@@ -67,7 +69,7 @@ struct UpstreamWork: Sendable {
             object["stream_options"] = options
         }
         return UpstreamWork(
-            engine: engine, route: route, clientModel: clientModel, body: try Self.encode(object), stream: stream,
+            engine: engine, model: info.name, route: route, clientModel: clientModel, body: try Self.encode(object), stream: stream,
             clientWantsUsage: clientWantsUsage,
             worstCase: .generation(promptTokens: promptTokens.reduce(0, +), maxTokens: maxTokens, choices: choices, prompts: max(1, promptTokens.count)))
     }
@@ -77,7 +79,7 @@ struct UpstreamWork: Sendable {
         var object = try object(body)
         object["model"] = engine.upstreamModel ?? info.name
         return UpstreamWork(
-            engine: engine, route: .embeddings, clientModel: clientModel, body: try Self.encode(object), stream: false, clientWantsUsage: false,
+            engine: engine, model: info.name, route: .embeddings, clientModel: clientModel, body: try Self.encode(object), stream: false, clientWantsUsage: false,
             worstCase: .embedding(tokens: promptTokens))
     }
 
@@ -86,7 +88,8 @@ struct UpstreamWork: Sendable {
     }
 
     func run(_ context: WorkContext) async throws -> WorkOutput {
-        let request = UpstreamRequest(route: route, body: body, stream: stream, headers: context.forwardedHeaders)
+        let request = UpstreamRequest(
+            route: route, body: body, stream: stream, credential: try await context.upstreamCredential(model), headers: context.forwardedHeaders)
         let reply: UpstreamReply
         do {
             reply = try await engine.send(request)
