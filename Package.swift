@@ -226,6 +226,7 @@ let package = Package(
                 "Tenancy",
                 "Audit",
                 "Metering",
+                "Inference",
                 "Postgres",
                 "modelgate",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes a Hugging Face GPT-2 folder (config.json, model.safetensors, F32) as a float32 GGUF file
+"""Writes a Hugging Face GPT-2 folder (config.json, model.safetensors, F32 or F16) as a float32 GGUF file
 for llama.cpp, with GPT-2's byte-level BPE vocabulary, so llama.cpp runs the very weights the
 gpt2 benchmark runs. Needs numpy and llama.cpp's own gguf-py package (on PYTHONPATH).
 
@@ -26,10 +26,11 @@ def safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        if info["dtype"] != "F32":
-            raise SystemExit(f"{name}: {info['dtype']}, expected F32")
+        dtype = {"F32": np.float32, "F16": np.float16}.get(info["dtype"])
+        if dtype is None:
+            raise SystemExit(f"{name}: {info['dtype']}, expected F32 or F16")
         start, end = info["data_offsets"]
-        yield name, np.frombuffer(data[base + start:base + end], dtype=np.float32).reshape(info["shape"])
+        yield name, np.frombuffer(data[base + start:base + end], dtype=dtype).reshape(info["shape"]).astype(np.float32)
 
 
 def main():

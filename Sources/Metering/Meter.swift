@@ -414,7 +414,7 @@ public final class Meter: Sendable {
                 [
                     record.requestID, record.tenantID, record.keyID, record.model, record.route, record.promptTokens,
                     record.completionTokens, record.images, record.status, record.latencyMs, price.prompt, price.completion,
-                    price.image, cost, record.occurredAt,
+                    price.image, cost, record.occurredAt, record.usageSource?.rawValue,
                 ])
             guard let row = rows.first, try row.decode("fresh", as: Bool.self) else { return false }
             if try row.decode("period", as: String?.self) != nil {
@@ -438,7 +438,7 @@ public final class Meter: Sendable {
 
     /// Settlement's one statement ($1 request id, $2 tenant, $3 key, $4 model, $5 route, $6-$8
     /// prompt tokens, completion tokens, images, $9 status, $10 latency, $11-$13 prices, $14
-    /// cost, $15 time): one row, `fresh` false for a request settled before (then nothing
+    /// cost, $15 time, $16 usage source): one row, `fresh` false for a request settled before (then nothing
     /// changed), and the reservation taken back (its columns NULL when there was none).
     static let settlementStatement = """
         WITH fresh AS (
@@ -449,9 +449,9 @@ public final class Meter: Sendable {
             RETURNING period_start::text AS period, tokens, images, budget, concurrent, subjects
         ), event AS (
             INSERT INTO usage_events (request_id, tenant_id, key_id, model, route, prompt_tokens, completion_tokens, images,
-                status, latency_ms, prompt_price, completion_price, image_price, cost_micros, occurred_at)
+                status, latency_ms, prompt_price, completion_price, image_price, cost_micros, occurred_at, usage_source)
             SELECT $1, $2, $3::uuid, $4::text, $5::text, $6::bigint, $7::bigint, $8::bigint, $9::integer, $10::integer,
-                $11::bigint, $12::bigint, $13::bigint, $14::bigint, $15::timestamptz
+                $11::bigint, $12::bigint, $13::bigint, $14::bigint, $15::timestamptz, $16::text
             FROM fresh
         ), rollup AS (
             INSERT INTO usage_rollups (tenant_id, key_id, model, hour, requests, prompt_tokens, completion_tokens, images, cost_micros)

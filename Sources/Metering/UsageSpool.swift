@@ -17,11 +17,15 @@ public struct SettlementRecord: Codable, Sendable, Equatable {
     public var latencyMs: Int
     /// Microseconds since 1970 (exact through JSON).
     public var occurredAtMicros: Int64
+    /// Who counted the tokens when it was not ModelGate's own engine (absent from records an
+    /// older version spooled: decoded as nil).
+    public var usageSource: UsageSource?
 
     public init(
         requestID: String, tenantID: UUID, keyID: UUID?, model: String, route: String, promptTokens: Int, completionTokens: Int,
-        images: Int, status: Int, latencyMs: Int, occurredAt: Date = Date()
+        images: Int, status: Int, latencyMs: Int, occurredAt: Date = Date(), usageSource: UsageSource? = nil
     ) {
+        self.usageSource = usageSource
         self.requestID = requestID
         self.tenantID = tenantID
         self.keyID = keyID
@@ -36,6 +40,17 @@ public struct SettlementRecord: Codable, Sendable, Equatable {
     }
 
     public var occurredAt: Date { Date(timeIntervalSince1970: Double(occurredAtMicros) / 1_000_000) }
+}
+
+/// Where the tokens of a usage event come from, for an engine ModelGate does not run itself
+/// (`usage_events.usage_source`; NULL: ModelGate's own engine counted them).
+public enum UsageSource: String, Codable, Sendable {
+    /// The upstream server's `usage`, at most the reservation.
+    case upstream
+    /// Counted by ModelGate: with the model's tokenizer, or one per streamed chunk.
+    case counted
+    /// Neither: the reservation's upper bound.
+    case bound
 }
 
 /// An append-only, fsync'd log of settlement records (length, CRC-32, JSON), so that no usage is

@@ -1,4 +1,5 @@
 import Foundation
+import Inference
 import Metering
 import NIOHTTP1
 import Postgres
@@ -83,6 +84,34 @@ import Testing
             #expect(prompts == [3, 1, 2, 2, 3, 3], "the upstream's prompt tokens")
             #expect(completions == [4, 5, 3, 3, 2, 0], "the upstream's completion tokens")
             #expect(try events.allSatisfy { try $0.decode("model", as: String.self).hasPrefix("fleet") })
+            #expect(try events.allSatisfy { try $0.decode("usage_source", as: String?.self) == "upstream" })
+        }
+    }
+
+    @Test func anUpstreamThatReportsNoUsageIsCountedWithTheTokenizerOrBilledItsBound() async throws {
+        try await UpstreamFixture.with { fixture in
+            let base = fixture.server.baseURL
+            for (model, stream) in [("fleet", false), ("fleet", true), ("counted", false), ("counted", true)] {
+                let response = try await HTTP.send(
+                    .POST, base + "/v1/completions", key: fixture.key, json: ["model": model, "prompt": "FAULT:nousage FAULT:short", "max_tokens": 40, "stream": stream])
+                #expect(response.status == 200, "\(response.body)")
+            }
+            let events = try await fixture.events(count: 4)
+            let sources = try events.map { try $0.decode("usage_source", as: String?.self) }
+            let completions = try events.map { try $0.decode("completion_tokens", as: Int.self) }
+            #expect(sources == ["bound", "bound", "counted", "counted"])
+            // The upstream stopped after 10 of 40 words. Without a tokenizer, the reservation (40)
+            // is billed; with one, its count of the words (the whole text, or chunk by chunk).
+            let tokenizer = try GPT2Tokenizer(directory: TestModels.repository.path + "/models/shakespeare")
+            let text = (0..<10).map { "w\($0) " }.joined()
+            let whole = tokenizer.encode(text).count
+            let chunked = (0..<10).reduce(0) { $0 + tokenizer.encode("w\($1) ").count }
+            #expect(whole < 40 && chunked < 40, "the fixture tells a local count from the bound")
+            #expect(completions == [40, 40, whole, chunked], "\(completions)")
+            // The prompt: its UTF-8 bytes as the bound, or the tokenizer's count.
+            let prompts = try events.map { try $0.decode("prompt_tokens", as: Int.self) }
+            let prompt = tokenizer.encode("FAULT:nousage FAULT:short").count
+            #expect(prompts == [25, 25, prompt, prompt])
         }
     }
 
@@ -358,6 +387,9 @@ final class UpstreamFixture: Sendable {
                     ],
                 ],
             ]
+            manifests["counted"] = [
+                "engine": "upstream", "task": "text-generation", "options": ["endpoints": [first], "tokenizer": "tokenizer"],
+            ]
             if upstreamCount > 1 {
                 manifests["pair"] = [
                     "engine": "upstream", "task": "text-generation",
@@ -370,6 +402,11 @@ final class UpstreamFixture: Sendable {
             for (name, manifest) in manifests {
                 try FileManager.default.createDirectory(atPath: models + "/" + name, withIntermediateDirectories: true)
                 try JSONSerialization.data(withJSONObject: manifest).write(to: URL(fileURLWithPath: models + "/" + name + "/model.json"))
+            }
+            // The demo model's vocabulary counts the tokens of `counted`.
+            try FileManager.default.createDirectory(atPath: models + "/counted/tokenizer", withIntermediateDirectories: true)
+            for file in ["vocab.json", "merges.txt"] {
+                try FileManager.default.copyItem(atPath: TestModels.repository.path + "/models/shakespeare/" + file, toPath: models + "/counted/tokenizer/" + file)
             }
             let limits = LimitService(pool: harness.system.pool)
             _ = try await limits.setPlan(

@@ -74,8 +74,12 @@ final class UsageTally: Sendable {
     private let prompt = Atomic<Int>(0)
     private let completion = Atomic<Int>(0)
     private let images = Atomic<Int>(0)
+    private let source = Mutex<UsageSource?>(nil)
 
     func setPrompt(_ tokens: Int) { prompt.store(tokens, ordering: .relaxed) }
+    /// Who counted the tokens, for an engine that is not ModelGate's own.
+    func setSource(_ value: UsageSource) { source.withLock { $0 = value } }
+    var usageSource: UsageSource? { source.withLock { $0 } }
     func addCompletion(_ tokens: Int) { completion.add(tokens, ordering: .relaxed) }
     func setImages(_ count: Int) { images.store(count, ordering: .relaxed) }
 
@@ -489,7 +493,7 @@ final class Settlement: Sendable {
         await pipeline.meter.settle(SettlementRecord(
             requestID: admission.requestID, tenantID: admission.tenantID, keyID: principal.keyID, model: model, route: route,
             promptTokens: prompt, completionTokens: completion, images: images, status: status,
-            latencyMs: InferencePipeline.milliseconds(since: started)))
+            latencyMs: InferencePipeline.milliseconds(since: started), usageSource: tally.usageSource))
     }
 }
 

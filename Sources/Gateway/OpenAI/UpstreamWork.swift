@@ -105,12 +105,16 @@ struct UpstreamWork: Sendable {
             let completion: Int
             if let reported = usage?["completion_tokens"] as? Int {
                 completion = reported
+                context.tally.setSource(.upstream)
             } else if route == .embeddings {
                 completion = 0
+                context.tally.setSource(usage?["prompt_tokens"] is Int ? .upstream : engine.countsLocally ? .counted : .bound)
             } else if engine.countsLocally {
                 completion = Self.texts(object).reduce(0) { $0 + (engine.completionTokens($1) ?? 0) }
+                context.tally.setSource(.counted)
             } else {
                 completion = reservedCompletion
+                context.tally.setSource(.bound)
             }
             let billed = billed(prompt: usage?["prompt_tokens"] as? Int ?? reservedPrompt, completion: completion)
             context.tally.setPrompt(billed.prompt)
@@ -155,6 +159,7 @@ struct UpstreamWork: Sendable {
                     if !started {
                         started = true
                         tally.setPrompt(work.reservedPrompt)
+                        tally.setSource(.counted)
                     }
                     if object["error"] != nil {
                         output.yield(EventChunk(bytes: Self.event(object), status: 502))
@@ -172,6 +177,7 @@ struct UpstreamWork: Sendable {
                         // The upstream's count replaces the local one (written chunks carry
                         // the difference into the tally).
                         reported = true
+                        tally.setSource(.upstream)
                         let billed = work.billed(prompt: usage["prompt_tokens"] as? Int ?? work.reservedPrompt, completion: completion)
                         tally.setPrompt(billed.prompt)
                         tokens += billed.completion - counted
@@ -188,6 +194,7 @@ struct UpstreamWork: Sendable {
                 }
                 if started, !reported, !work.engine.countsLocally {
                     // Neither usage nor a tokenizer: the reservation's upper bound.
+                    tally.setSource(.bound)
                     output.yield(EventChunk(bytes: ByteBuffer(), completionTokens: work.reservedCompletion - counted))
                 }
                 output.finish()

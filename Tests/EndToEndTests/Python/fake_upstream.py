@@ -15,7 +15,8 @@ usage says so. The prompt (or the last chat message) picks a behaviour by contai
   FAULT:huge      answers 200 with a 64 MiB body
   FAULT:endless   streams a chunk every 50 ms until the client goes away
   FAULT:overreport reports 1000 times the usage
-  FAULT:nousage   streams without a usage chunk
+  FAULT:nousage   answers without usage (no usage chunk when streaming)
+  FAULT:short     (with another) stops after a quarter of `max_tokens` words
 
 GET /log answers what was received: {"requests": [{"path", "body", "headers"}],
 "disconnects": [unix time of each client that went away mid-stream]}.
@@ -113,7 +114,8 @@ class Handler(BaseHTTPRequestHandler):
         scale = 1000 if fault == "overreport" else 1
         usage = {"prompt_tokens": prompt_tokens * scale, "completion_tokens": max_tokens * n * scale, "total_tokens": (prompt_tokens + max_tokens * n) * scale}
         chat = self.path == "/v1/chat/completions"
-        words = ["w%d " % i for i in range(max_tokens)]
+        short = "FAULT:short" in text.split()
+        words = ["w%d " % i for i in range(max(1, max_tokens // 4) if short else max_tokens)]
         if not body.get("stream"):
             if chat:
                 choices = [{"index": c, "message": {"role": "assistant", "content": "".join(words)}, "finish_reason": "length"} for c in range(n)]
@@ -121,7 +123,10 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 choices = [{"index": c, "text": "".join(words), "finish_reason": "length", "logprobs": None} for c in range(n)]
                 kind = "text_completion"
-            return self.send_json(200, {"id": "x-1", "object": kind, "created": int(time.time()), "model": body["model"], "choices": choices, "usage": usage})
+            answer = {"id": "x-1", "object": kind, "created": int(time.time()), "model": body["model"], "choices": choices}
+            if fault != "nousage":
+                answer["usage"] = usage
+            return self.send_json(200, answer)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
