@@ -9,10 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
-version=0.3.36
 cache=${MODELGATE_BENCH_CACHE:-/var/tmp/modelgate-bench}
-source_dir=$cache/llama_cpp_python-$version/vendor/llama.cpp
-bench=$source_dir/build/bin/llama-bench
 weights=${TMPDIR:-/tmp}/modelgate-bench-gpt2-124m
 vocabulary=$repo/../shared/tokenizers/gpt2
 gguf=$cache/gpt2-124m-bench-f32.gguf
@@ -25,24 +22,14 @@ if [ ! -f "$vocabulary/vocab.json" ]; then
 fi
 [ -f "$weights/model.safetensors" ] || .build/release/modelgate-bench gpt2 --seconds 1 >/dev/null
 
-# A venv with the build tools (the sdist's metadata needs scikit-build-core) and numpy.
-venv=$cache/venv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet scikit-build-core cmake ninja "numpy>=2.2.6" tqdm pyyaml requests >&2
-fi
-if [ ! -x "$bench" ]; then
-  "$venv/bin/pip" download --quiet --no-deps --no-build-isolation "llama-cpp-python==$version" -d "$cache" >&2
-  tar xzf "$cache/llama_cpp_python-$version.tar.gz" -C "$cache"
-  PATH=$venv/bin:$PATH cmake -S "$source_dir" -B "$source_dir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
-    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-  PATH=$venv/bin:$PATH cmake --build "$source_dir/build" --target llama-bench -j"$(nproc)" >&2
-fi
+# llama.cpp, built once into its cache (shared with the tests' llama-server).
+bin=$(scripts/llama-cpp llama-bench)
+bench=$bin/llama-bench
 if [ ! -f "$gguf" ] || [ "$weights/model.safetensors" -nt "$gguf" ]; then
-  PYTHONPATH=$source_dir/gguf-py "$venv/bin/python" bench/gguf_gpt2.py "$weights" "$vocabulary" "$gguf" >&2
+  "$bin/python-gguf" bench/gguf_gpt2.py "$weights" "$vocabulary" "$gguf" >&2
 fi
 if [ ! -f "$gguf_bf16" ] || [ "$weights/model.safetensors" -nt "$gguf_bf16" ]; then
-  PYTHONPATH=$source_dir/gguf-py "$venv/bin/python" bench/gguf_gpt2.py "$weights" "$vocabulary" "$gguf_bf16" bf16 >&2
+  "$bin/python-gguf" bench/gguf_gpt2.py "$weights" "$vocabulary" "$gguf_bf16" bf16 >&2
 fi
 
 # Ours also decodes the 128 tokens through greedy steps (the bounded int8 head: the same tokens,

@@ -107,7 +107,9 @@ public final class UpstreamEngine: ExternalEngine {
         let end = ContinuousClock.now + settings.requestTimeout
         for attempt in 0...settings.retries {
             try Task.checkCancellation()
-            guard let endpoint = pool.pick(excluding: tried) else { break }
+            // Another endpoint if there is one; else the same again (a pooled connection the
+            // server had just closed is no reason to fail the request).
+            guard let endpoint = pool.pick(excluding: tried) ?? pool.pick(excluding: []) else { break }
             tried.insert(endpoint.index)
             if attempt > 0 {
                 try await Task.sleep(for: .milliseconds(Int.random(in: 10...40) * attempt))
@@ -133,9 +135,15 @@ public final class UpstreamEngine: ExternalEngine {
                 pool.finish(endpoint, failed: false, seconds: Self.seconds(since: started))
                 throw CancellationError()
             } catch {
-                pool.finish(endpoint, failed: true, seconds: Self.seconds(since: started))
+                // A connection that closed before the answer began (a kept-alive connection the
+                // server closed, or a server that died mid-request) says nothing certain of
+                // the endpoint: the health check and the next connection attempt will.
+                let lost = Self.connectionLost(error)
+                pool.finish(endpoint, failed: !lost, seconds: Self.seconds(since: started))
                 let mapped = Self.map(error)
-                logger.warning("upstream endpoint failed", metadata: ["endpoint": "\(endpoint.label)", "reason": "\(mapped)"])
+                logger.warning(
+                    "upstream endpoint failed",
+                    metadata: ["endpoint": "\(endpoint.label)", "reason": "\(lost ? "connection closed before the answer" : mapped.description)"])
                 lastError = mapped
                 if case .cancelled = mapped { throw CancellationError() }
             }
@@ -271,6 +279,21 @@ public final class UpstreamEngine: ExternalEngine {
         }
         if error is ServerSentEvents.TooLarge { return .failed("the upstream sent an event larger than the limit") }
         return .failed("the connection to the upstream failed")
+    }
+
+    /// Whether `error` is a connection closed under a request (rather than one refused, a
+    /// timeout or a bad answer).
+    static func connectionLost(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError {
+            return error == .remoteConnectionClosed
+        }
+        if let error = error as? ChannelError {
+            return error == .ioOnClosedChannel || error == .alreadyClosed || error == .eof
+        }
+        if let error = error as? IOError {
+            return [ECONNRESET, EPIPE].contains(error.errnoCode)
+        }
+        return false
     }
 
     static func seconds(since start: ContinuousClock.Instant) -> Double {

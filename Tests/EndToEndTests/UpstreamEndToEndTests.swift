@@ -15,7 +15,7 @@ import Testing
 /// that leaves, failover between two endpoints.
 @Suite struct UpstreamEndToEndTests {
     @Test func anUpstreamModelIsServedThroughThePipeline() async throws {
-        try await UpstreamFixture.with { fixture in
+        try await FakeUpstreamFixture.with { fixture in
             let base = fixture.server.baseURL
             let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
             let completion = try await HTTP.send(
@@ -89,7 +89,7 @@ import Testing
     }
 
     @Test func anUpstreamThatReportsNoUsageIsCountedWithTheTokenizerOrBilledItsBound() async throws {
-        try await UpstreamFixture.with { fixture in
+        try await FakeUpstreamFixture.with { fixture in
             let base = fixture.server.baseURL
             for (model, stream) in [("fleet", false), ("fleet", true), ("counted", false), ("counted", true)] {
                 let response = try await HTTP.send(
@@ -116,7 +116,7 @@ import Testing
     }
 
     @Test func anUpstreamThatOverReportsIsBilledAtMostItsReservation() async throws {
-        try await UpstreamFixture.with(monthlyTokens: 120) { fixture in
+        try await FakeUpstreamFixture.with(monthlyTokens: 120) { fixture in
             let base = fixture.server.baseURL
             // 17 bytes of prompt bound the prompt's tokens (no tokenizer); the upstream claims 1000x.
             let response = try await HTTP.send(.POST, base + "/v1/completions", key: fixture.key, json: ["model": "fleet", "prompt": "FAULT:overreport", "max_tokens": 10])
@@ -142,7 +142,7 @@ import Testing
     }
 
     @Test func everyFaultOfAnUpstreamIsAPromptOpenAIError() async throws {
-        try await UpstreamFixture.with { fixture in
+        try await FakeUpstreamFixture.with { fixture in
             let base = fixture.server.baseURL
             func complete(_ fault: String, stream: Bool = false) async throws -> HTTPResult {
                 try await HTTP.send(
@@ -180,7 +180,7 @@ import Testing
     }
 
     @Test func aClientThatLeavesAStreamClosesTheUpstreamConnection() async throws {
-        try await UpstreamFixture.with { fixture in
+        try await FakeUpstreamFixture.with { fixture in
             let connection = try RawConnection(port: fixture.server.port)
             let body = #"{"model":"fleet","prompt":"FAULT:endless","max_tokens":100000,"stream":true}"#
             connection.send(
@@ -208,7 +208,7 @@ import Testing
     }
 
     @Test func requestsFailOverToTheOtherEndpointAndAnEndpointThatReturnsGetsTrafficAgain() async throws {
-        try await UpstreamFixture.with(upstreamCount: 2) { fixture in
+        try await FakeUpstreamFixture.with(upstreamCount: 2) { fixture in
             let base = fixture.server.baseURL
             let outcomes = try await withThrowingTaskGroup(of: [Int].self) { group in
                 for client in 0..<16 {
@@ -249,7 +249,7 @@ import Testing
 
 extension UpstreamEndToEndTests {
     @Test func anUpstreamCredentialIsSentRotatedAndShownNowhere() async throws {
-        try await UpstreamFixture.with { fixture in
+        try await FakeUpstreamFixture.with { fixture in
             let base = fixture.server.baseURL
             let first = "sk-first-" + UUID().uuidString.prefix(12).lowercased()
             let second = "sk-second-" + UUID().uuidString.prefix(12).lowercased()
@@ -311,8 +311,70 @@ extension UpstreamEndToEndTests {
     }
 }
 
+extension UpstreamEndToEndTests {
+    /// A gateway in front of an inference node that is itself a ModelGate: the node bills the
+    /// gateway's account exactly what the gateway bills its tenant.
+    @Test func anotherModelGateServesAsAnUpstream() async throws {
+        try await ServerHarness.with { harness in
+            let node = try await harness.server(extraEnvironment: [
+                "MODELGATE_MODELS_DIRECTORY": TestModels.repository.path + "/models",
+                "MODELGATE_METERING_SPOOL_DIRECTORY": harness.directory + "/spool-node",
+            ])
+            let models = NSTemporaryDirectory() + "modelgate-gateway-models-" + UUID().uuidString.prefix(8)
+            try FileManager.default.createDirectory(atPath: models + "/bard", withIntermediateDirectories: true)
+            let manifest: [String: Any] = [
+                "engine": "upstream", "task": "text-generation", "defaults": ["max_tokens": 8],
+                "options": ["endpoints": [node.baseURL], "upstream_model": "shakespeare", "tokenizer": "tokenizer"],
+            ]
+            try JSONSerialization.data(withJSONObject: manifest).write(to: URL(fileURLWithPath: models + "/bard/model.json"))
+            try FileManager.default.createDirectory(atPath: models + "/bard/tokenizer", withIntermediateDirectories: true)
+            for file in ["vocab.json", "merges.txt"] {
+                try FileManager.default.copyItem(atPath: TestModels.repository.path + "/models/shakespeare/" + file, toPath: models + "/bard/tokenizer/" + file)
+            }
+            let gateway = try await harness.server(extraEnvironment: ["MODELGATE_MODELS_DIRECTORY": models])
+            try await withCleanup({
+                await gateway.stopGracefully()
+                await node.stopGracefully()
+                try? FileManager.default.removeItem(atPath: models)
+            }) {
+                let system = harness.system
+                let customer = try await system.tenants.create(slug: "customer", displayName: "C", actor: .init("test"))
+                let account = try await system.tenants.create(slug: "gateway-account", displayName: "G", actor: .init("test"))
+                let customerKey = try await system.apiKeys.create(tenant: customer.id, .init(name: "c", scopes: [.inference]), issuer: .operator(.init("test")))
+                let accountKey = try await system.apiKeys.create(tenant: account.id, .init(name: "g", scopes: [.inference]), issuer: .operator(.init("test")))
+                // Without the node's key, the node refuses the gateway: an error, not a hang.
+                let refused = try await HTTP.send(
+                    .POST, gateway.baseURL + "/v1/completions", key: customerKey.secret, json: ["model": "bard", "prompt": "ROMEO:"])
+                #expect(refused.status == 401, "the node's refusal passes through: \(refused.body)")
+                let put = try await HTTP.send(
+                    .PUT, gateway.baseURL + "/admin/v1/models/bard/credential", key: harness.operatorKey, json: ["credential": accountKey.secret])
+                #expect(put.status == 200)
+                for stream in [false, true] {
+                    let response = try await HTTP.send(
+                        .POST, gateway.baseURL + "/v1/completions", key: customerKey.secret,
+                        json: ["model": "bard", "prompt": "ROMEO:", "max_tokens": 6, "stream": stream, "seed": 7])
+                    #expect(response.status == 200, "\(response.body)")
+                    #expect(!response.body.contains("shakespeare"), "the client sees its own model name")
+                }
+                func events(_ tenant: UUID) async throws -> [(Int, Int)] {
+                    let query = {
+                        try await system.pool.query(
+                            "SELECT prompt_tokens, completion_tokens FROM usage_events WHERE tenant_id = $1 AND status = 200 ORDER BY occurred_at", [tenant])
+                    }
+                    _ = try await eventually(within: .seconds(20)) { try await query().count >= 2 }
+                    return try await query().map { (try $0.decode("prompt_tokens", as: Int.self), try $0.decode("completion_tokens", as: Int.self)) }
+                }
+                let billedByNode = try await events(account.id)
+                let billedByGateway = try await events(customer.id)
+                #expect(billedByNode.count == 2 && billedByNode.allSatisfy { $0.1 == 6 }, "\(billedByNode)")
+                #expect(billedByGateway.map(\.0) == billedByNode.map(\.0) && billedByGateway.map(\.1) == billedByNode.map(\.1), "\(billedByGateway) vs \(billedByNode)")
+            }
+        }
+    }
+}
+
 /// A fake upstream server process (`Python/fake_upstream.py`).
-final class FakeUpstream: Sendable {
+final class FakeUpstream: UpstreamProcess {
     let process: ChildProcess
     let port: Int
 
@@ -320,6 +382,8 @@ final class FakeUpstream: Sendable {
         var body: [String: Any]
         var headers: [String: String]
     }
+
+    static func start(port: Int) async throws -> FakeUpstream { try await FakeUpstream(port: port) }
 
     init(port: Int) async throws {
         self.port = port
@@ -345,20 +409,20 @@ final class FakeUpstream: Sendable {
     }
 }
 
-/// A server whose models are served by fake upstreams: `fleet` (completions and chat),
-/// `fleet-embed`, `faulty` (short timeouts, never ejected) and, with two upstreams, `pair`.
-final class UpstreamFixture: Sendable {
+/// A server of upstream models (`with`'s `manifests`, given the upstreams' base URLs) in front
+/// of `Upstream` processes, and a tenant with a key.
+final class UpstreamFixture<Upstream: UpstreamProcess>: Sendable {
     let harness: ServerHarness
     let server: ModelGateProcess
     let models: String
     let tenant: Tenant
     let key: String
-    let upstreamsBox: Mutex<[FakeUpstream]>
+    let upstreamsBox: Mutex<[Upstream]>
 
-    var upstreams: [FakeUpstream] { upstreamsBox.withLock { $0 } }
+    var upstreams: [Upstream] { upstreamsBox.withLock { $0 } }
     var operatorKey: String { harness.operatorKey }
 
-    init(harness: ServerHarness, server: ModelGateProcess, models: String, tenant: Tenant, key: String, upstreams: [FakeUpstream]) {
+    init(harness: ServerHarness, server: ModelGateProcess, models: String, tenant: Tenant, key: String, upstreams: [Upstream]) {
         self.harness = harness
         self.server = server
         self.models = models
@@ -367,52 +431,29 @@ final class UpstreamFixture: Sendable {
         self.upstreamsBox = Mutex(upstreams)
     }
 
-    static func with(upstreamCount: Int = 1, monthlyTokens: Int? = nil, _ body: (UpstreamFixture) async throws -> Void) async throws {
-        var upstreams: [FakeUpstream] = []
-        for _ in 0..<upstreamCount { upstreams.append(try await FakeUpstream(port: try FreePort.find())) }
-        let harness = try await ServerHarness.start()
+    /// Starts `count` upstreams, then a server whose model directory holds `manifests` (and
+    /// whatever `prepare` adds to it), for a tenant on a plan with `limits`.
+    static func with(
+        upstreams count: Int, limits: LimitSettings, manifests: ([String]) -> [String: [String: Any]],
+        prepare: (String) throws -> Void = { _ in }, _ body: (UpstreamFixture) async throws -> Void
+    ) async throws {
+        var upstreams: [Upstream] = []
+        let harness: ServerHarness
+        do {
+            for _ in 0..<count { upstreams.append(try await Upstream.start(port: try FreePort.find())) }
+            harness = try await ServerHarness.start()
+        } catch {
+            for upstream in upstreams { await upstream.stop() }
+            throw error
+        }
         let models = NSTemporaryDirectory() + "modelgate-upstream-models-" + UUID().uuidString.prefix(8)
         do {
-            let first = "http://127.0.0.1:\(upstreams[0].port)"
-            var manifests: [String: [String: Any]] = [
-                "fleet": [
-                    "engine": "upstream", "task": "text-generation", "defaults": ["max_tokens": 5],
-                    "options": ["endpoints": [first], "upstream_model": "fake-model", "eject_after_failures": 1000],
-                ],
-                "fleet-embed": ["engine": "upstream", "task": "embeddings", "options": ["endpoints": [first + "/v1"], "upstream_model": "fake-embed"]],
-                "faulty": [
-                    "engine": "upstream", "task": "text-generation",
-                    "options": [
-                        "endpoints": [first], "first_byte_timeout": 2, "request_timeout": 6, "max_response_bytes": 1 << 20, "eject_after_failures": 1000,
-                    ],
-                ],
-            ]
-            manifests["counted"] = [
-                "engine": "upstream", "task": "text-generation", "options": ["endpoints": [first], "tokenizer": "tokenizer"],
-            ]
-            if upstreamCount > 1 {
-                manifests["pair"] = [
-                    "engine": "upstream", "task": "text-generation",
-                    "options": [
-                        "endpoints": upstreams.map { "http://127.0.0.1:\($0.port)" }, "eject_after_failures": 1, "eject_seconds": 1,
-                        "health_interval": 0.5, "retries": 2, "connect_timeout": 2,
-                    ],
-                ]
-            }
-            for (name, manifest) in manifests {
+            for (name, manifest) in manifests(upstreams.map { "http://127.0.0.1:\($0.port)" }) {
                 try FileManager.default.createDirectory(atPath: models + "/" + name, withIntermediateDirectories: true)
                 try JSONSerialization.data(withJSONObject: manifest).write(to: URL(fileURLWithPath: models + "/" + name + "/model.json"))
             }
-            // The demo model's vocabulary counts the tokens of `counted`.
-            try FileManager.default.createDirectory(atPath: models + "/counted/tokenizer", withIntermediateDirectories: true)
-            for file in ["vocab.json", "merges.txt"] {
-                try FileManager.default.copyItem(atPath: TestModels.repository.path + "/models/shakespeare/" + file, toPath: models + "/counted/tokenizer/" + file)
-            }
-            let limits = LimitService(pool: harness.system.pool)
-            _ = try await limits.setPlan(
-                "upstream-test", displayName: nil,
-                limits: LimitSettings(requestsPerMinute: 100_000, tokensPerMinute: 100_000_000, maxConcurrent: 1000, monthlyTokens: monthlyTokens),
-                actor: .init("test"))
+            try prepare(models)
+            _ = try await LimitService(pool: harness.system.pool).setPlan("upstream-test", displayName: nil, limits: limits, actor: .init("test"))
             let tenant = try await harness.system.tenants.create(
                 slug: "up-\(UUID().uuidString.prefix(6).lowercased())", displayName: "U", plan: "upstream-test", actor: .init("test"))
             let key = try await harness.system.apiKeys.create(
@@ -428,10 +469,14 @@ final class UpstreamFixture: Sendable {
         }
     }
 
+    /// Kills upstream `index` (SIGKILL).
+    func killUpstream(_ index: Int) async { await upstreams[index].stop() }
+
+    /// Starts upstream `index` again on its port.
     func restartUpstream(_ index: Int) async throws {
         let old = upstreams[index]
         await old.stop()
-        let replacement = try await FakeUpstream(port: old.port)
+        let replacement = try await Upstream.start(port: old.port)
         upstreamsBox.withLock { $0[index] = replacement }
     }
 
@@ -449,5 +494,54 @@ final class UpstreamFixture: Sendable {
         for upstream in upstreams { await upstream.stop() }
         try? FileManager.default.removeItem(atPath: models)
         await harness.stop()
+    }
+}
+
+/// An upstream server process the tests start and kill.
+protocol UpstreamProcess: Sendable {
+    var port: Int { get }
+    static func start(port: Int) async throws -> Self
+    func stop() async
+}
+
+/// The fake upstream's models: `fleet` (completions and chat), `fleet-embed`, `faulty` (short
+/// timeouts, never ejected), `counted` (with a tokenizer) and, with two upstreams, `pair`.
+typealias FakeUpstreamFixture = UpstreamFixture<FakeUpstream>
+
+extension UpstreamFixture where Upstream == FakeUpstream {
+    static func with(upstreamCount: Int = 1, monthlyTokens: Int? = nil, _ body: (UpstreamFixture) async throws -> Void) async throws {
+        let limits = LimitSettings(requestsPerMinute: 100_000, tokensPerMinute: 100_000_000, maxConcurrent: 1000, monthlyTokens: monthlyTokens)
+        try await with(upstreams: upstreamCount, limits: limits, manifests: { endpoints in
+            let first = endpoints[0]
+            var manifests: [String: [String: Any]] = [
+                "fleet": [
+                    "engine": "upstream", "task": "text-generation", "defaults": ["max_tokens": 5],
+                    "options": ["endpoints": [first], "upstream_model": "fake-model", "eject_after_failures": 1000],
+                ],
+                "fleet-embed": ["engine": "upstream", "task": "embeddings", "options": ["endpoints": [first + "/v1"], "upstream_model": "fake-embed"]],
+                "faulty": [
+                    "engine": "upstream", "task": "text-generation",
+                    "options": [
+                        "endpoints": [first], "first_byte_timeout": 2, "request_timeout": 6, "max_response_bytes": 1 << 20, "eject_after_failures": 1000,
+                    ],
+                ],
+                "counted": ["engine": "upstream", "task": "text-generation", "options": ["endpoints": [first], "tokenizer": "tokenizer"]],
+            ]
+            if endpoints.count > 1 {
+                manifests["pair"] = [
+                    "engine": "upstream", "task": "text-generation",
+                    "options": [
+                        "endpoints": endpoints, "eject_after_failures": 1, "eject_seconds": 1, "health_interval": 0.5, "retries": 2, "connect_timeout": 2,
+                    ],
+                ]
+            }
+            return manifests
+        }, prepare: { models in
+            // The demo model's vocabulary counts the tokens of `counted`.
+            try FileManager.default.createDirectory(atPath: models + "/counted/tokenizer", withIntermediateDirectories: true)
+            for file in ["vocab.json", "merges.txt"] {
+                try FileManager.default.copyItem(atPath: TestModels.repository.path + "/models/shakespeare/" + file, toPath: models + "/counted/tokenizer/" + file)
+            }
+        }, body)
     }
 }
