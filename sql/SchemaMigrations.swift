@@ -18,6 +18,7 @@ public enum SchemaMigrations {
         ("0007_model_aliases.sql", PackageResources._007_model_aliases_sql),
         ("0008_upstream_credentials.sql", PackageResources._008_upstream_credentials_sql),
         ("0009_usage_source.sql", PackageResources._009_usage_source_sql),
+        ("0010_model_endpoints.sql", PackageResources._010_model_endpoints_sql),
     ]
 
     /// File names of the embedded migrations (tests compare them with the folder).

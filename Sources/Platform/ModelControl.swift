@@ -2,6 +2,7 @@ import Foundation
 import Inference
 import Logging
 import Postgres
+import Upstream
 
 /// Keeps the `models` table in step with this instance's registry, and carries `load`,
 /// `unload`, `reload` and `remove` requests to every instance through NOTIFY (`modelgate_models`).
@@ -90,6 +91,45 @@ public struct ModelControl: Sendable {
                 ON CONFLICT (name) DO UPDATE SET engine = $2, task = $3, version = $4, status = $5, reason = $6, tenants = $7, aliases = $8,
                     updated_at = now()
                 """, [info.name, info.engine, info.task?.rawValue, info.version, info.status.name, info.reason, info.tenants, info.aliases])
+        }
+    }
+
+    /// Writes the endpoints of every upstream model to the `models` table every `interval`
+    /// (for `modelgate model show`), until cancelled.
+    public func reportEndpoints(every interval: Duration = .seconds(5)) async {
+        while !Task.isCancelled {
+            for info in registry.models() {
+                guard case .external(let external)? = registry.engine(info.name)?.1, let upstream = external as? UpstreamEngine else { continue }
+                let endpoints = upstream.endpointStatus.map(EndpointReport.init)
+                guard let json = try? JSONEncoder().encode(endpoints) else { continue }
+                _ = try? await pool.execute(
+                    "UPDATE models SET endpoints = $2 WHERE name = $1", [info.name, PostgresJSON(text: String(decoding: json, as: UTF8.self))])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One endpoint as `models.endpoints` holds it.
+    public struct EndpointReport: Codable, Sendable {
+        public var endpoint: String
+        public var healthy: Bool
+        public var outstanding: Int
+        public var requests: Int
+        public var failures: Int
+        public var meanLatencyMs: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case endpoint, healthy, outstanding, requests, failures
+            case meanLatencyMs = "mean_latency_ms"
+        }
+
+        init(_ status: UpstreamEndpointStatus) {
+            endpoint = status.endpoint
+            healthy = status.healthy
+            outstanding = status.outstanding
+            requests = status.requests
+            failures = status.failures
+            meanLatencyMs = status.requests > 0 ? (status.latencySeconds / Double(status.requests) * 1000 * 10).rounded() / 10 : nil
         }
     }
 

@@ -73,6 +73,7 @@ public enum ModelGateServer {
                     .init(service: BackgroundTask { await services.meter.runMaintenance() }),
                     .init(service: BackgroundTask { await services.runRetention() }),
                     .init(service: BackgroundTask { await control.listen() }),
+                    .init(service: BackgroundTask { await control.reportEndpoints() }),
                     .init(service: app),
                 ],
                 gracefulShutdownSignals: [],

@@ -17,12 +17,15 @@ struct ModelCommand: AsyncParsableCommand {
         var reason: String?
         var visibility: [String]?
         var updated_at: Date
+        /// An upstream model's endpoints as a server last reported them.
+        var endpoints: [ModelControl.EndpointReport]?
     }
 
     static func rows(_ services: ModelGateServices, name: String? = nil) async throws -> [Row] {
         try await services.pool.query("SELECT * FROM models WHERE $1::text IS NULL OR name = $1 ORDER BY name", [name]).map {
             Row(name: try $0.decode("name"), engine: try $0.decode("engine"), task: try $0.decode("task"), version: try $0.decode("version"),
-                status: try $0.decode("status"), reason: try $0.decode("reason"), visibility: try $0.decode("tenants"), updated_at: try $0.decode("updated_at"))
+                status: try $0.decode("status"), reason: try $0.decode("reason"), visibility: try $0.decode("tenants"), updated_at: try $0.decode("updated_at"),
+                endpoints: try $0.decode("endpoints", as: String?.self).flatMap { try? JSONDecoder().decode([ModelControl.EndpointReport].self, from: Data($0.utf8)) })
         }
     }
 
@@ -57,6 +60,16 @@ struct ModelCommand: AsyncParsableCommand {
                 let rows = try await ModelCommand.rows(services, name: name)
                 guard !rows.isEmpty else { CLI.fail("no model '\(name)' (is a server running with it in its model directory?)") }
                 try ModelCommand.print(rows, json: json)
+                if !json, let endpoints = rows[0].endpoints {
+                    var table = TextTable(["ENDPOINT", "HEALTHY", "OUTSTANDING", "REQUESTS", "FAILURES", "MEAN LATENCY"])
+                    for endpoint in endpoints {
+                        table.add([
+                            endpoint.endpoint, endpoint.healthy ? "yes" : "no (ejected)", String(endpoint.outstanding), String(endpoint.requests),
+                            String(endpoint.failures), endpoint.meanLatencyMs.map { "\($0) ms" } ?? "-",
+                        ])
+                    }
+                    Swift.print("\n" + table.render(), terminator: "")
+                }
             }
         }
     }

@@ -234,6 +234,17 @@ import Testing
                 try await HTTP.send(.GET, base + "/metrics", key: fixture.operatorKey).body.contains("modelgate_upstream_endpoint_healthy{model=\"pair\",\(dead)")
             }
             #expect(ejected, "the killed endpoint is ejected")
+            // ... and `modelgate model show` says so, by host and port.
+            var shown = ""
+            func line(_ index: Int) -> String {
+                shown.split(separator: "\n").first { $0.hasPrefix("127.0.0.1:\(fixture.upstreams[index].port) ") }.map(String.init) ?? ""
+            }
+            let reported = try await eventually(within: .seconds(30)) {
+                shown = try await fixture.harness.cli(["model", "show", "pair"]).output
+                return line(0).contains("no (ejected)")
+            }
+            #expect(reported, "\(shown)")
+            #expect(line(1).contains(" yes "), "\(shown)")
             // Back on its port: probed healthy, then given requests again.
             try await fixture.restartUpstream(0)
             let healthy = "modelgate_upstream_endpoint_healthy{model=\"pair\",endpoint=\"127.0.0.1:\(fixture.upstreams[0].port)\"} 1"
