@@ -201,6 +201,7 @@ import Testing
             // Left alone, the upstream would stream until the 600 s request timeout: a bound of
             // 60 s proves the close without racing a loaded CPU.
             #expect(closedAfter < 60, "the upstream saw the connection close \(closedAfter) s after the client left")
+            print("upstream disconnect: the upstream saw its connection close \(closedAfter) s after the client left")
             let events = try await fixture.events(count: 1)
             #expect(try events[0].decode("status", as: Int.self) == 499)
             #expect(try events[0].decode("completion_tokens", as: Int.self) > 0)
