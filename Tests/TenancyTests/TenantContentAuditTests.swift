@@ -17,6 +17,9 @@ import TestSupport
         /// Identifiers, numbers, times, states, names chosen by operators or tenants for their
         /// own objects (key names, slugs), hashes of secrets keyed by the server pepper.
         case plain
+        /// The operator's secrets (upstream credentials), sealed with the operator's data key:
+        /// no tenant's content, rewrapped with the master keys by `keyring rotate`.
+        case sealedByOperator
     }
 
     static let columns: [String: Holds] = [
@@ -78,6 +81,14 @@ import TestSupport
         // The model registry as instances report it.
         "models.name": .plain, "models.engine": .plain, "models.task": .plain, "models.version": .plain, "models.status": .plain,
         "models.reason": .plain, "models.tenants": .plain, "models.updated_at": .plain, "models.aliases": .plain,
+        // An upstream model's endpoints: host:port and counters (never a path or credential).
+        "models.endpoints": .plain,
+        "usage_events.usage_source": .plain,
+        // The operator's data keys (ciphertext under the master keys) and what they seal.
+        "operator_data_keys.version": .plain, "operator_data_keys.master_key_version": .plain, "operator_data_keys.wrapped_key": .plain,
+        "operator_data_keys.created_at": .plain, "operator_data_keys.rewrapped_at": .plain,
+        "upstream_credentials.model": .plain, "upstream_credentials.value": .sealedByOperator,
+        "upstream_credentials.fingerprint": .plain, "upstream_credentials.updated_at": .plain,
     ]
 
     @Test func everyColumnIsListedAndEverySealedColumnIsResealedOnRotation() async throws {
@@ -100,7 +111,7 @@ import TestSupport
             let resealed = Set(SealedColumns.all.map { $0.table + "." + $0.column })
             #expect(sealed == resealed, "sealed columns and SealedColumns.all differ")
             // A sealed column is bytea: it holds SealedValue bytes, never text.
-            for column in sealed.sorted() {
+            for column in sealed.union(Self.columns.filter { $0.value == .sealedByOperator }.keys).sorted() {
                 let parts = column.split(separator: ".").map(String.init)
                 let type = try await system.pool.query(
                     "SELECT data_type FROM information_schema.columns WHERE table_name = $1 AND column_name = $2", [parts[0], parts[1]])
