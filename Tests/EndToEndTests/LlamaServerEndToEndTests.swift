@@ -61,7 +61,7 @@ struct LlamaServerEndToEndTests {
                 .POST, base + "/v1/completions", key: fixture.key,
                 json: ["model": "llama", "prompt": "JULIET:", "max_tokens": 5, "stream": true, "stream_options": ["include_usage": true]])
             #expect(stream.status == 200)
-            let chunks = Self.events(stream.body)
+            let chunks = sseObjects(stream.body)
             #expect(stream.body.hasSuffix("data: [DONE]\n\n"), "\(stream.body.suffix(200))")
             let reported = try #require(chunks.last { $0["usage"] != nil }, "the upstream's usage is passed on when asked for")
             usages.append(usage(reported))
@@ -140,7 +140,7 @@ struct LlamaServerEndToEndTests {
                 if outcome.body.hasSuffix("data: [DONE]\n\n") { continue }
                 cut += 1
                 #expect(outcome.body.contains("\"error\""), "a broken stream ends with an error event: \(outcome.body.suffix(300))")
-                let received = Self.events(outcome.body).filter { !Self.text($0).isEmpty }.count
+                let received = sseObjects(outcome.body).filter { !Self.text($0).isEmpty }.count
                 let rows = try await fixture.harness.system.pool.query("SELECT completion_tokens FROM usage_events WHERE request_id = $1", [outcome.requestID])
                 #expect(try rows.first?.decode("completion_tokens", as: Int.self) == received, "billed what the client received")
             }
@@ -172,14 +172,6 @@ struct LlamaServerEndToEndTests {
     final class LoadProgress: Sendable {
         let finished = Atomic<Int>(0)
         let killed = Atomic<Bool>(false)
-    }
-
-    /// The JSON objects of a server-sent event body (not `[DONE]`).
-    static func events(_ body: String) -> [[String: Any]] {
-        body.components(separatedBy: "\n\n").compactMap { event in
-            guard event.hasPrefix("data: "), !event.hasPrefix("data: [DONE]") else { return nil }
-            return (try? JSONSerialization.jsonObject(with: Data(event.dropFirst(6).utf8))) as? [String: Any]
-        }
     }
 
     static func text(_ chunk: [String: Any]) -> String {

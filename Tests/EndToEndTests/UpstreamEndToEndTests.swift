@@ -56,7 +56,10 @@ import Testing
                 .POST, base + "/v1/chat/completions", key: fixture.key,
                 json: ["model": "fleet", "messages": [["role": "user", "content": "x y"]], "max_tokens": 3, "stream": true])
             #expect(quiet.status == 200)
-            #expect(quiet.body.contains("\"content\":\"w2 \"") && quiet.body.hasSuffix("data: [DONE]\n\n"), "\(quiet.body)")
+            let deltas = sseObjects(quiet.body).compactMap {
+                ((($0["choices"] as? [[String: Any]])?.first?["delta"]) as? [String: Any])?["content"] as? String
+            }
+            #expect(deltas == ["w0 ", "w1 ", "w2 "] && quiet.body.hasSuffix("data: [DONE]\n\n"), "\(quiet.body)")
             #expect(!quiet.body.contains("\"usage\""), "no usage chunk the client did not ask for: \(quiet.body)")
             #expect(!quiet.body.contains("fake-model"))
             sent = try await fixture.upstreams[0].requests()
@@ -64,7 +67,8 @@ import Testing
             let withUsage = try await HTTP.send(
                 .POST, base + "/v1/completions", key: fixture.key,
                 json: ["model": "fleet", "prompt": "x y z", "max_tokens": 2, "stream": true, "stream_options": ["include_usage": true]])
-            #expect(withUsage.body.contains("\"completion_tokens\":2"), "\(withUsage.body)")
+            let usage = sseObjects(withUsage.body).last?["usage"] as? [String: Any]
+            #expect(usage?["completion_tokens"] as? Int == 2, "\(withUsage.body)")
 
             let embeddings = try await HTTP.send(.POST, base + "/v1/embeddings", key: fixture.key, json: ["model": "fleet-embed", "input": ["a b", "c"]])
             #expect(embeddings.status == 200, "\(embeddings.body)")
@@ -382,6 +386,14 @@ extension UpstreamEndToEndTests {
                 #expect(billedByGateway.map(\.0) == billedByNode.map(\.0) && billedByGateway.map(\.1) == billedByNode.map(\.1), "\(billedByGateway) vs \(billedByNode)")
             }
         }
+    }
+}
+
+/// The JSON objects of a server-sent event body (not `[DONE]`).
+func sseObjects(_ body: String) -> [[String: Any]] {
+    body.components(separatedBy: "\n\n").compactMap { event in
+        guard event.hasPrefix("data: "), !event.hasPrefix("data: [DONE]") else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(event.dropFirst(6).utf8))) as? [String: Any]
     }
 }
 

@@ -56,30 +56,28 @@ struct UpstreamWork: Sendable {
         let maxTokens = requestedMaxTokens ?? engine.defaultMaxTokens
         guard maxTokens >= 0 else { throw OpenAIError.invalidRequest("max_tokens must be at least 0", param: "max_tokens") }
         guard (1...128).contains(choices) else { throw OpenAIError.invalidRequest("n must be 1 to 128", param: "n") }
-        var object = try object(body)
-        object["model"] = engine.upstreamModel ?? info.name
-        if object["max_completion_tokens"] != nil {
-            object["max_completion_tokens"] = maxTokens
-        } else {
-            object["max_tokens"] = maxTokens
-        }
+        let object = try object(body)
+        var members: [(key: String, json: [UInt8])] = [
+            ("model", JSONSplice.string(engine.upstreamModel ?? info.name)),
+            (object["max_completion_tokens"] != nil ? "max_completion_tokens" : "max_tokens", Array(String(maxTokens).utf8)),
+        ]
         if stream {
             var options = object["stream_options"] as? [String: Any] ?? [:]
             options["include_usage"] = true
-            object["stream_options"] = options
+            members.append(("stream_options", try Self.encode(options)))
         }
         return UpstreamWork(
-            engine: engine, model: info.name, route: route, clientModel: clientModel, body: try Self.encode(object), stream: stream,
+            engine: engine, model: info.name, route: route, clientModel: clientModel, body: try Self.rewritten(body, object, members), stream: stream,
             clientWantsUsage: clientWantsUsage,
             worstCase: .generation(promptTokens: promptTokens.reduce(0, +), maxTokens: maxTokens, choices: choices, prompts: max(1, promptTokens.count)))
     }
 
     /// `POST /v1/embeddings` for an upstream model.
     static func embedding(_ engine: UpstreamEngine, info: ModelInfo, clientModel: String, body: [UInt8], promptTokens: Int) throws -> UpstreamWork {
-        var object = try object(body)
-        object["model"] = engine.upstreamModel ?? info.name
+        let members = [(key: "model", json: JSONSplice.string(engine.upstreamModel ?? info.name))]
         return UpstreamWork(
-            engine: engine, model: info.name, route: .embeddings, clientModel: clientModel, body: try Self.encode(object), stream: false, clientWantsUsage: false,
+            engine: engine, model: info.name, route: .embeddings, clientModel: clientModel,
+            body: try Self.rewritten(body, try object(body), members), stream: false, clientWantsUsage: false,
             worstCase: .embedding(tokens: promptTokens))
     }
 
@@ -98,7 +96,7 @@ struct UpstreamWork: Sendable {
         }
         switch reply {
         case .body(let bytes):
-            guard var object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
                 throw mapped(UpstreamError.failed("the upstream's answer is not a JSON object"))
             }
             let usage = object["usage"] as? [String: Any]
@@ -119,8 +117,7 @@ struct UpstreamWork: Sendable {
             let billed = billed(prompt: usage?["prompt_tokens"] as? Int ?? reservedPrompt, completion: completion)
             context.tally.setPrompt(billed.prompt)
             context.tally.addCompletion(billed.completion)
-            object["model"] = clientModel
-            return .body(try Self.encode(object))
+            return .body(try Self.rewritten(bytes, object, [("model", JSONSplice.string(clientModel))]))
         case .events(let events):
             return .events(relay(events, tally: context.tally))
         }
@@ -153,7 +150,7 @@ struct UpstreamWork: Sendable {
                         output.yield(EventChunk(bytes: ByteBuffer(string: "data: [DONE]\n\n")))
                         continue
                     }
-                    guard var object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any] else {
+                    guard let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any] else {
                         throw UpstreamError.failed("the upstream sent an event that is not a JSON object")
                     }
                     if !started {
@@ -166,7 +163,7 @@ struct UpstreamWork: Sendable {
                         output.finish()
                         return
                     }
-                    object["model"] = work.clientModel
+                    var removeUsage = false
                     var tokens = 0
                     for text in Self.texts(object) where !text.isEmpty && !reported {
                         tokens += work.engine.completionTokens(text) ?? 1
@@ -183,14 +180,18 @@ struct UpstreamWork: Sendable {
                         tokens += billed.completion - counted
                         counted = billed.completion
                         if !work.clientWantsUsage {
-                            object["usage"] = nil
+                            removeUsage = true
                             guard let choices = object["choices"] as? [Any], !choices.isEmpty else {
                                 output.yield(EventChunk(bytes: ByteBuffer(), completionTokens: tokens))
                                 continue
                             }
                         }
                     }
-                    output.yield(EventChunk(bytes: Self.event(object), completionTokens: tokens))
+                    let rewritten = try Self.rewritten(data, object, [("model", work.clientModelJSON)], remove: removeUsage ? ["usage"] : [])
+                    var event = ByteBuffer(string: "data: ")
+                    event.writeBytes(rewritten)
+                    event.writeString("\n\n")
+                    output.yield(EventChunk(bytes: event, completionTokens: tokens))
                 }
                 if started, !reported, !work.engine.countsLocally {
                     // Neither usage nor a tokenizer: the reservation's upper bound.
@@ -221,6 +222,22 @@ struct UpstreamWork: Sendable {
                 ?? ((choice["delta"] as? [String: Any])?["content"] as? String)
         }
     }
+
+    /// `bytes` (the JSON object `object` was read from) with `set`'s top-level members replaced
+    /// or added and `remove`'s taken out, every other byte as it was; re-encoded only when the
+    /// scanner cannot follow the bytes.
+    static func rewritten(
+        _ bytes: [UInt8], _ object: [String: Any], _ set: [(key: String, json: [UInt8])], remove: Set<String> = []
+    ) throws -> [UInt8] {
+        if let splice = JSONSplice(bytes) { return splice.edited(set: set, remove: remove) }
+        var object = object
+        for (key, json) in set { object[key] = try JSONSerialization.jsonObject(with: Data(json), options: .fragmentsAllowed) }
+        for key in remove { object[key] = nil }
+        return try encode(object)
+    }
+
+    /// The client's name for the model as a JSON string.
+    var clientModelJSON: [UInt8] { JSONSplice.string(clientModel) }
 
     static func encode(_ object: Any) throws -> [UInt8] {
         Array(try JSONSerialization.data(withJSONObject: object, options: [.withoutEscapingSlashes]))
