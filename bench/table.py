@@ -64,12 +64,13 @@ def rows(records):
             yield (f"tenant B p99 under tenant A's flood{model} (p50 {r['flood_p50_ms']} ms)", r["flood_p99_ms"], "ms",
                    "tenant B p99, server idle", r["idle_p99_ms"])
         elif kind == "upstream_latency":
-            yield ("llama-server through ModelGate: first streamed token, c=1 (p50)", r["gateway_first_token_ms"], "ms",
+            model = r.get("model", "demo")
+            yield (f"llama-server ({model}) through ModelGate: first streamed token, c=1 (p50)", r["gateway_first_token_ms"], "ms",
                    "llama-server directly, alternating", r["direct_first_token_ms"])
-            yield (f"llama-server through ModelGate: whole {r['max_tokens']}-token stream, c=1 (p50)", r["gateway_total_ms"], "ms",
+            yield (f"llama-server ({model}) through ModelGate: whole {r['max_tokens']}-token stream, c=1 (p50)", r["gateway_total_ms"], "ms",
                    "llama-server directly, alternating", r["direct_total_ms"])
         elif kind == "upstream_throughput":
-            yield (f"llama-server through ModelGate, c={r['concurrency']} (rounds {min(r['ratios'])}-{max(r['ratios'])}x)",
+            yield (f"llama-server ({r.get('model', 'demo')}) through ModelGate, c={r['concurrency']} (rounds {min(r['ratios'])}-{max(r['ratios'])}x)",
                    r["gateway_requests_per_second"], "req/s", "llama-server directly, alternating rounds", r["direct_requests_per_second"])
         elif kind == "gateway" and r.get("route") == "healthz":
             continue

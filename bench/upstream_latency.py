@@ -5,7 +5,7 @@ same max_tokens, temperature 0), a new connection per request on both sides. Pri
 line: the medians of time to the first streamed token and to the whole response for each side,
 and what the gateway adds (the median of the per-pair differences).
 
-    bench/upstream_latency.py DIRECT_BASE GATEWAY_BASE KEY MODEL REQUESTS CPU
+    bench/upstream_latency.py DIRECT_BASE GATEWAY_BASE KEY MODEL REQUESTS CPU [LABEL]
 """
 import http.client
 import json
@@ -43,6 +43,7 @@ def stream(base, key, model, max_tokens):
 
 def main():
     direct, gateway, key, model, requests, cpu = sys.argv[1:7]
+    label = sys.argv[7] if len(sys.argv) > 7 else model
     pairs = []
     for _ in range(3):  # warm both sides
         stream(direct, None, model, 16), stream(gateway, key, "fleet", 16)
@@ -50,7 +51,7 @@ def main():
         pairs.append((stream(direct, None, model, 16), stream(gateway, key, "fleet", 16)))
     median = lambda values: round(statistics.median(values), 3)
     print(json.dumps({
-        "benchmark": "upstream_latency", "cpu": cpu, "concurrency": 1, "requests": len(pairs), "max_tokens": 16,
+        "benchmark": "upstream_latency", "model": label, "cpu": cpu, "concurrency": 1, "requests": len(pairs), "max_tokens": 16,
         "direct_first_token_ms": median([d[0] for d, _ in pairs]), "gateway_first_token_ms": median([g[0] for _, g in pairs]),
         "direct_total_ms": median([d[1] for d, _ in pairs]), "gateway_total_ms": median([g[1] for _, g in pairs]),
         "added_first_token_ms_p50": median([g[0] - d[0] for d, g in pairs]),

@@ -93,6 +93,24 @@ struct LlamaServerEndToEndTests {
             let total = try await fixture.harness.system.pool.query(
                 "SELECT sum(prompt_tokens + completion_tokens)::bigint AS n FROM usage_events WHERE tenant_id = $1", [fixture.tenant.id])
             #expect(try total[0].decode("n", as: Int.self) <= Self.quota)
+            #expect(try await HTTP.send(.POST, base + "/v1/completions", key: fixture.key, json: ["model": "llama", "prompt": "KING:"]).errorCode == "insufficient_quota")
+
+            // A tenant allowed 3 requests a minute gets 3, then 429 with the rate-limit headers.
+            let system = fixture.harness.system
+            let tenant = try await system.tenants.create(slug: "llama-rate", displayName: "R", actor: .init("test"))
+            try await LimitService(pool: system.pool).setTenantOverrides(tenant.id, LimitSettings(requestsPerMinute: 3), actor: .init("test"))
+            let key = try await system.apiKeys.create(tenant: tenant.id, .init(name: "r", scopes: [.inference]), issuer: .operator(.init("test")))
+            var statuses: [Int] = []
+            for _ in 0..<5 {
+                let response = try await HTTP.send(.POST, base + "/v1/completions", key: key.secret, json: ["model": "llama", "prompt": "KING:", "max_tokens": 2])
+                statuses.append(response.status)
+                if response.status == 429 {
+                    #expect(response.errorCode == "rate_limit_exceeded" && response.headers.first(name: "x-ratelimit-limit-requests") != nil, "\(response.body)")
+                }
+            }
+            #expect(statuses == [200, 200, 200, 429, 429])
+            let rateEvents = try await system.pool.query("SELECT count(*)::bigint AS n FROM usage_events WHERE tenant_id = $1", [tenant.id])
+            #expect(try rateEvents[0].decode("n", as: Int.self) == 3, "only answered requests are metered")
         }
     }
 

@@ -128,7 +128,9 @@ import TestSupport
     static func app(_ setup: Pipeline, registry: ModelRegistry) -> some ApplicationProtocol {
         let pipeline = InferencePipeline(
             registry: registry, meter: setup.meter, idempotency: setup.idempotency, payloadLog: setup.payloads, maxBodyBytes: 1 << 20,
-            requestTimeout: .milliseconds(500), dropUnsupportedParams: false)
+            // Far above what the quick works take on a loaded machine (a CI run cut a 3-chunk
+            // stream at 500 ms); the slow work sleeps past it.
+            requestTimeout: .seconds(5), dropUnsupportedParams: false)
         let router = Router(context: GatewayRequestContext.self)
         router.add(middleware: RequestIDMiddleware())
         router.add(middleware: ErrorMappingMiddleware())
@@ -156,7 +158,7 @@ import TestSupport
                         case .refusedInput:
                             throw RefusedInput(error: .invalidRequest("not an image", param: "image"))
                         case .slow:
-                            try await Task.sleep(for: .seconds(30))
+                            try await Task.sleep(for: .seconds(60))
                             return .body([])
                         case .stream, .endlessStream:
                             let (chunks, output) = AsyncThrowingStream.makeStream(of: EventChunk.self)
