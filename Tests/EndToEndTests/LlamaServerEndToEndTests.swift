@@ -88,12 +88,12 @@ struct LlamaServerEndToEndTests {
                 let next = try await HTTP.send(.POST, base + "/v1/completions", key: fixture.key, json: ["model": "llama", "prompt": "KING:", "max_tokens": 24])
                 #expect(next.status == 200 || next.status == 429, "\(next.body)")
                 refused = next.status == 429
+                if refused { #expect(next.errorCode == "insufficient_quota", "\(next.body)") }
             }
             #expect(refused)
             let total = try await fixture.harness.system.pool.query(
                 "SELECT sum(prompt_tokens + completion_tokens)::bigint AS n FROM usage_events WHERE tenant_id = $1", [fixture.tenant.id])
             #expect(try total[0].decode("n", as: Int.self) <= Self.quota)
-            #expect(try await HTTP.send(.POST, base + "/v1/completions", key: fixture.key, json: ["model": "llama", "prompt": "KING:"]).errorCode == "insufficient_quota")
 
             // A tenant allowed 3 requests a minute gets 3, then 429 with the rate-limit headers.
             let system = fixture.harness.system
