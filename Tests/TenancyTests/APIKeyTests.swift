@@ -119,13 +119,26 @@ import TestSupport
             _ = try await auth.authenticate(abrupt.secret, clientAddress: "a")
             #expect(try await system.apiKeys.get(abrupt.key.id, tenant: tenant.id).name == "k")
 
-            // Expiry is checked on every request, even from the cache.
-            let expiry = Date().addingTimeInterval(4)  // room for a loaded machine to authenticate it first
-            let shortLived = try await system.apiKeys.create(
-                tenant: tenant.id, NewAPIKey(name: "short", scopes: [.inference], expiresAt: expiry), issuer: .operator(actor))
-            _ = try await auth.authenticate(shortLived.secret, clientAddress: "a")
+            // Expiry is checked on every request, even from the cache. The key must be
+            // authenticated (and cached) before it expires: on a machine too loaded to do that
+            // within its lifetime, the next key gets twice as long (a loaded CI run saw 4 s pass).
+            var lifetime = 4.0
+            var shortLived: CreatedAPIKey?
+            var expiry = Date()
+            while shortLived == nil, lifetime <= 128 {
+                expiry = Date().addingTimeInterval(lifetime)
+                let created = try await system.apiKeys.create(
+                    tenant: tenant.id, NewAPIKey(name: "short", scopes: [.inference], expiresAt: expiry), issuer: .operator(actor))
+                do {
+                    _ = try await auth.authenticate(created.secret, clientAddress: "a")
+                    shortLived = created
+                } catch AuthenticationError.invalidKey where Date() >= expiry {
+                    lifetime *= 2
+                }
+            }
+            let cached = try #require(shortLived, "no key lived long enough to be authenticated")
             try await Task.sleep(for: .milliseconds(Int(max(0, expiry.timeIntervalSinceNow) * 1000) + 100))
-            await #expect(throws: AuthenticationError.invalidKey) { try await auth.authenticate(shortLived.secret, clientAddress: "a") }
+            await #expect(throws: AuthenticationError.invalidKey) { try await auth.authenticate(cached.secret, clientAddress: "a") }
 
             _ = try await system.apiKeys.revoke(abrupt.key.id, tenant: tenant.id, actor: actor)
             auth.flush()
