@@ -27,12 +27,12 @@ public final class UpstreamEngine: ExternalEngine {
     let settings: UpstreamSettings
     let pool: EndpointPool
     let client: HTTPClient
-    let tokenizer: GPT2Tokenizer?
+    let tokenizer: BPETokenizer?
     let logger: Logger
     private let excess = Atomic<Int>(0)
     private let healthChecks = Mutex<Task<Void, Never>?>(nil)
 
-    init(settings: UpstreamSettings, task: ModelTask, defaultMaxTokens: Int, tokenizer: GPT2Tokenizer?, floodRest: Double, model: String) {
+    init(settings: UpstreamSettings, task: ModelTask, defaultMaxTokens: Int, tokenizer: BPETokenizer?, floodRest: Double, model: String) {
         self.settings = settings
         self.task = task
         self.upstreamModel = settings.upstreamModel
@@ -373,7 +373,7 @@ public enum UpstreamFactory: EngineFactory {
             throw ModelLoadError(file: file, reason: "an upstream model does text-generation or embeddings, not \(manifest.task)")
         }
         let settings = try UpstreamSettings(options: manifest.options ?? [:], task: task, file: file)
-        let tokenizer = try settings.tokenizerFolder.map { try GPT2Tokenizer(directory: directory + "/" + $0) }
+        let tokenizer = try settings.tokenizerFolder.map { try BPETokenizer(directory: directory + "/" + $0) }
         let defaults = try manifest.samplingDefaults(in: directory)
         let name = URL(fileURLWithPath: directory).lastPathComponent
         return .external(UpstreamEngine(

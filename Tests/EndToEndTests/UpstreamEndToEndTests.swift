@@ -106,7 +106,7 @@ import Testing
             #expect(sources == ["bound", "bound", "counted", "counted"])
             // The upstream stopped after 10 of 40 words. Without a tokenizer, the reservation (40)
             // is billed; with one, its count of the words (the whole text, or chunk by chunk).
-            let tokenizer = try GPT2Tokenizer(directory: TestModels.repository.path + "/models/shakespeare")
+            let tokenizer = try BPETokenizer(directory: TestModels.repository.path + "/models/shakespeare")
             let text = (0..<10).map { "w\($0) " }.joined()
             let whole = tokenizer.encode(text).count
             let chunked = (0..<10).reduce(0) { $0 + tokenizer.encode("w\($1) ").count }

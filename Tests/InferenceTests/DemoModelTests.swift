@@ -10,7 +10,7 @@ import Testing
         let manifest = try ModelManifest.load(directory: directory)
         #expect(manifest.engine == "transformer-lm")
         let model = try GPT2Model(directory: directory)
-        let tokenizer = try GPT2Tokenizer(directory: directory)
+        let tokenizer = try BPETokenizer(directory: directory)
         #expect(model.config.vocabularySize == tokenizer.vocabularySize)
         #expect(tokenizer.decode(tokenizer.encode("ROMEO: What light")) == "ROMEO: What light")
     }
@@ -18,7 +18,7 @@ import Testing
     @Test(.enabled(if: corpus != nil, "../shared/data/tinyshakespeare.txt is absent; skipping the word check"))
     func itWritesMostlyShakespeareanWords() async throws {
         let directory = SharedData.repository.appendingPathComponent("models/shakespeare").path
-        let generator = TextGenerator(model: try GPT2Model(directory: directory), tokenizer: try GPT2Tokenizer(directory: directory))
+        let generator = TextGenerator(model: try GPT2Model(directory: directory), tokenizer: try BPETokenizer(directory: directory))
         defer { generator.shutdown() }
         var parameters = SamplingParameters()
         parameters.maxTokens = 100

@@ -2,13 +2,13 @@ import Foundation
 import Testing
 @testable import Inference
 
-@Suite struct GPT2TokenizerTests {
+@Suite struct BPETokenizerTests {
     static let directory = SharedData.path("tokenizers/gpt2")
 
     @Test(.enabled(if: directory != nil, "../shared/tokenizers/gpt2 is absent; skipping the real-vocabulary vectors"))
     func everyReferenceVectorEncodesExactlyAndDecodesBack() throws {
         let directory = try #require(Self.directory)
-        let tokenizer = try GPT2Tokenizer(directory: directory)
+        let tokenizer = try BPETokenizer(directory: directory)
         #expect(tokenizer.vocabularySize == 50257)
         #expect(tokenizer.endOfText == 50256)
         let inputs = try String(contentsOfFile: directory + "/test-vectors.inp", encoding: .utf8)
@@ -29,7 +29,7 @@ import Testing
 
     @Test(.enabled(if: directory != nil, "../shared/tokenizers/gpt2 is absent"))
     func anyUTF8RoundTrips() throws {
-        let tokenizer = try GPT2Tokenizer(directory: try #require(Self.directory))
+        let tokenizer = try BPETokenizer(directory: try #require(Self.directory))
         for text in ["e\u{301}\u{302} combining", "👩‍👩‍👧‍👦 family 🏳️‍🌈", "ﬁ ligature ⅫⅩ", "\u{0}\u{1}\t\r\n", "日本語のテキスト", "  leading", "trailing  ", "It's we'll THEY'RE"] {
             #expect(tokenizer.decode(tokenizer.encode(text)) == text)
         }
@@ -44,7 +44,7 @@ import Testing
         ("caf\u{E9}", "cafe\u{301}"),
     ]
 
-    static func checkEquivalentPairs(_ makeTokenizer: () throws -> GPT2Tokenizer) throws {
+    static func checkEquivalentPairs(_ makeTokenizer: () throws -> BPETokenizer) throws {
         for (composed, decomposed) in equivalentPairs {
             for order in [[composed, decomposed], [decomposed, composed]] {
                 let tokenizer = try makeTokenizer()
@@ -59,25 +59,25 @@ import Testing
 
     @Test func canonicallyEquivalentTextKeepsItsOwnBytesWithTheDemoVocabulary() throws {
         let directory = SharedData.repository.appendingPathComponent("models/shakespeare").path
-        try Self.checkEquivalentPairs { try GPT2Tokenizer(directory: directory) }
+        try Self.checkEquivalentPairs { try BPETokenizer(directory: directory) }
     }
 
     @Test(.enabled(if: directory != nil, "../shared/tokenizers/gpt2 is absent"))
     func canonicallyEquivalentTextKeepsItsOwnTokensWithGPT2sVocabulary() throws {
         let directory = try #require(Self.directory)
-        try Self.checkEquivalentPairs { try GPT2Tokenizer(directory: directory) }
+        try Self.checkEquivalentPairs { try BPETokenizer(directory: directory) }
         // Hugging Face's counts for the Korean pair: 9 tokens composed, 24 decomposed (the repro).
-        let tokenizer = try GPT2Tokenizer(directory: directory)
+        let tokenizer = try BPETokenizer(directory: directory)
         let (composed, decomposed) = Self.equivalentPairs[1]
         let decomposedFirst = tokenizer.encode(decomposed).count
         #expect(tokenizer.encode(composed).count < decomposedFirst)
     }
 
     @Test func pretokenizationFollowsGPT2sPattern() {
-        #expect(GPT2Tokenizer.pretokenize("Hello world") == ["Hello", " world"])
-        #expect(GPT2Tokenizer.pretokenize("a   b") == ["a", "  ", " b"])
-        #expect(GPT2Tokenizer.pretokenize("a \nb") == ["a", " ", "\n", "b"])
-        #expect(GPT2Tokenizer.pretokenize("it's 42!!") == ["it", "'s", " 42", "!!"])
-        #expect(GPT2Tokenizer.pretokenize("end  ") == ["end", "  "])
+        #expect(PreTokenizer.gpt2(individualDigits: false).pieces("Hello world") == ["Hello", " world"])
+        #expect(PreTokenizer.gpt2(individualDigits: false).pieces("a   b") == ["a", "  ", " b"])
+        #expect(PreTokenizer.gpt2(individualDigits: false).pieces("a \nb") == ["a", " ", "\n", "b"])
+        #expect(PreTokenizer.gpt2(individualDigits: false).pieces("it's 42!!") == ["it", "'s", " 42", "!!"])
+        #expect(PreTokenizer.gpt2(individualDigits: false).pieces("end  ") == ["end", "  "])
     }
 }

@@ -8,7 +8,7 @@ import TestSupport
 /// 256...510 are merges of printable pairs, 511 is `<|endoftext|>`.
 func tinyGenerator(maxBatch: Int = 8, queueCapacity: Int = 64) throws -> TextGenerator {
     let model = try GPT2Model(directory: SharedData.fixtures + "/tiny-gpt2")
-    let table = GPT2Tokenizer.byteTable()
+    let table = BPETokenizer.byteTable()
     var vocabulary: [String: Int] = [:]
     for byte in 0..<256 { vocabulary[String(table[byte])] = byte }
     var merges: [(String, String)] = []
@@ -25,7 +25,7 @@ func tinyGenerator(maxBatch: Int = 8, queueCapacity: Int = 64) throws -> TextGen
         }
     }
     vocabulary["<|endoftext|>"] = 511
-    let tokenizer = GPT2Tokenizer(vocabulary: vocabulary, merges: merges)
+    let tokenizer = BPETokenizer(vocabulary: vocabulary, merges: merges)
     return TextGenerator(model: model, tokenizer: tokenizer, defaultMaxTokens: 8, maxBatch: maxBatch, queueCapacity: queueCapacity)
 }
 

@@ -415,7 +415,7 @@ struct TextWork: Sendable {
 
     static func collect(
         _ stream: GenerationStream, prompt: CompletionsRoutes.PromptJob, n: Int, echo: Bool, logprobs wantsLogprobs: Bool,
-        tokenizer: GPT2Tokenizer, tally: UsageTally
+        tokenizer: BPETokenizer, tally: UsageTally
     ) async throws -> [CompletionChoice] {
         var texts = [String](repeating: "", count: n)
         var tokens = [[GeneratedToken]](repeating: [], count: n)
@@ -523,7 +523,7 @@ struct CompletionLogprobs: Encodable, Sendable {
     var top_logprobs: [[String: Float]?]
     var text_offset: [Int]
 
-    init(_ generated: [GeneratedToken], tokenizer: GPT2Tokenizer, offset: Int) {
+    init(_ generated: [GeneratedToken], tokenizer: BPETokenizer, offset: Int) {
         tokens = generated.map { String(decoding: $0.bytes, as: UTF8.self) }
         token_logprobs = generated.map(\.logprob)
         top_logprobs = generated.map { token in
@@ -585,7 +585,7 @@ struct StreamChunker: Sendable {
     let model: String
     let chat: Bool
     let n: Int
-    let tokenizer: GPT2Tokenizer
+    let tokenizer: BPETokenizer
 
     func event<Value: Encodable>(_ value: Value) throws -> ByteBuffer {
         var buffer = ByteBuffer(string: "data: ")

@@ -189,7 +189,7 @@ package enum TransformerLMFactory: EngineFactory {
         let queueCapacity = try options.positiveInt("queue_capacity", file: file) ?? 256
         let model = try GPT2Model(
             directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: try manifest.weightFormat(in: directory))
-        let tokenizer = try GPT2Tokenizer(directory: directory)
+        let tokenizer = try BPETokenizer(directory: directory)
         try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + "/vocab.json", model: model.config.vocabularySize)
         let defaults = try manifest.samplingDefaults(in: directory)
         return .text(TextGenerator(

@@ -161,7 +161,7 @@ enum StreamsProbe {
     static func run(seconds: Double, streams: Int = Int(ProcessInfo.processInfo.environment["MODELGATE_PROBE_STREAMS"] ?? "") ?? 16) async throws {
         let model = try BenchModel.load()
         let greedy = ProcessInfo.processInfo.environment["MODELGATE_PROBE_GREEDY"] == "1"
-        let tokenizer = GPT2Tokenizer(vocabulary: ["<|endoftext|>": 50256], merges: [])
+        let tokenizer = BPETokenizer(vocabulary: ["<|endoftext|>": 50256], merges: [])
         let generator = TextGenerator(model: model, tokenizer: tokenizer, maxBatch: 32)
         print("loaded; \(streams) streams, \(greedy ? "greedy" : "sampling")")
         let start = Date()

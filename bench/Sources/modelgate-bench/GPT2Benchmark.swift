@@ -45,7 +45,7 @@ struct GPT2Benchmark {
         let greedyBytes = model.greedyWeightBytesPerToken ?? model.weightBytesPerToken
 
         // Concurrency through the scheduler (greedy, 64 new tokens each).
-        let tokenizer = GPT2Tokenizer(vocabulary: ["<|endoftext|>": 50256], merges: [])
+        let tokenizer = BPETokenizer(vocabulary: ["<|endoftext|>": 50256], merges: [])
         let generator = TextGenerator(model: model, tokenizer: tokenizer, maxBatch: 32)
         var concurrent: [String: Double] = [:]
         for (streams, sampling) in [(1, false), (4, false), (16, false), (16, true)] {

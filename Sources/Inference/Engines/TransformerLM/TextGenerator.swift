@@ -48,7 +48,7 @@ public struct GenerationRequest: Sendable {
 /// whole batch); new requests join at any step and finished or cancelled ones leave.
 public final class TextGenerator: Sendable {
     package let model: GPT2Model
-    public let tokenizer: GPT2Tokenizer
+    public let tokenizer: BPETokenizer
     package let defaultMaxTokens: Int
     /// The manifest's sampling defaults, for requests that leave a parameter out.
     public let defaults: SamplingParameters
@@ -68,7 +68,7 @@ public final class TextGenerator: Sendable {
     }
 
     package init(
-        model: GPT2Model, tokenizer: GPT2Tokenizer, defaultMaxTokens: Int = 16, defaults: SamplingParameters = SamplingParameters(),
+        model: GPT2Model, tokenizer: BPETokenizer, defaultMaxTokens: Int = 16, defaults: SamplingParameters = SamplingParameters(),
         maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2
     ) {
         self.model = model
@@ -318,7 +318,7 @@ final class SchedulerState: @unchecked Sendable {
 struct Scheduler {
     let state: SchedulerState
     let model: GPT2Model
-    let tokenizer: GPT2Tokenizer
+    let tokenizer: BPETokenizer
     let maxBatch: Int
 
     /// One choice being generated.
