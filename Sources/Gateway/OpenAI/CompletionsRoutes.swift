@@ -261,9 +261,9 @@ struct CompletionsRoutes {
             var parameters = sampling.parameters(defaults: generator.defaults)
             if decoded.logprobs == true { parameters.logprobs = decoded.top_logprobs ?? 0 }
             for stop in generator.chatFormat.stopSequences where parameters.stop.count < 4 { parameters.stop.append(stop) }
-            let text = try generator.chatFormat.render(decoded.messages.map { ChatTurn(role: $0.role, content: $0.text) })
+            let prompt = try generator.chatFormat.render(decoded.messages.map { ChatTurn(role: $0.role, content: $0.text) })
             return try TextWork(
-                generator: generator, model: decoded.model, prompts: [PromptJob(index: 0, tokens: generator.tokenizer.encode(text), text: text)],
+                generator: generator, model: decoded.model, prompts: [PromptJob(index: 0, tokens: generator.tokenizer.encode(prompt), text: prompt.text)],
                 parameters: parameters, chat: true, includeUsage: sampling.stream_options?.include_usage ?? false, stream: sampling.stream ?? false
             ).prepared()
         }

@@ -55,6 +55,9 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         case contextLength = "context_length"
     }
 
+    /// The task of an engine that does only one, for manifests that leave `task` out.
+    static let defaultTasks = ["transformer-lm": "text-generation", "transformer-encoder": "embeddings", "resnet": "image-classification"]
+
     /// The sampling defaults a manifest may set, and the roles its `files` may name.
     static let defaultKeys: Set<String> = ["max_tokens", "temperature", "top_p", "top_k"]
     static let fileRoles: Set<String> = ["weights", "config", "vocab", "merges", "labels", "tokenizer"]
@@ -78,8 +81,16 @@ public struct ModelManifest: Codable, Sendable, Equatable {
                 throw ModelLoadError(file: path, reason: "unknown key '\(section).\(key)' (known: \(allowed.sorted().joined(separator: ", ")))")
             }
         }
+        // The native engines each do one task: theirs is the default.
+        var complete = object
+        if complete["task"] == nil, let engine = complete["engine"]?.string {
+            guard let task = defaultTasks[engine] else {
+                throw ModelLoadError(file: path, reason: "missing key 'task' (engine '\(engine)' has no default task)")
+            }
+            complete["task"] = .string(task)
+        }
         do {
-            return try JSONDecoder().decode(ModelManifest.self, from: data)
+            return try JSONDecoder().decode(ModelManifest.self, from: JSONEncoder().encode(complete))
         } catch {
             throw ModelLoadError(file: path, reason: "invalid manifest: \(error)")
         }

@@ -181,7 +181,7 @@ public final class ClassificationService: Sendable {
 
 package enum TransformerLMFactory: EngineFactory {
     package static let name = "transformer-lm"
-    package static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format"]
+    package static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format", "chat_format"]
 
     package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         let options = manifest.options ?? [:], file = directory + "/model.json"
@@ -192,11 +192,35 @@ package enum TransformerLMFactory: EngineFactory {
         let tokenizer = try BPETokenizer(directory: directory)
         try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + "/vocab.json", model: model.config.vocabularySize)
         let defaults = try manifest.samplingDefaults(in: directory)
+        let chatFormat = try ChatFormat.load(directory: directory, option: options["chat_format"]?.string)
         return .text(TextGenerator(
             model: model, tokenizer: tokenizer, defaultMaxTokens: defaults.maxTokens ?? 16, defaults: defaults,
             maxBatch: maxBatch, queueCapacity: queueCapacity,
-            floodRest: try manifest.floodRest(in: directory)))
+            floodRest: try manifest.floodRest(in: directory), chatFormat: chatFormat,
+            stopTokens: try endOfGeneration(directory: directory, tokenizer: tokenizer)))
     }
+}
+
+/// The tokens that end generation: the tokenizer's end of text and `generation_config.json`'s
+/// `eos_token_id` (one id or a list: Llama 3's instruct models end turns with `<|eot_id|>`).
+func endOfGeneration(directory: String, tokenizer: BPETokenizer) throws -> Set<Int> {
+    var tokens = Set([tokenizer.endOfText].compactMap { $0 })
+    let path = directory + "/generation_config.json"
+    guard let data = FileManager.default.contents(atPath: path) else { return tokens }
+    let config: LiteralJSON
+    do {
+        config = try LiteralJSON.parse(Array(data))
+    } catch {
+        throw ModelLoadError(file: path, reason: "\(error)")
+    }
+    let ids = config["eos_token_id"].map { $0.array ?? [$0] } ?? []
+    for id in ids {
+        guard let token = id.int, token >= 0, token < tokenizer.vocabularySize else {
+            throw ModelLoadError(file: path, reason: "eos_token_id must be token ids of the vocabulary")
+        }
+        tokens.insert(token)
+    }
+    return tokens
 }
 
 package enum TransformerEncoderFactory: EngineFactory {

@@ -213,13 +213,26 @@ public final class BPETokenizer: Tokenizer {
     /// The tokens of `text`, matching special tokens' text as the tokens themselves when
     /// `parseSpecial` (for markup a chat template wrote, never for what a user wrote).
     package func encode(_ text: String, parseSpecial: Bool) -> [Int] {
+        encode(text) { _ in parseSpecial }
+    }
+
+    /// The tokens of a rendered chat template: special tokens only where the template wrote them.
+    package func encode(_ prompt: ChatTemplate.Rendered) -> [Int] {
+        encode(prompt.text) { range in prompt.markup[range].allSatisfy { $0 } }
+    }
+
+    /// The tokens of `text`, where a special token's text at a range of UTF-8 offsets is that
+    /// token if `special` says so (user-defined added tokens always are).
+    private func encode(_ text: String, special: (Range<Int>) -> Bool) -> [Int] {
         var ids: [Int] = []
         var segment: [UInt8] = []
         let utf8 = Array(text.utf8)
         var index = 0
         while index < utf8.count {
             if let candidates = addedByFirstByte[utf8[index]],
-                let match = candidates.first(where: { (parseSpecial || !$0.token.special) && utf8[index...].starts(with: $0.bytes) })
+                let match = candidates.first(where: {
+                    utf8[index...].starts(with: $0.bytes) && (!$0.token.special || special(index..<(index + $0.bytes.count)))
+                })
             {
                 encodeSegment(segment, into: &ids)
                 segment.removeAll()

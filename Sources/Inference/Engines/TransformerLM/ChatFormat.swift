@@ -1,3 +1,5 @@
+import Foundation
+
 /// A chat message as a chat template sees it.
 public struct ChatTurn: Sendable, Equatable {
     public var role: String
@@ -9,9 +11,17 @@ public struct ChatTurn: Sendable, Equatable {
     }
 }
 
-/// How a text model turns chat messages into its prompt, and where its answer ends. Models
-/// without a template of their own get `plain`.
+/// How a text model turns chat messages into its prompt, and where its answer ends: the
+/// model's own chat template (from `tokenizer_config.json`), or, for models without one (GPT-2,
+/// the Shakespeare demo), the `plain` format.
 public struct ChatFormat: Sendable {
+    enum Kind: Sendable {
+        case plain
+        case template(ChatTemplate, specialTokens: [String: String])
+    }
+
+    let kind: Kind
+
     /// The role names of the plain template.
     static let plainNames: [String: String] = [
         "system": "System", "developer": "System", "user": "User", "assistant": "Assistant", "tool": "Tool", "function": "Tool",
@@ -19,22 +29,79 @@ public struct ChatFormat: Sendable {
 
     /// `System: ...`, `User: ...`, `Assistant: ...` turns separated by blank lines, ending with
     /// `Assistant:`; generation stops at the next `\n\nUser:`.
-    public static let plain = ChatFormat()
+    public static let plain = ChatFormat(kind: .plain)
 
-    /// Where generation stops besides the request's own stop sequences.
-    public var stopSequences: [String] { ["\n\nUser:"] }
+    /// A model's own template; `specialTokens` are what it sees as `bos_token`, `eos_token`...
+    package static func template(_ template: ChatTemplate, specialTokens: [String: String]) -> ChatFormat {
+        ChatFormat(kind: .template(template, specialTokens: specialTokens))
+    }
 
-    /// The prompt for `turns`; throws naming the first message whose role the template does
-    /// not know.
-    public func render(_ turns: [ChatTurn]) throws -> String {
+    /// Where generation stops besides the request's own stop sequences (a templated model
+    /// stops at its end-of-turn tokens instead).
+    public var stopSequences: [String] {
+        if case .plain = kind { return ["\n\nUser:"] }
+        return []
+    }
+
+    /// The prompt for `turns`. Throws `invalidParameter` naming the first message whose role
+    /// the plain format does not know, or with the refusal of the model's template (Gemma's
+    /// has no system role, for one).
+    package func render(_ turns: [ChatTurn]) throws -> ChatTemplate.Rendered {
         guard !turns.isEmpty else { throw GenerationError.invalidParameter("messages", "must not be empty") }
-        var text = ""
-        for (index, turn) in turns.enumerated() {
-            guard let name = Self.plainNames[turn.role] else {
-                throw GenerationError.invalidParameter("messages[\(index)].role", "unknown role '\(turn.role)'")
+        switch kind {
+        case .plain:
+            var text = ""
+            for (index, turn) in turns.enumerated() {
+                guard let name = Self.plainNames[turn.role] else {
+                    throw GenerationError.invalidParameter("messages[\(index)].role", "unknown role '\(turn.role)'")
+                }
+                text += "\(name): \(turn.content)\n\n"
             }
-            text += "\(name): \(turn.content)\n\n"
+            text += "Assistant:"
+            return ChatTemplate.Rendered(text: text, markup: Array(repeating: false, count: text.utf8.count))
+        case .template(let template, let specialTokens):
+            do {
+                return try template.render(turns, specialTokens: specialTokens)
+            } catch let error as JinjaTemplateError {
+                throw GenerationError.invalidParameter("messages", error.message)
+            }
         }
-        return text + "Assistant:"
+    }
+
+    /// The chat format of a model folder: `options.chat_format` (`"plain"`, or `"template"`, the
+    /// default) and the `chat_template` of `tokenizer_config.json`, where there is one.
+    static func load(directory: String, option: String?) throws -> ChatFormat {
+        let manifest = directory + "/model.json"
+        switch option {
+        case "plain": return .plain
+        case nil, "template": break
+        default: throw ModelLoadError(file: manifest, reason: "options.chat_format must be \"template\" or \"plain\"")
+        }
+        let path = directory + "/tokenizer_config.json"
+        guard let data = FileManager.default.contents(atPath: path) else { return .plain }
+        let config: LiteralJSON
+        do {
+            config = try LiteralJSON.parse(Array(data))
+        } catch {
+            throw ModelLoadError(file: path, reason: "\(error)")
+        }
+        // A string, or a list of named templates (the one named "default").
+        var source = config["chat_template"]?.string
+        if source == nil, let named = config["chat_template"]?.array {
+            source = named.first { $0["name"]?.string == "default" }?["template"]?.string
+        }
+        guard let source else { return .plain }
+        let template: ChatTemplate
+        do {
+            template = try ChatTemplate(source: source)
+        } catch {
+            throw ModelLoadError(
+                file: path, reason: "chat_template: \(error); set options.chat_format to \"plain\" in model.json to serve the model without it")
+        }
+        var special: [String: String] = [:]
+        for name in ["bos_token", "eos_token", "unk_token", "pad_token"] {
+            if let token = config[name]?.string ?? config[name]?["content"]?.string { special[name] = token }
+        }
+        return .template(template, specialTokens: special)
     }
 }

@@ -53,7 +53,9 @@ public final class TextGenerator: Sendable {
     /// The manifest's sampling defaults, for requests that leave a parameter out.
     public let defaults: SamplingParameters
     /// How chat messages become this model's prompt.
-    public let chatFormat = ChatFormat.plain
+    public let chatFormat: ChatFormat
+    /// Tokens that end generation (end of text, end of turn).
+    package let stopTokens: Set<Int>
     let maxBatch: Int
     let queueCapacity: Int
     /// The requests in flight per tenant while several use this model.
@@ -69,10 +71,13 @@ public final class TextGenerator: Sendable {
 
     package init(
         model: GPT2Model, tokenizer: BPETokenizer, defaultMaxTokens: Int = 16, defaults: SamplingParameters = SamplingParameters(),
-        maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2
+        maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2, chatFormat: ChatFormat = .plain, stopTokens: Set<Int>? = nil
     ) {
         self.model = model
         self.tokenizer = tokenizer
+        self.chatFormat = chatFormat
+        let stopTokens = stopTokens ?? Set([tokenizer.endOfText].compactMap { $0 })
+        self.stopTokens = stopTokens
         self.defaultMaxTokens = defaultMaxTokens
         self.defaults = defaults
         self.maxBatch = maxBatch
@@ -80,7 +85,7 @@ public final class TextGenerator: Sendable {
         self.shares = TenantShares(slots: maxBatch, capacity: queueCapacity, rest: floodRest)
         self.state = SchedulerState()
         let thread = Thread { [state, model, tokenizer, maxBatch] in
-            Scheduler(state: state, model: model, tokenizer: tokenizer, maxBatch: maxBatch).run()
+            Scheduler(state: state, model: model, tokenizer: tokenizer, stopTokens: stopTokens, maxBatch: maxBatch).run()
         }
         thread.name = "textgen"
         thread.stackSize = 8 << 20
@@ -319,6 +324,7 @@ struct Scheduler {
     let state: SchedulerState
     let model: GPT2Model
     let tokenizer: BPETokenizer
+    let stopTokens: Set<Int>
     let maxBatch: Int
 
     /// One choice being generated.
@@ -496,7 +502,7 @@ struct Scheduler {
             info.top = top
         }
 
-        let isEndOfText = token == tokenizer.endOfText
+        let isEndOfText = stopTokens.contains(token)
         var finish: FinishReason?
         var text = ""
         if isEndOfText {
