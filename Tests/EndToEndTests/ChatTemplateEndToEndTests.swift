@@ -1,5 +1,6 @@
 import Foundation
 import Inference
+import Postgres
 import TestSupport
 import Testing
 
@@ -57,6 +58,27 @@ import Testing
             #expect(error?["message"] as? String == "messages: System role not supported")
             #expect(error?["param"] as? String == "messages")
             #expect(error?["type"] as? String == "invalid_request_error")
+        }
+    }
+
+    /// A Llama-architecture chat model (the tiny Llama fixture: grouped-query attention, Llama 3
+    /// rope scaling, its own tokenizer.json and ChatML template) served to the official client.
+    @Test(.enabled(if: OpenAIPython.python != nil, "the openai Python package could not be installed; skipping"))
+    func aLlamaArchitectureChatModelServesTheOfficialClient() async throws {
+        let models = try TestModels.directory(privateTo: "nobody")
+        defer { try? FileManager.default.removeItem(atPath: models) }
+        let fixture = TestModels.repository.path + "/Tests/InferenceTests/Fixtures/tiny-llama"
+        let folder = models + "/tiny-llama"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            try FileManager.default.createSymbolicLink(atPath: folder + "/" + file, withDestinationPath: fixture + "/" + file)
+        }
+        try #"{"engine": "transformer-lm"}"#.write(toFile: folder + "/model.json", atomically: true, encoding: .utf8)
+        try await GatewayFixture.with(extraEnvironment: ["MODELGATE_MODELS_DIRECTORY": models]) { gateway in
+            let script = TestModels.repository.path + "/Tests/EndToEndTests/Python/openai_chat_model_check.py"
+            let arguments = [try #require(OpenAIPython.python), script, gateway.server.baseURL, gateway.keyA, "tiny-llama"]
+            let (status, output) = try await onOwnThread { [arguments] in try ChildProcess.run("/usr/bin/env", arguments) }
+            #expect(status == 0 && output.contains("OK"), "\(output)\n--- server log ---\n\(gateway.server.log.suffix(3000))")
         }
     }
 

@@ -1,7 +1,8 @@
 import CPrefetch
 import Foundation
 
-/// Causal multi-head attention against a key/value cache.
+/// Causal multi-head attention against a key/value cache (with `kvGroup` query heads per
+/// key/value head: grouped-query attention).
 ///
 /// Layout: `q` is `[tokens, heads * headSize]`. In the cache, head `h`'s key (and value) for
 /// position `p` starts at `h * headStride + p * positionStride`: `[heads, positions, headSize]`
@@ -13,7 +14,7 @@ package enum Attention {
     package static func causal(
         query: UnsafePointer<Float>, queryStride: Int, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
         positionStride: Int, headStride: Int, output: UnsafeMutablePointer<Float>, tokens: Int, start: Int, heads: Int, headSize: Int,
-        scores: UnsafeMutablePointer<Float>, only: Range<Int>? = nil
+        scores: UnsafeMutablePointer<Float>, only: Range<Int>? = nil, kvGroup: Int = 1
     ) {
         let width = heads * headSize
         let scale = 1 / Float(headSize).squareRoot()
@@ -27,15 +28,16 @@ package enum Attention {
         for t in 0..<tokens {
             let visible = start + t + 1
             let range = only ?? 0..<heads
-            if let first = range.first { prefetch(keys + first * headStride, bytes: runBytes) }
+            if let first = range.first { prefetch(keys + first / kvGroup * headStride, bytes: runBytes) }
             for h in range {
                 let q = query + t * queryStride + h * headSize
-                prefetch(values + h * headStride, bytes: runBytes)
-                Self.scores(q, keys: keys + h * headStride, stride: positionStride, count: visible, headSize: headSize, scale: scale, into: scores)
-                if h + 1 < range.upperBound { prefetch(keys + (h + 1) * headStride, bytes: runBytes) }
+                let kv = h / kvGroup  // grouped-query attention: query heads share a key/value head
+                prefetch(values + kv * headStride, bytes: runBytes)
+                Self.scores(q, keys: keys + kv * headStride, stride: positionStride, count: visible, headSize: headSize, scale: scale, into: scores)
+                if h + 1 < range.upperBound { prefetch(keys + (h + 1) / kvGroup * headStride, bytes: runBytes) }
                 Kernels.softmax(scores, count: visible)
                 Self.weightedSum(
-                    scores, values: values + h * headStride, stride: positionStride, count: visible, headSize: headSize,
+                    scores, values: values + kv * headStride, stride: positionStride, count: visible, headSize: headSize,
                     into: output + t * width + h * headSize)
             }
         }

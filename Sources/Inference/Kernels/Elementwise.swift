@@ -89,6 +89,15 @@ package enum Kernels {
     }
 
     /// `values[row] += bias` for each row.
+    /// SwiGLU: `y[r, i] = silu(g[r, i]) · u[r, i]` where each row of `gateUp` is `[g | u]`
+    /// (`width` each) and `silu(x) = x · sigmoid(x)`.
+    package static func swiGLU(_ gateUp: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        for row in 0..<rows {
+            let gate = gateUp + row * 2 * width, up = gate + width, out = y + row * width
+            for i in 0..<width { out[i] = gate[i] / (1 + Foundation.exp(-gate[i])) * up[i] }
+        }
+    }
+
     package static func addBias(_ values: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, width: Int) {
         for row in 0..<rows {
             let y = values + row * width

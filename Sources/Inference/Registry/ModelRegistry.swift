@@ -187,10 +187,15 @@ package enum TransformerLMFactory: EngineFactory {
         let options = manifest.options ?? [:], file = directory + "/model.json"
         let maxBatch = try options.positiveInt("max_batch", file: file) ?? 32
         let queueCapacity = try options.positiveInt("queue_capacity", file: file) ?? 256
-        let model = try GPT2Model(
-            directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: try manifest.weightFormat(in: directory))
+        let format = try manifest.weightFormat(in: directory)
+        // GPT-2, or the Llama family (llama, qwen2, mistral), by config.json's model_type.
+        let modelType = try HFConfig(path: directory + "/config.json").string("model_type") ?? "gpt2"
+        let model: any CausalLM = modelType == "gpt2"
+            ? try GPT2Model(directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: format)
+            : try LlamaModel(directory: directory, format: format)
         let tokenizer = try BPETokenizer(directory: directory)
-        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + "/vocab.json", model: model.config.vocabularySize)
+        let tokenizerFile = FileManager.default.fileExists(atPath: directory + "/tokenizer.json") ? "/tokenizer.json" : "/vocab.json"
+        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + tokenizerFile, model: model.vocabularySize)
         let defaults = try manifest.samplingDefaults(in: directory)
         let chatFormat = try ChatFormat.load(directory: directory, option: options["chat_format"]?.string)
         return .text(TextGenerator(

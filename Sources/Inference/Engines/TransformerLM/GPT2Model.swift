@@ -5,7 +5,7 @@ import Synchronization
 /// embeddings, pre-LN blocks (attention, MLP with tanh-GELU), a final layer norm and an output
 /// head tied to the token embeddings. Parameter names match the checkpoint (`wte`, `h.0.ln_1`,
 /// `attn.c_attn`, `mlp.c_fc`...), so loading is a name-for-name copy.
-package final class GPT2Model: Sendable {
+package final class GPT2Model: CausalLM {
     package struct Config: Sendable, Equatable {
         package var layers: Int
         package var heads: Int
@@ -47,8 +47,8 @@ package final class GPT2Model: Sendable {
     let positionEmbedding: FloatBuffer  // wpe: [T, C]
     let blocks: [Block]
     let finalNormWeight, finalNormBias: FloatBuffer  // ln_f: [C]
-    /// The output head's int8 copy for greedy and sampling steps (nil without AVX512-VNNI).
-    let boundedHead: BoundedHead?
+    /// The tied output head (`tokenEmbedding`) and its int8 copy.
+    let head: OutputHead
 
     /// Loads `config.json` and `model.safetensors` from a Hugging Face GPT-2 folder.
     package convenience init(directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32) throws {
@@ -88,7 +88,7 @@ package final class GPT2Model: Sendable {
         }
         finalNormWeight = try tensor("ln_f.weight", [c])
         finalNormBias = try tensor("ln_f.bias", [c])
-        boundedHead = BoundedHead(tokenEmbedding)
+        head = OutputHead(tokenEmbedding, width: c, vocabulary: config.vocabularySize)
         if file.contains("lm_head.weight"), file.shape("lm_head.weight") != [config.vocabularySize, c] {
             throw ModelLoadError(file: file.path, tensor: "lm_head.weight", reason: "shape \(file.shape("lm_head.weight") ?? []), expected \([config.vocabularySize, c])")
         }
@@ -106,7 +106,7 @@ package final class GPT2Model: Sendable {
 
     /// The same for a greedy step, which reads the head's int8 copy instead (nil without it).
     package var greedyWeightBytesPerToken: Int? {
-        boundedHead.map { weightBytesPerToken - tokenEmbedding.byteCount + $0.byteCount }
+        head.bounded.map { weightBytesPerToken - tokenEmbedding.byteCount + $0.byteCount }
     }
 
     // MARK: Forward
@@ -118,149 +118,27 @@ package final class GPT2Model: Sendable {
         let first, tokens, start, headStride: Int
     }
 
-    /// Keys and values per layer, `[heads, capacity, headSize]`: each head's positions are one
-    /// contiguous run, which a decoding step streams front to back (interleaved heads made
-    /// every head's read a 256-byte stride through all of them).
-    package final class KVCache: @unchecked Sendable {
-        package let capacity: Int
-        package private(set) var length = 0
-        let keys: [FloatBuffer]
-        let values: [FloatBuffer]
-        let heads: Int
-        let headSize: Int
+    package typealias KVCache = AttentionCache
+    package typealias Step = DecodeStep
+    package typealias Output = DecodeOutput
 
-        init(layers: Int, heads: Int, headSize: Int, capacity: Int) {
-            self.capacity = capacity
-            self.heads = heads
-            self.headSize = headSize
-            keys = (0..<layers).map { _ in FloatBuffer(count: heads * capacity * headSize, zeroed: false) }
-            values = (0..<layers).map { _ in FloatBuffer(count: heads * capacity * headSize, zeroed: false) }
-        }
+    package var contextLength: Int { config.contextLength }
+    package var vocabularySize: Int { config.vocabularySize }
 
-        func advance(by count: Int) { length += count }
-
-        /// Distance between two heads' runs.
-        var headStride: Int { capacity * headSize }
-
-        /// Stores the keys and values (`[heads * headSize]` each) of `position` in `layer`.
-        func store(layer: Int, position: Int, keys key: UnsafePointer<Float>, values value: UnsafePointer<Float>) {
-            for h in 0..<heads {
-                (keys[layer].pointer + h * headStride + position * headSize).update(from: key + h * headSize, count: headSize)
-                (values[layer].pointer + h * headStride + position * headSize).update(from: value + h * headSize, count: headSize)
-            }
-        }
-
-        /// A copy (for `n` > 1 choices sharing one prompt).
-        package func copy() -> KVCache {
-            let clone = KVCache(layers: keys.count, heads: heads, headSize: headSize, capacity: capacity)
-            for layer in keys.indices {
-                for h in 0..<heads {
-                    (clone.keys[layer].pointer + h * headStride).update(from: keys[layer].pointer + h * headStride, count: length * headSize)
-                    (clone.values[layer].pointer + h * headStride).update(from: values[layer].pointer + h * headStride, count: length * headSize)
-                }
-            }
-            clone.length = length
-            return clone
-        }
-    }
-
-    package func makeCache(capacity: Int) -> KVCache {
-        KVCache(layers: config.layers, heads: config.heads, headSize: config.headSize, capacity: min(capacity, config.contextLength))
-    }
-
-    /// One sequence's part of a batched step: new tokens appended after what its cache holds.
-    package struct Step {
-        package var tokens: [Int]
-        package var cache: KVCache
-        /// Logits for every new token (prompt log-probabilities), or only the last.
-        package var allLogits: Bool
-        /// With `allLogits`: handed each new token's logits (its index among the new tokens, and
-        /// the row) as they are computed, instead of returning them all; `forward` then returns
-        /// only the last row. A long prompt's rows times a large vocabulary (1,000 x 50,257
-        /// floats is 200 MB, for each of a batch's sequences) are never held at once.
-        package var eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)?
-
-        /// Greedy decoding: `decode` returns the most likely next token (after subtracting these
-        /// penalties per token) instead of logits, without computing the whole head. Ignored
-        /// with `allLogits`.
-        package var greedy: [Int: Float]?
-        /// Sampling without top_k or top_p: `decode` returns a token drawn from the softmax of
-        /// the logits (less these penalties) at this temperature, with numbers in [0, 1) from
-        /// `uniform`, without computing the whole head where the model has its int8 copy.
-        /// Ignored with `allLogits`, or with `greedy`.
-        package var sample: Sample?
-
-        package struct Sample {
-            package var temperature: Double
-            package var penalties: [Int: Float]
-            package var uniform: () -> Double
-
-            package init(temperature: Double, penalties: [Int: Float], uniform: @escaping () -> Double) {
-                self.temperature = temperature
-                self.penalties = penalties
-                self.uniform = uniform
-            }
-        }
-
-        package init(
-            tokens: [Int], cache: KVCache, allLogits: Bool = false, eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil,
-            greedy: [Int: Float]? = nil, sample: Sample? = nil
-        ) {
-            self.tokens = tokens
-            self.cache = cache
-            self.allLogits = allLogits
-            self.eachRow = eachRow
-            self.greedy = greedy
-            self.sample = sample
-        }
-
-        /// What the bounded head is to pick for this step, if anything.
-        var choice: BoundedHead.Choice? {
-            guard !allLogits, !tokens.isEmpty else { return nil }
-            if let greedy { return .greedy(penalties: greedy) }
-            if let sample { return .sample(temperature: sample.temperature, penalties: sample.penalties, uniform: sample.uniform) }
-            return nil
-        }
-    }
-
-    /// What a step yields for one sequence.
-    package enum Output {
-        /// Logits `[rows, V]` flattened (one row unless `allLogits` without `eachRow`).
-        case logits([Float])
-        /// The greedy step's token.
-        case token(Int)
-
-        package var logits: [Float] {
-            if case .logits(let values) = self { return values }
-            return []
-        }
-
-        package var token: Int? {
-            if case .token(let token) = self { return token }
-            return nil
-        }
+    package func makeCache(capacity: Int) -> AttentionCache {
+        AttentionCache(layers: config.layers, heads: config.heads, headSize: config.headSize, capacity: min(capacity, config.contextLength))
     }
 
     /// Whether greedy and sampling steps use the head's bounded int8 copy (else the whole head).
-    package var hasBoundedHead: Bool { boundedHead != nil }
+    package var hasBoundedHead: Bool { head.bounded != nil }
 
-    /// Greedy and sampling steps' rows so far: how many, the columns computed exactly, rows
-    /// computed whole, and the sampling rows' draws (kept or not).
-    package var boundedHeadStatistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) {
-        boundedHeadCounters.withLock { ($0.rows, $0.candidates, $0.fullRows, $0.proposals) }
-    }
-    private let boundedHeadCounters = Mutex(BoundedHead.Statistics())
-
-    /// Rows of the output head computed at once (a 256 x 50,257 block is 51 MB).
-    static let headRows = 256
-
-    /// `decode`'s logits, per sequence (`[]` for a greedy step).
-    package func forward(_ steps: [Step]) -> [[Float]] { decode(steps).map(\.logits) }
+    /// Greedy and sampling steps' rows so far (see `OutputHead.statistics`).
+    package var boundedHeadStatistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) { head.statistics }
 
     /// Runs one batched step for several sequences at once: every matrix product covers all
     /// their new tokens (weights are read once per step), attention runs per sequence against
     /// its own cache. Returns, per sequence, its logits, or its token for a greedy step.
-    package func decode(_ steps: [Step]) -> [Output] {
+    package func decode(_ steps: [DecodeStep]) -> [DecodeOutput] {
         let c = config.width
         let total = steps.reduce(0) { $0 + $1.tokens.count }
         guard total > 0 else { return steps.map { _ in .logits([]) } }
@@ -338,44 +216,81 @@ package final class GPT2Model: Sendable {
         }
         for step in steps { step.cache.advance(by: step.tokens.count) }
 
+        return head.outputs(steps, residual: x) { row, into in
+            Kernels.layerNorm(
+                x.pointer + row * c, into, rows: 1, width: c, weight: self.finalNormWeight.pointer, bias: self.finalNormBias.pointer,
+                epsilon: self.config.layerNormEpsilon)
+        }
+    }
+}
+
+/// The final norm and the output head over a step's rows: whole logits for the rows that want
+/// them, a block of rows at a time; the last rows of greedy and sampling steps through the
+/// head's bounded int8 copy where there is one.
+package final class OutputHead: Sendable {
+    /// The head `[C, V]`.
+    let matrix: PackedMatrix
+    /// Its int8 copy for greedy and sampling steps (nil without AVX512-VNNI).
+    let bounded: BoundedHead?
+    let width: Int
+    let vocabulary: Int
+    private let counters = Mutex(BoundedHead.Statistics())
+
+    /// Rows of the output head computed at once (a 256 x 50,257 block is 51 MB).
+    static let headRows = 256
+
+    init(_ matrix: PackedMatrix, width: Int, vocabulary: Int) {
+        self.matrix = matrix
+        self.bounded = BoundedHead(matrix)
+        self.width = width
+        self.vocabulary = vocabulary
+    }
+
+    /// Greedy and sampling steps' rows so far: how many, the columns computed exactly, rows
+    /// computed whole, and the sampling rows' draws (kept or not).
+    var statistics: (rows: Int, candidates: Int, fullRows: Int, proposals: Int) {
+        counters.withLock { ($0.rows, $0.candidates, $0.fullRows, $0.proposals) }
+    }
+
+    /// Per sequence, its logits or token, from the residual stream `x` (`[rows, C]`, the
+    /// steps' tokens in order); `finalNorm` normalises row `r` of `x` into a buffer.
+    func outputs(
+        _ steps: [DecodeStep], residual x: FloatBuffer, finalNorm: (Int, UnsafeMutablePointer<Float>) -> Void
+    ) -> [DecodeOutput] {
+        let c = width
         // Final norm and the tied output head, only for the rows whose logits are wanted, a
         // block of rows at a time; bounded and sampling steps' last rows go through the bounded head.
         var selected: [(step: Int, row: Int, offset: Int)] = []  // row in x; offset among the step's tokens
-        var bounded: [(step: Int, row: Int, choice: BoundedHead.Choice)] = []
-        row = 0
+        var boundedRows: [(step: Int, row: Int, choice: BoundedHead.Choice)] = []
+        var row = 0
         for (index, step) in steps.enumerated() {
             let count = step.tokens.count
             if let choice = step.choice {
-                bounded.append((index, row + count - 1, choice))
+                boundedRows.append((index, row + count - 1, choice))
             } else {
                 for offset in (step.allLogits ? 0 : max(0, count - 1))..<count { selected.append((index, row + offset, offset)) }
             }
             row += count
         }
-        let vocabulary = config.vocabularySize
-        var results = [Output](repeating: .logits([]), count: steps.count)
-        let finalNorm = { (row: Int, into: UnsafeMutablePointer<Float>) in
-            Kernels.layerNorm(
-                x.pointer + row * c, into, rows: 1, width: c, weight: self.finalNormWeight.pointer, bias: self.finalNormBias.pointer,
-                epsilon: self.config.layerNormEpsilon)
-        }
-        if !bounded.isEmpty {
-            let gathered = FloatBuffer(count: bounded.count * c, zeroed: false)
-            for (index, entry) in bounded.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
+        let vocabulary = self.vocabulary
+        var results = [DecodeOutput](repeating: .logits([]), count: steps.count)
+        if !boundedRows.isEmpty {
+            let gathered = FloatBuffer(count: boundedRows.count * c, zeroed: false)
+            for (index, entry) in boundedRows.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
             let tokens: [Int]
-            if let boundedHead {
+            if let boundedHead = bounded {
                 var statistics = BoundedHead.Statistics()
-                tokens = boundedHead.choose(gathered.pointer, m: bounded.count, ldx: c, rows: bounded.map(\.choice), statistics: &statistics)
-                boundedHeadCounters.withLock {
+                tokens = boundedHead.choose(gathered.pointer, m: boundedRows.count, ldx: c, rows: boundedRows.map(\.choice), statistics: &statistics)
+                counters.withLock {
                     $0.rows += statistics.rows
                     $0.candidates += statistics.candidates
                     $0.fullRows += statistics.fullRows
                     $0.proposals += statistics.proposals
                 }
             } else {
-                let logits = FloatBuffer(count: bounded.count * vocabulary, zeroed: false)
-                tokenEmbedding.multiply(gathered.pointer, m: bounded.count, into: logits.pointer)
-                tokens = bounded.enumerated().map { index, entry in
+                let logits = FloatBuffer(count: boundedRows.count * vocabulary, zeroed: false)
+                matrix.multiply(gathered.pointer, m: boundedRows.count, into: logits.pointer)
+                tokens = boundedRows.enumerated().map { index, entry in
                     var row = Array(UnsafeBufferPointer(start: logits.pointer + index * vocabulary, count: vocabulary))
                     for (token, penalty) in entry.choice.penalties where token >= 0 && token < vocabulary { row[token] -= penalty }
                     if case .sample(let temperature, _, let uniform) = entry.choice {
@@ -384,7 +299,7 @@ package final class GPT2Model: Sendable {
                     return Sampler.argmax(row)
                 }
             }
-            for (entry, token) in zip(bounded, tokens) { results[entry.step] = .token(token) }
+            for (entry, token) in zip(boundedRows, tokens) { results[entry.step] = .token(token) }
         }
         var rowsOut = [[Float]](repeating: [], count: steps.count)
         let gathered = FloatBuffer(count: min(selected.count, Self.headRows) * c, zeroed: false)
@@ -392,7 +307,7 @@ package final class GPT2Model: Sendable {
         for first in stride(from: 0, to: selected.count, by: Self.headRows) {
             let block = selected[first..<min(selected.count, first + Self.headRows)]
             for (index, entry) in block.enumerated() { finalNorm(entry.row, gathered.pointer + index * c) }
-            tokenEmbedding.multiply(gathered.pointer, m: block.count, into: logits.pointer)
+            matrix.multiply(gathered.pointer, m: block.count, into: logits.pointer)
             for (index, entry) in block.enumerated() {
                 let rowLogits = UnsafeBufferPointer(start: logits.pointer + index * vocabulary, count: vocabulary)
                 let step = steps[entry.step]

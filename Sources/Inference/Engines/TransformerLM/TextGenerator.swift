@@ -43,11 +43,11 @@ public struct GenerationRequest: Sendable {
     }
 }
 
-/// Runs generation for one GPT-2 model with continuous batching: a dedicated thread steps all
+/// Runs generation for one decoder-only model (GPT-2, the Llama family) with continuous batching: a dedicated thread steps all
 /// running sequences together (one batched forward pass per step, weights read once for the
 /// whole batch); new requests join at any step and finished or cancelled ones leave.
 public final class TextGenerator: Sendable {
-    package let model: GPT2Model
+    package let model: any CausalLM
     public let tokenizer: BPETokenizer
     package let defaultMaxTokens: Int
     /// The manifest's sampling defaults, for requests that leave a parameter out.
@@ -70,7 +70,7 @@ public final class TextGenerator: Sendable {
     }
 
     package init(
-        model: GPT2Model, tokenizer: BPETokenizer, defaultMaxTokens: Int = 16, defaults: SamplingParameters = SamplingParameters(),
+        model: any CausalLM, tokenizer: BPETokenizer, defaultMaxTokens: Int = 16, defaults: SamplingParameters = SamplingParameters(),
         maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2, chatFormat: ChatFormat = .plain, stopTokens: Set<Int>? = nil
     ) {
         self.model = model
@@ -103,10 +103,10 @@ public final class TextGenerator: Sendable {
     public func validate(_ request: GenerationRequest) throws -> Int {
         try request.parameters.validate()
         guard !request.prompt.isEmpty else { throw GenerationError.emptyPrompt }
-        for token in request.prompt where token < 0 || token >= model.config.vocabularySize {
-            throw GenerationError.invalidParameter("prompt", "token id \(token) is outside the vocabulary (0..<\(model.config.vocabularySize))")
+        for token in request.prompt where token < 0 || token >= model.vocabularySize {
+            throw GenerationError.invalidParameter("prompt", "token id \(token) is outside the vocabulary (0..<\(model.vocabularySize))")
         }
-        let context = model.config.contextLength
+        let context = model.contextLength
         if request.prompt.count >= context {
             throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: 0, contextLength: context)
         }
@@ -322,7 +322,7 @@ final class SchedulerState: @unchecked Sendable {
 /// The scheduler loop, on its own thread.
 struct Scheduler {
     let state: SchedulerState
-    let model: GPT2Model
+    let model: any CausalLM
     let tokenizer: BPETokenizer
     let stopTokens: Set<Int>
     let maxBatch: Int
@@ -331,7 +331,7 @@ struct Scheduler {
     final class Sequence {
         let job: GenerationJob
         let choice: Int
-        var cache: GPT2Model.KVCache
+        var cache: AttentionCache
         /// The next tokens to run: the next part of the prompt, then each sampled token.
         var input: [Int]
         var prefilled = false
@@ -345,7 +345,7 @@ struct Scheduler {
         /// Prompt tokens already in the cache (a long prompt goes in over several steps).
         var promptDone = 0
 
-        init(job: GenerationJob, choice: Int, cache: GPT2Model.KVCache) {
+        init(job: GenerationJob, choice: Int, cache: AttentionCache) {
             self.job = job
             self.choice = choice
             self.cache = cache
@@ -425,12 +425,12 @@ struct Scheduler {
                 let greedy = bounded && Sampler.isGreedy(parameters)
                 let lastPromptStep = sequence.promptDone + sequence.input.count == sequence.job.request.prompt.count
                 let sampling = bounded && !greedy && model.hasBoundedHead && parameters.topP >= 1
-                    && (parameters.topK == 0 || parameters.topK >= model.config.vocabularySize)
+                    && (parameters.topK == 0 || parameters.topK >= model.vocabularySize)
                     && (sequence.prefilled || (lastPromptStep && parameters.n <= 1))
                 let penalties = greedy || sampling
                     ? Sampler.penalties(counts: sequence.counts, frequency: parameters.frequencyPenalty, presence: parameters.presencePenalty)
                     : [:]
-                return GPT2Model.Step(
+                return DecodeStep(
                     tokens: sequence.input, cache: sequence.cache, allLogits: wantsPrompt,
                     eachRow: wantsPrompt ? { offset, row in self.recordPromptToken(sequence, after: base + offset, row) } : nil,
                     greedy: greedy ? penalties : nil,
@@ -480,7 +480,7 @@ struct Scheduler {
     }
 
     /// Samples one token for `sequence`, emits its text, and returns the sequence if it goes on.
-    private func advance(_ sequence: Sequence, logits output: GPT2Model.Output) -> Sequence? {
+    private func advance(_ sequence: Sequence, logits output: DecodeOutput) -> Sequence? {
         let job = sequence.job
         let parameters = job.request.parameters
         let raw = output.logits
@@ -514,7 +514,7 @@ struct Scheduler {
             text = shown
             if stopped {
                 finish = .stop
-            } else if sequence.generated >= job.maxTokens || sequence.cache.length + 1 >= model.config.contextLength {
+            } else if sequence.generated >= job.maxTokens || sequence.cache.length + 1 >= model.contextLength {
                 finish = .length
                 text += sequence.assembler.flush()
             }

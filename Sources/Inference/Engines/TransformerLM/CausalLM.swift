@@ -1,0 +1,142 @@
+import Foundation
+import Synchronization
+
+/// A decoder-only language model as the generator drives it: batched steps over sequences,
+/// each with its own key/value cache. GPT-2 and the Llama family are two implementations;
+/// scheduling and sampling live outside the model.
+package protocol CausalLM: AnyObject, Sendable {
+    var contextLength: Int { get }
+    var vocabularySize: Int { get }
+    /// Whether greedy and sampling steps use the head's bounded int8 copy (else the whole head).
+    var hasBoundedHead: Bool { get }
+    func makeCache(capacity: Int) -> AttentionCache
+    /// Runs one batched step; per sequence, its logits, or its token for a greedy or
+    /// sampling step.
+    func decode(_ steps: [DecodeStep]) -> [DecodeOutput]
+}
+
+extension CausalLM {
+    /// `decode`'s logits, per sequence (`[]` for a greedy step).
+    package func forward(_ steps: [DecodeStep]) -> [[Float]] { decode(steps).map(\.logits) }
+}
+
+/// Keys and values per layer, `[heads, capacity, headSize]`: each head's positions are one
+/// contiguous run, which a decoding step streams front to back (interleaved heads made
+/// every head's read a 256-byte stride through all of them).
+package final class AttentionCache: @unchecked Sendable {
+    package let capacity: Int
+    package private(set) var length = 0
+    let keys: [FloatBuffer]
+    let values: [FloatBuffer]
+    let heads: Int
+    let headSize: Int
+
+    init(layers: Int, heads: Int, headSize: Int, capacity: Int) {
+        self.capacity = capacity
+        self.heads = heads
+        self.headSize = headSize
+        keys = (0..<layers).map { _ in FloatBuffer(count: heads * capacity * headSize, zeroed: false) }
+        values = (0..<layers).map { _ in FloatBuffer(count: heads * capacity * headSize, zeroed: false) }
+    }
+
+    func advance(by count: Int) { length += count }
+
+    /// Distance between two heads' runs.
+    var headStride: Int { capacity * headSize }
+
+    /// Stores the keys and values (`[heads * headSize]` each) of `position` in `layer`.
+    func store(layer: Int, position: Int, keys key: UnsafePointer<Float>, values value: UnsafePointer<Float>) {
+        for h in 0..<heads {
+            (keys[layer].pointer + h * headStride + position * headSize).update(from: key + h * headSize, count: headSize)
+            (values[layer].pointer + h * headStride + position * headSize).update(from: value + h * headSize, count: headSize)
+        }
+    }
+
+    /// A copy (for `n` > 1 choices sharing one prompt).
+    package func copy() -> AttentionCache {
+        let clone = AttentionCache(layers: keys.count, heads: heads, headSize: headSize, capacity: capacity)
+        for layer in keys.indices {
+            for h in 0..<heads {
+                (clone.keys[layer].pointer + h * headStride).update(from: keys[layer].pointer + h * headStride, count: length * headSize)
+                (clone.values[layer].pointer + h * headStride).update(from: values[layer].pointer + h * headStride, count: length * headSize)
+            }
+        }
+        clone.length = length
+        return clone
+    }
+}
+
+
+/// One sequence's part of a batched step: new tokens appended after what its cache holds.
+package struct DecodeStep {
+    package var tokens: [Int]
+    package var cache: AttentionCache
+    /// Logits for every new token (prompt log-probabilities), or only the last.
+    package var allLogits: Bool
+    /// With `allLogits`: handed each new token's logits (its index among the new tokens, and
+    /// the row) as they are computed, instead of returning them all; `forward` then returns
+    /// only the last row. A long prompt's rows times a large vocabulary (1,000 x 50,257
+    /// floats is 200 MB, for each of a batch's sequences) are never held at once.
+    package var eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)?
+
+    /// Greedy decoding: `decode` returns the most likely next token (after subtracting these
+    /// penalties per token) instead of logits, without computing the whole head. Ignored
+    /// with `allLogits`.
+    package var greedy: [Int: Float]?
+    /// Sampling without top_k or top_p: `decode` returns a token drawn from the softmax of
+    /// the logits (less these penalties) at this temperature, with numbers in [0, 1) from
+    /// `uniform`, without computing the whole head where the model has its int8 copy.
+    /// Ignored with `allLogits`, or with `greedy`.
+    package var sample: Sample?
+
+    package struct Sample {
+        package var temperature: Double
+        package var penalties: [Int: Float]
+        package var uniform: () -> Double
+
+        package init(temperature: Double, penalties: [Int: Float], uniform: @escaping () -> Double) {
+            self.temperature = temperature
+            self.penalties = penalties
+            self.uniform = uniform
+        }
+    }
+
+    package init(
+        tokens: [Int], cache: AttentionCache, allLogits: Bool = false, eachRow: ((Int, UnsafeBufferPointer<Float>) -> Void)? = nil,
+        greedy: [Int: Float]? = nil, sample: Sample? = nil
+    ) {
+        self.tokens = tokens
+        self.cache = cache
+        self.allLogits = allLogits
+        self.eachRow = eachRow
+        self.greedy = greedy
+        self.sample = sample
+    }
+
+    /// What the bounded head is to pick for this step, if anything.
+    var choice: BoundedHead.Choice? {
+        guard !allLogits, !tokens.isEmpty else { return nil }
+        if let greedy { return .greedy(penalties: greedy) }
+        if let sample { return .sample(temperature: sample.temperature, penalties: sample.penalties, uniform: sample.uniform) }
+        return nil
+    }
+}
+
+/// What a step yields for one sequence.
+package enum DecodeOutput {
+    /// Logits `[rows, V]` flattened (one row unless `allLogits` without `eachRow`).
+    case logits([Float])
+    /// The greedy step's token.
+    case token(Int)
+
+    package var logits: [Float] {
+        if case .logits(let values) = self { return values }
+        return []
+    }
+
+    package var token: Int? {
+        if case .token(let token) = self { return token }
+        return nil
+    }
+}
+
