@@ -110,3 +110,63 @@ import Testing
         #expect(shapeError.contains("model.safetensors: tensor 'model.layers.0.mlp.") && shapeError.contains("shape"), "\(shapeError)")
     }
 }
+
+/// `options.kv_cache_mb`: the key/value cache the running sequences hold never passes the
+/// budget (requests wait their turn), a request that could never fit is refused, and a budget
+/// the machine cannot hold fails the load with the numbers.
+@Suite struct KeyValueCacheBudgetTests {
+    @Test func runningSequencesStayWithinTheBudgetAndAllFinish() async throws {
+        let folder = SharedData.fixtures + "/tiny-llama"
+        let model = try LlamaModel(directory: folder)
+        let tokenizer = try BPETokenizer(directory: folder)
+        let perRequest = Scheduler.cacheBytes(model: model, promptTokens: 10, maxTokens: 20, choices: 1)
+        #expect(perRequest == 30 * 2 * 2 * 2 * 16 * 4)  // positions x layers x (k, v) x kv heads x head size x float
+        let budget = perRequest * 3 / 2  // room for one request at a time
+        let generator = TextGenerator(model: model, tokenizer: tokenizer, stopTokens: [], cacheBudget: budget)
+        defer { generator.shutdown() }
+        var parameters = SamplingParameters()
+        parameters.maxTokens = 20
+        parameters.temperature = 0
+        let streams = try (0..<4).map { index in
+            try generator.generate(GenerationRequest(prompt: (1...10).map { $0 + index }, parameters: parameters))
+        }
+        for stream in streams {
+            var completion = -1
+            for try await event in stream { if case .finished(_, _, let tokens) = event { completion = tokens } }
+            #expect(completion == 20)
+        }
+        let peak = generator.statistics.peakCacheBytes
+        #expect(peak > 0 && peak <= budget, "peak \(peak) bytes, budget \(budget)")
+
+        var larger = parameters
+        larger.maxTokens = 40
+        #expect(throws: GenerationError.self) { try generator.validate(GenerationRequest(prompt: Array(1...10), parameters: larger)) }
+        larger.maxTokens = 20
+        larger.n = 2
+        #expect(throws: GenerationError.self) { try generator.validate(GenerationRequest(prompt: Array(1...10), parameters: larger)) }
+    }
+
+    @Test func aBudgetTheMachineCannotHoldFailsTheLoad() throws {
+        let folder = NSTemporaryDirectory() + "mg-kv-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let source = SharedData.fixtures + "/tiny-llama"
+        for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            try FileManager.default.createSymbolicLink(atPath: folder + "/" + file, withDestinationPath: source + "/" + file)
+        }
+        for (megabytes, loads) in [(16, true), (1 << 24, false), ((1 << 24) + 1, false)] {
+            try #"{"engine": "transformer-lm", "options": {"kv_cache_mb": \#(megabytes)}}"#.write(toFile: folder + "/model.json", atomically: true, encoding: .utf8)
+            do {
+                let engine = try TransformerLMFactory.load(directory: folder, manifest: try EngineFactories.check(directory: folder))
+                if case .text(let generator) = engine {
+                    #expect(generator.cacheBudget == megabytes << 20)
+                    generator.shutdown()
+                }
+                #expect(loads, "\(megabytes) MB loaded")
+            } catch {
+                #expect(!loads, "\(error)")
+                #expect("\(error)".contains("options.kv_cache_mb"), "\(error)")
+            }
+        }
+    }
+}

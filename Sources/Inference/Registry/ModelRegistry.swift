@@ -181,13 +181,18 @@ public final class ClassificationService: Sendable {
 
 package enum TransformerLMFactory: EngineFactory {
     package static let name = "transformer-lm"
-    package static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format", "chat_format"]
+    package static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format", "chat_format", "kv_cache_mb"]
 
     package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         let options = manifest.options ?? [:], file = directory + "/model.json"
         let maxBatch = try options.positiveInt("max_batch", file: file) ?? 32
         let queueCapacity = try options.positiveInt("queue_capacity", file: file) ?? 256
         let format = try manifest.weightFormat(in: directory)
+        let cacheMegabytes = try options.positiveInt("kv_cache_mb", file: file)
+        if let cacheMegabytes, cacheMegabytes > 1 << 24 {
+            throw ModelLoadError(file: file, reason: "options.kv_cache_mb must be at most \(1 << 24) (16 TB)")
+        }
+        let available = availableMemory()
         // GPT-2, or the Llama family (llama, qwen2, mistral), by config.json's model_type.
         let modelType = try HFConfig(path: directory + "/config.json").string("model_type") ?? "gpt2"
         let model: any CausalLM = modelType == "gpt2"
@@ -196,14 +201,33 @@ package enum TransformerLMFactory: EngineFactory {
         let tokenizer = try BPETokenizer(directory: directory)
         let tokenizerFile = FileManager.default.fileExists(atPath: directory + "/tokenizer.json") ? "/tokenizer.json" : "/vocab.json"
         try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + tokenizerFile, model: model.vocabularySize)
+        // A key/value cache budget is checked against the memory there was before the weights.
+        if let cacheMegabytes, let available {
+            let needed = model.weightBytes + cacheMegabytes << 20
+            if needed > available {
+                throw ModelLoadError(
+                    file: file,
+                    reason: "options.kv_cache_mb: the weights (\(model.weightBytes >> 20) MB) and a \(cacheMegabytes) MB key/value cache need \(needed >> 20) MB, but \(available >> 20) MB of memory is available")
+            }
+        }
         let defaults = try manifest.samplingDefaults(in: directory)
         let chatFormat = try ChatFormat.load(directory: directory, option: options["chat_format"]?.string)
         return .text(TextGenerator(
             model: model, tokenizer: tokenizer, defaultMaxTokens: defaults.maxTokens ?? 16, defaults: defaults,
             maxBatch: maxBatch, queueCapacity: queueCapacity,
             floodRest: try manifest.floodRest(in: directory), chatFormat: chatFormat,
-            stopTokens: try endOfGeneration(directory: directory, tokenizer: tokenizer)))
+            stopTokens: try endOfGeneration(directory: directory, tokenizer: tokenizer), cacheBudget: cacheMegabytes.map { $0 << 20 }))
     }
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes (nil where there is none).
+func availableMemory() -> Int? {
+    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+        let fields = line.split(separator: " ")
+        if fields.count >= 2, let kilobytes = Int(fields[1]) { return kilobytes << 10 }
+    }
+    return nil
 }
 
 /// The tokens that end generation: the tokenizer's end of text and `generation_config.json`'s

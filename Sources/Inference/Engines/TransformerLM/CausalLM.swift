@@ -9,6 +9,10 @@ package protocol CausalLM: AnyObject, Sendable {
     var vocabularySize: Int { get }
     /// Whether greedy and sampling steps use the head's bounded int8 copy (else the whole head).
     var hasBoundedHead: Bool { get }
+    /// Key/value cache bytes per position of one sequence (all layers).
+    var cacheBytesPerPosition: Int { get }
+    /// The bytes the weights take in memory (with the head's int8 copy).
+    var weightBytes: Int { get }
     func makeCache(capacity: Int) -> AttentionCache
     /// Runs one batched step; per sequence, its logits, or its token for a greedy or
     /// sampling step.

@@ -123,6 +123,8 @@ package final class GPT2Model: CausalLM {
     package typealias Output = DecodeOutput
 
     package var contextLength: Int { config.contextLength }
+    package var cacheBytesPerPosition: Int { config.layers * 2 * config.width * MemoryLayout<Float>.size }
+    package var weightBytes: Int { weightBytesPerToken + positionEmbedding.count * 4 + (head.bounded?.byteCount ?? 0) }
     package var vocabularySize: Int { config.vocabularySize }
 
     package func makeCache(capacity: Int) -> AttentionCache {

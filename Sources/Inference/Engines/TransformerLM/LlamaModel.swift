@@ -49,6 +49,12 @@ package final class LlamaModel: CausalLM {
     package var contextLength: Int { config.contextLength }
     package var vocabularySize: Int { config.vocabularySize }
     package var hasBoundedHead: Bool { head.bounded != nil }
+    package var cacheBytesPerPosition: Int { config.layers * 2 * config.kvHeads * config.headSize * MemoryLayout<Float>.size }
+    package var weightBytes: Int {
+        let matrices = blocks.reduce(0) { $0 + $1.qkv.byteCount + $1.output.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
+        let untied = head.matrix === embedding ? 0 : head.matrix.byteCount
+        return matrices + embedding.byteCount + untied + (head.bounded?.byteCount ?? 0) + 4 * config.width * (2 * config.layers + 1)
+    }
 
     /// Reads a Hugging Face folder: `config.json` (`model_type` llama, qwen2 or mistral) and
     /// `model.safetensors` or shards listed in `model.safetensors.index.json`.

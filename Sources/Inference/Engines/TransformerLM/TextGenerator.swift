@@ -58,6 +58,8 @@ public final class TextGenerator: Sendable {
     package let stopTokens: Set<Int>
     let maxBatch: Int
     let queueCapacity: Int
+    /// The key/value cache the running sequences may hold at once, in bytes (nil: no bound).
+    package let cacheBudget: Int?
     /// The requests in flight per tenant while several use this model.
     public let shares: TenantShares
     private let state: SchedulerState
@@ -67,12 +69,16 @@ public final class TextGenerator: Sendable {
         public var running: Int
         package var steps: Int
         package var generatedTokens: Int
+        /// The most key/value cache the running sequences held at once, in bytes.
+        package var peakCacheBytes: Int
     }
 
     package init(
         model: any CausalLM, tokenizer: BPETokenizer, defaultMaxTokens: Int = 16, defaults: SamplingParameters = SamplingParameters(),
-        maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2, chatFormat: ChatFormat = .plain, stopTokens: Set<Int>? = nil
+        maxBatch: Int = 32, queueCapacity: Int = 256, floodRest: Double = 2, chatFormat: ChatFormat = .plain, stopTokens: Set<Int>? = nil,
+        cacheBudget: Int? = nil
     ) {
+        self.cacheBudget = cacheBudget
         self.model = model
         self.tokenizer = tokenizer
         self.chatFormat = chatFormat
@@ -85,7 +91,7 @@ public final class TextGenerator: Sendable {
         self.shares = TenantShares(slots: maxBatch, capacity: queueCapacity, rest: floodRest)
         self.state = SchedulerState()
         let thread = Thread { [state, model, tokenizer, maxBatch] in
-            Scheduler(state: state, model: model, tokenizer: tokenizer, stopTokens: stopTokens, maxBatch: maxBatch).run()
+            Scheduler(state: state, model: model, tokenizer: tokenizer, stopTokens: stopTokens, maxBatch: maxBatch, cacheBudget: cacheBudget).run()
         }
         thread.name = "textgen"
         thread.stackSize = 8 << 20
@@ -110,15 +116,28 @@ public final class TextGenerator: Sendable {
         if request.prompt.count >= context {
             throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: 0, contextLength: context)
         }
+        let maxTokens: Int
         if let requested = request.parameters.maxTokens {
             // Compared without adding: a max_tokens near Int.max must not overflow.
             if requested > context - request.prompt.count {
                 throw GenerationError.contextExceeded(promptTokens: request.prompt.count, requested: requested, contextLength: context)
             }
-            return requested
+            maxTokens = requested
+        } else {
+            maxTokens = min(defaultMaxTokens, context - request.prompt.count)
         }
-        return min(defaultMaxTokens, context - request.prompt.count)
+        if let cacheBudget {
+            let needed = Scheduler.cacheBytes(model: model, promptTokens: request.prompt.count, maxTokens: maxTokens, choices: request.parameters.n)
+            if needed > cacheBudget {
+                throw GenerationError.invalidParameter(
+                    "max_tokens",
+                    "this request needs \(Self.megabytes(needed)) MB of the model's key/value cache (its prompt and max_tokens for each of its \(request.parameters.n) choices); the model has \(Self.megabytes(cacheBudget)) MB")
+            }
+        }
+        return maxTokens
     }
+
+    static func megabytes(_ bytes: Int) -> String { String(format: "%.2f", Double(bytes) / Double(1 << 20)) }
 
     /// Whether a request of this fairness key would be queued now (a cheap check before the
     /// request is admitted and metered; `generate` decides for good).
@@ -256,7 +275,11 @@ final class SchedulerState: @unchecked Sendable {
     /// A full batch still takes the request of a key (tenant) with nothing running, up to
     /// `overflow` choices beyond `room`: a tenant's first request never waits for another
     /// tenant's sequences to finish.
-    func next(room: Int, idle: Bool, runningKeys: Set<String> = [], overflow: Int = 0) -> [GenerationJob]? {
+    /// With `memory`, a job is admitted only while its key/value cache (`cost`) fits what is
+    /// `free` of the model's budget; the rest wait for running sequences to finish.
+    func next(
+        room: Int, idle: Bool, runningKeys: Set<String> = [], overflow: Int = 0, memory: (free: Int, cost: (GenerationJob) -> Int)? = nil
+    ) -> [GenerationJob]? {
         var dropped: [GenerationJob] = []
         var stoppedJobs: [GenerationJob] = []
         condition.lock()
@@ -282,24 +305,32 @@ final class SchedulerState: @unchecked Sendable {
         }
         var admitted: [GenerationJob] = []
         var space = room
-        while let job = queue.peek(), job.request.parameters.n <= space || (admitted.isEmpty && idle) {
+        var free = memory?.free ?? .max
+        func fits(_ job: GenerationJob) -> Bool { (memory?.cost(job) ?? 0) <= free }
+        while let job = queue.peek(), job.request.parameters.n <= space || (admitted.isEmpty && idle), fits(job) {
             _ = queue.popFirst()
             admitted.append(job)
             space -= job.request.parameters.n
+            free -= memory?.cost(job) ?? 0
         }
         var keys = runningKeys.union(admitted.map(\.request.fairnessKey))
         space = min(space, 0) + overflow
-        while let (key, job) = queue.peek(whereKey: { !keys.contains($0) }), job.request.parameters.n <= space {
+        while let (key, job) = queue.peek(whereKey: { !keys.contains($0) }), job.request.parameters.n <= space, fits(job) {
             queue.removeFirst(ofKey: key)
             admitted.append(job)
             keys.insert(key)
             space -= job.request.parameters.n
+            free -= memory?.cost(job) ?? 0
         }
         return admitted
     }
 
-    func record(running: Int, generated: Int, stepped: Bool = true) {
+    /// The most key/value cache bytes the running sequences held at once.
+    private(set) var peakCacheBytes = 0
+
+    func record(running: Int, generated: Int, stepped: Bool = true, cacheBytes: Int = 0) {
         condition.lock()
+        peakCacheBytes = max(peakCacheBytes, cacheBytes)
         self.running = running
         if stepped { steps += 1 }
         self.generated += generated
@@ -315,7 +346,7 @@ final class SchedulerState: @unchecked Sendable {
     var statistics: TextGenerator.Statistics {
         condition.lock()
         defer { condition.unlock() }
-        return .init(waiting: queue.count, running: running, steps: steps, generatedTokens: generated)
+        return .init(waiting: queue.count, running: running, steps: steps, generatedTokens: generated, peakCacheBytes: peakCacheBytes)
     }
 }
 
@@ -326,6 +357,16 @@ struct Scheduler {
     let tokenizer: BPETokenizer
     let stopTokens: Set<Int>
     let maxBatch: Int
+    let cacheBudget: Int?
+
+    /// The key/value cache a job takes: each choice's prompt and completion.
+    static func cacheBytes(model: any CausalLM, promptTokens: Int, maxTokens: Int, choices: Int) -> Int {
+        min(promptTokens + maxTokens, model.contextLength) * max(1, choices) * model.cacheBytesPerPosition
+    }
+
+    func cacheBytes(_ job: GenerationJob) -> Int {
+        Self.cacheBytes(model: model, promptTokens: job.request.prompt.count, maxTokens: job.maxTokens, choices: job.request.parameters.n)
+    }
 
     /// One choice being generated.
     final class Sequence {
@@ -368,7 +409,8 @@ struct Scheduler {
         while true {
             let admission = state.next(
                 room: maxBatch - active.count, idle: active.isEmpty, runningKeys: Set(active.map(\.job.request.fairnessKey)),
-                overflow: max(1, maxBatch / 2) - max(0, active.count - maxBatch))
+                overflow: max(1, maxBatch / 2) - max(0, active.count - maxBatch),
+                memory: cacheBudget.map { budget in (budget - cacheInUse(active), { self.cacheBytes($0) }) })
             guard let admitted = admission else {
                 for sequence in active { sequence.job.continuation.finish(throwing: GenerationError.cancelled) }
                 return
@@ -474,9 +516,17 @@ struct Scheduler {
                     produced += 1
                 }
             }
+            state.record(running: next.count, generated: produced, cacheBytes: cacheInUse(active))
             active = next
-            state.record(running: active.count, generated: produced)
         }
+    }
+
+    /// The key/value cache the jobs of `sequences` hold (a job's choices counted once, as admitted).
+    private func cacheInUse(_ sequences: [Sequence]) -> Int {
+        var seen: Set<ObjectIdentifier> = []
+        var total = 0
+        for sequence in sequences where seen.insert(ObjectIdentifier(sequence.job)).inserted { total += cacheBytes(sequence.job) }
+        return total
     }
 
     /// Samples one token for `sequence`, emits its text, and returns the sequence if it goes on.
