@@ -350,6 +350,26 @@ final class SchedulerState: @unchecked Sendable {
     }
 }
 
+/// The scheduling decisions of a step, as pure functions (the scheduler applies them).
+package enum StepPlanner {
+    /// How many prompt tokens each waiting prompt puts in this step, given what each has left
+    /// and the step's budget. Prompts go in at most `budget` tokens a step in all, so a long one
+    /// does not stall every other sequence's next token behind its whole prefill; the budget
+    /// goes to the prompts with the least left first (the earlier on ties), so a short prompt
+    /// joins at once instead of waiting behind every long one's turn. 0: waits for a later step.
+    package static func promptTokens(remaining: [Int], budget: Int) -> [Int] {
+        var left = max(0, budget)
+        var shares = [Int](repeating: 0, count: remaining.count)
+        let order = remaining.indices.sorted { (remaining[$0], $0) < (remaining[$1], $1) }
+        for index in order {
+            let count = min(max(0, remaining[index]), left)
+            shares[index] = count
+            left -= count
+        }
+        return shares
+    }
+}
+
 /// The scheduler loop, on its own thread.
 struct Scheduler {
     let state: SchedulerState
@@ -432,24 +452,16 @@ struct Scheduler {
                 continue
             }
 
-            // Prompts go in at most `promptTokensPerStep` tokens a step, so a long one does not
-            // stall every other sequence's next token behind its whole prefill. The budget goes to
-            // the prompts with the least left first: a short prompt joins at once instead of
-            // waiting behind every long one's turn.
-            var budget = Self.promptTokensPerStep
+            // Which prompts go in this step, and how much of each: `StepPlanner`.
+            let prompts = active.filter { !$0.prefilled }
+            let shares = StepPlanner.promptTokens(remaining: prompts.map { $0.job.request.prompt.count - $0.promptDone }, budget: Self.promptTokensPerStep)
             var waiting: Set<ObjectIdentifier> = []
-            let prompts = active.filter { !$0.prefilled }.sorted {
-                ($0.job.request.prompt.count - $0.promptDone) < ($1.job.request.prompt.count - $1.promptDone)
-            }
-            for sequence in prompts {
-                let prompt = sequence.job.request.prompt
-                let count = min(prompt.count - sequence.promptDone, budget)
+            for (sequence, count) in zip(prompts, shares) {
                 guard count > 0 else {
                     waiting.insert(ObjectIdentifier(sequence))  // until a later step's budget
                     continue
                 }
-                budget -= count
-                sequence.input = Array(prompt[sequence.promptDone..<(sequence.promptDone + count)])
+                sequence.input = Array(sequence.job.request.prompt[sequence.promptDone..<(sequence.promptDone + count)])
             }
             let stepping = active.filter { !waiting.contains(ObjectIdentifier($0)) }
             var next = active.filter { waiting.contains(ObjectIdentifier($0)) }
