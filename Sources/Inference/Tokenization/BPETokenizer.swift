@@ -256,10 +256,12 @@ public final class BPETokenizer: Tokenizer {
         switch configuration.symbols {
         case .bytes:
             let scalars = Array(text.unicodeScalars)
+            let utf8 = Array(text.utf8)
+            // Each scalar's first byte, and the end.
+            var offsets = [Int](repeating: 0, count: scalars.count + 1)
+            for (index, scalar) in scalars.enumerated() { offsets[index + 1] = offsets[index] + UTF8.width(scalar) }
             for range in configuration.preTokenizer.split(scalars) {
-                var piece: [UInt8] = []
-                for scalar in scalars[range] { piece += Array(String(scalar).utf8) }
-                ids += encodePiece(piece)
+                ids += encodePiece(Array(utf8[offsets[range.lowerBound]..<offsets[range.upperBound]]))
             }
         case .characters(let addPrefixSpace):
             var spaced = text.replacingOccurrences(of: " ", with: "\u{2581}")
