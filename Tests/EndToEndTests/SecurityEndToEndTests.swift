@@ -46,8 +46,9 @@ import Testing
             let allowed = try await HTTP.send(.POST, base + "/v1/keys/\(worker.key.id.uuidString.lowercased())/rotate", key: peer.secret)
             #expect(allowed.status == 201, "\(allowed.body)")
 
-            // A parent that expires soon: its children expire with it.
-            let parentExpiry = Date().addingTimeInterval(3)
+            // A parent that expires soon: its children expire with it. (20 s: with 3, a run beside
+            // two CPU hogs reached the rotation below after the parent had expired, and got 401.)
+            let parentExpiry = Date().addingTimeInterval(20)
             let parent = try await Self.issue(fixture, scopes: [.keysManage, .inference], expiresAt: parentExpiry)
             let later = try await HTTP.send(
                 .POST, base + "/v1/keys", key: parent.secret,
@@ -64,7 +65,7 @@ import Testing
             let outliving = try await HTTP.send(.POST, base + "/v1/keys/\(unrestricted.key.id.uuidString.lowercased())/rotate", key: parent.secret)
             #expect(outliving.status == 403, "\(outliving.body)")
             // Once the parent has expired, so has the child.
-            let refused = await eventually { (try? await HTTP.send(.GET, base + "/v1/models", key: childKey).status) == 401 }
+            let refused = await eventually(within: .seconds(90)) { (try? await HTTP.send(.GET, base + "/v1/models", key: childKey).status) == 401 }
             #expect(refused, "the child key outlived its parent")
         }
     }
