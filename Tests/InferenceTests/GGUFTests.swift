@@ -95,6 +95,11 @@ import Testing
         var path = try Self.write(bytes)
         #expect { try GGUFFile(path: path) } throws: { "\($0)".contains("tensor 'b.weight'") && "\($0)".contains("unknown tensor type 99") }
         try? FileManager.default.removeItem(atPath: path)
+        // A name with a newline (a corrupt file's) is shown escaped: the error stays one line.
+        bytes[at + 1] = 0x0A
+        path = try Self.write(bytes)
+        #expect { try GGUFFile(path: path) } throws: { "\($0)".contains("tensor 'b\\u{a}weight'") && !"\($0)".contains("\n") }
+        try? FileManager.default.removeItem(atPath: path)
         // A string array's count far past the file.
         bytes = Self.sample()
         let key = Array("tokenizer.ggml.tokens".utf8)

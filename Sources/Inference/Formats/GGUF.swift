@@ -88,15 +88,17 @@ package final class GGUFFile: @unchecked Sendable {
             var metadata: [String: GGUFValue] = [:]
             for index in 0..<keyCount {
                 let key = String(decoding: try reader.string(what: "metadata key \(index)"), as: UTF8.self)
-                let type = try reader.scalar(UInt32.self, what: "the type of '\(key)'")
-                guard metadata[key] == nil else { throw ModelLoadError(file: path, reason: "metadata '\(key)' appears twice") }
-                metadata[key] = try reader.value(type: type, what: "metadata '\(key)'", depth: 0)
+                let shown = Self.shown(key)
+                let type = try reader.scalar(UInt32.self, what: "the type of '\(shown)'")
+                guard metadata[key] == nil else { throw ModelLoadError(file: path, reason: "metadata '\(shown)' appears twice") }
+                metadata[key] = try reader.value(type: type, what: "metadata '\(shown)'", depth: 0)
             }
             self.metadata = metadata
             var tensors: [TensorInfo] = []
             var infos: [(name: String, dimensions: [Int], type: UInt32, relative: UInt64)] = []
             for index in 0..<tensorCount {
-                let name = String(decoding: try reader.string(what: "tensor \(index)'s name"), as: UTF8.self)
+                let raw = String(decoding: try reader.string(what: "tensor \(index)'s name"), as: UTF8.self)
+                let name = Self.shown(raw)
                 let rank = Int(try reader.scalar(UInt32.self, what: "tensor '\(name)' dimension count"))
                 guard rank >= 1, rank <= 4 else { throw ModelLoadError(file: path, tensor: name, reason: "\(rank) dimensions (1 to 4 allowed)") }
                 var dimensions: [Int] = []
@@ -107,7 +109,7 @@ package final class GGUFFile: @unchecked Sendable {
                 }
                 let type = try reader.scalar(UInt32.self, what: "tensor '\(name)' type")
                 let offset = try reader.scalar(UInt64.self, what: "tensor '\(name)' offset")
-                infos.append((name, dimensions, type, offset))
+                infos.append((raw, dimensions, type, offset))
             }
             let alignment = metadata["general.alignment"]?.int ?? 32
             guard alignment > 0, alignment.nonzeroBitCount == 1, alignment <= 1 << 16 else {
@@ -116,19 +118,19 @@ package final class GGUFFile: @unchecked Sendable {
             let dataStart = (reader.offset + alignment - 1) / alignment * alignment
             var names: Set<String> = []
             for entry in infos {
-                guard names.insert(entry.name).inserted else { throw ModelLoadError(file: path, tensor: entry.name, reason: "appears twice") }
+                guard names.insert(entry.name).inserted else { throw ModelLoadError(file: path, tensor: Self.shown(entry.name), reason: "appears twice") }
                 guard let layout = Self.typeLayouts[entry.type] else {
-                    throw ModelLoadError(file: path, tensor: entry.name, reason: "unknown tensor type \(entry.type)")
+                    throw ModelLoadError(file: path, tensor: Self.shown(entry.name), reason: "unknown tensor type \(entry.type)")
                 }
                 guard entry.dimensions[0] % layout.blockElements == 0 else {
                     throw ModelLoadError(
-                        file: path, tensor: entry.name,
+                        file: path, tensor: Self.shown(entry.name),
                         reason: "\(layout.name) rows of \(entry.dimensions[0]) elements are not whole blocks of \(layout.blockElements)")
                 }
                 var elements = 1
                 for dimension in entry.dimensions {
                     let (product, overflow) = elements.multipliedReportingOverflow(by: dimension)
-                    guard !overflow, product < 1 << 44 else { throw ModelLoadError(file: path, tensor: entry.name, reason: "shape \(entry.dimensions) overflows") }
+                    guard !overflow, product < 1 << 44 else { throw ModelLoadError(file: path, tensor: Self.shown(entry.name), reason: "shape \(entry.dimensions) overflows") }
                     elements = product
                 }
                 let byteCount = elements / layout.blockElements * layout.blockBytes
@@ -136,7 +138,7 @@ package final class GGUFFile: @unchecked Sendable {
                     dataStart + Int(entry.relative) + byteCount <= length
                 else {
                     throw ModelLoadError(
-                        file: path, tensor: entry.name,
+                        file: path, tensor: Self.shown(entry.name),
                         reason: "offset \(entry.relative) + \(byteCount) bytes lies outside the file's \(length - dataStart) bytes of data or is unaligned")
                 }
                 tensors.append(TensorInfo(name: entry.name, dimensions: entry.dimensions, type: entry.type, offset: dataStart + Int(entry.relative), byteCount: byteCount))
@@ -149,6 +151,20 @@ package final class GGUFFile: @unchecked Sendable {
     }
 
     deinit { munmap(mapping, mappedLength) }
+
+    /// A name from the file as an error message shows it: control characters escaped (a
+    /// corrupt file's names may hold newlines), at most 200 characters.
+    static func shown(_ name: String) -> String {
+        var out = ""
+        for scalar in name.unicodeScalars.prefix(200) {
+            if scalar.value < 0x20 || scalar.value == 0x7F || (0x80..<0xA0).contains(scalar.value) || scalar == "\u{2028}" || scalar == "\u{2029}" {
+                out += "\\u{\(String(scalar.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
 
     /// A metadata value, or a load error naming the key.
     package func require(_ key: String) throws -> GGUFValue {
