@@ -64,16 +64,7 @@ package final class GGUFFile: @unchecked Sendable {
 
     package init(path: String) throws {
         self.path = path
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw ModelLoadError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
-        var info = stat()
-        guard fstat(descriptor, &info) == 0 else { throw ModelLoadError(file: path, reason: "cannot stat") }
-        let length = Int(info.st_size)
-        guard length >= 24 else { throw ModelLoadError(file: path, reason: "truncated: \(length) bytes, shorter than a GGUF header") }
-        guard let mapped = mmap(nil, length, PROT_READ, MAP_PRIVATE, descriptor, 0), mapped != MAP_FAILED else {
-            throw ModelLoadError(file: path, reason: "cannot map the file")
-        }
+        let (mapped, length) = try mapReadOnly(path, minimumLength: 24, tooShort: "shorter than a GGUF header")
         mapping = mapped
         mappedLength = length
         do {

@@ -17,6 +17,22 @@ public struct ModelLoadError: Error, Equatable, Sendable, CustomStringConvertibl
     }
 }
 
+/// Maps a whole file read-only; fails naming the file when it cannot be opened or mapped, or
+/// is shorter than `minimumLength` (`tooShort` says why that matters).
+func mapReadOnly(_ path: String, minimumLength: Int, tooShort: String) throws -> (pointer: UnsafeMutableRawPointer, length: Int) {
+    let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { throw ModelLoadError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
+    defer { close(descriptor) }
+    var info = stat()
+    guard fstat(descriptor, &info) == 0 else { throw ModelLoadError(file: path, reason: "cannot stat") }
+    let length = Int(info.st_size)
+    guard length >= minimumLength else { throw ModelLoadError(file: path, reason: "truncated: \(length) bytes, \(tooShort)") }
+    guard let mapped = mmap(nil, length, PROT_READ, MAP_PRIVATE, descriptor, 0), mapped != MAP_FAILED else {
+        throw ModelLoadError(file: path, reason: "cannot map the file")
+    }
+    return (mapped, length)
+}
+
 /// A safetensors file, memory-mapped. Tensors are converted to Float32 (from F32, F16 or BF16)
 /// when read. The header is validated on open: offsets inside the file, sizes matching
 /// shapes, no overlaps, known dtypes.
@@ -45,16 +61,7 @@ package final class SafetensorsFile: @unchecked Sendable {
 
     package init(path: String) throws {
         self.path = path
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw ModelLoadError(file: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(descriptor) }
-        var info = stat()
-        guard fstat(descriptor, &info) == 0 else { throw ModelLoadError(file: path, reason: "cannot stat") }
-        let length = Int(info.st_size)
-        guard length >= 8 else { throw ModelLoadError(file: path, reason: "truncated: \(length) bytes, no header") }
-        guard let mapped = mmap(nil, length, PROT_READ, MAP_PRIVATE, descriptor, 0), mapped != MAP_FAILED else {
-            throw ModelLoadError(file: path, reason: "cannot map the file")
-        }
+        let (mapped, length) = try mapReadOnly(path, minimumLength: 8, tooShort: "no header")
         mapping = mapped
         mappedLength = length
         do {
