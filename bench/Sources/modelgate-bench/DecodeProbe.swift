@@ -10,7 +10,7 @@ enum BenchModel {
 
     /// One decoding step of every sequence (after its `next` token): greedy steps through the
     /// bounded head, or the whole head's logits and `Sampler.argmax`.
-    static func step(_ model: GPT2Model, _ next: [Int], _ caches: [GPT2Model.KVCache], bounded: Bool) -> [Int] {
+    static func step(_ model: any CausalLM, _ next: [Int], _ caches: [AttentionCache], bounded: Bool) -> [Int] {
         if bounded { return model.decode(zip(next, caches).map { .init(tokens: [$0], cache: $1, greedy: [:]) }).map { $0.token ?? 0 } }
         return model.forward(zip(next, caches).map { .init(tokens: [$0], cache: $1) }).map(Sampler.argmax)
     }
@@ -21,12 +21,22 @@ enum BenchModel {
         let directory = ProcessInfo.processInfo.environment["MODELGATE_PROBE_MODEL"] ?? NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
         return try GPT2Model(directory: directory, format: format)
     }
+
+    /// MODELGATE_PROBE_MODEL's folder as the engine reads it: GPT-2, or the Llama family.
+    static func loadAny() throws -> any CausalLM {
+        guard let directory = ProcessInfo.processInfo.environment["MODELGATE_PROBE_MODEL"],
+            let config = try? Data(contentsOf: URL(fileURLWithPath: directory + "/config.json")),
+            String(decoding: config, as: UTF8.self).contains("\"model_type\": \"gpt2\"") == false
+        else { return try load() }
+        BLAS.configureThreads()
+        return try LlamaModel(directory: directory, format: format)
+    }
 }
 
 /// Batch-1 decoding only, for profiling (`perf record --delay`).
 enum DecodeProbe {
     static func run(seconds: Double) throws {
-        let model = try BenchModel.load()
+        let model = try BenchModel.loadAny()
         let cache = model.makeCache(capacity: 1024)
         let logits = model.forward([.init(tokens: [1, 2, 3, 4], cache: cache)])[0]
         print("loaded; decoding")

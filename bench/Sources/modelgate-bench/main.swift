@@ -14,6 +14,12 @@ if let index = arguments.firstIndex(of: "--seconds"), index + 1 < arguments.endI
     seconds = value
 }
 
+/// The value after `--name`, if given.
+func option(_ name: String) -> String? {
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.endIndex else { return nil }
+    return arguments[index + 1]
+}
+
 switch name {
 case "pool":
     try await PoolBenchmark(seconds: seconds).run()
@@ -43,6 +49,12 @@ case "sampling":
     SamplingProbe.run()
 case "tg128":
     try LlamaBenchShape.run()
+case "llama":
+    guard let directory = option("--model") else {
+        FileHandle.standardError.write(Data("usage: modelgate-bench llama --model DIR [--tokens N] [--sequences N]\n".utf8))
+        exit(2)
+    }
+    try LlamaShapeBenchmark.run(directory: directory, tokens: Int(option("--tokens") ?? "64") ?? 64, sequences: Int(option("--sequences") ?? "16") ?? 16)
 case "packed":
     PackedProbe.run()
 case "conv":
@@ -50,10 +62,6 @@ case "conv":
 case "convgemm":
     ConvolutionGemmProbe.run()
 case "resnet":
-    func option(_ name: String) -> String? {
-        guard let index = arguments.firstIndex(of: name), index + 1 < arguments.endIndex else { return nil }
-        return arguments[index + 1]
-    }
     try ResNetBenchmark(
         weights: option("--weights") ?? "", batch: Int(option("--batch") ?? "1") ?? 1, size: Int(option("--size") ?? "224") ?? 224,
         seconds: seconds
