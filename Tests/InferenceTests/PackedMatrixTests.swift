@@ -46,15 +46,17 @@ import TestSupport
                         }
                     }
                     #expect(worst < 2e-3, "\(format) native \(native) \(shape) accumulate \(accumulate): largest difference \(worst)")
-                    // f32 on the AVX-512 kernel: every row's sum is one chain in K order, as the
-                    // Swift 6- and 4-row blocks compute theirs, so those rows agree bit for bit.
-                    if format == .f32 && packed.usesWideF32(m: m) {
+                    // The AVX-512 kernel (f32, and bf16 widened to f32): every row's sum is one
+                    // chain in K order, as the Swift 6- and 4-row blocks compute theirs, so those
+                    // rows agree bit for bit.
+                    if packed.usesWide(m: m, native: native) {
                         let swift = FloatBuffer(initial)
-                        packed.multiply(xs.pointer, m: m, ldx: k, into: swift.pointer, ldy: n, bias: b.pointer, accumulate: accumulate, wide: false)
+                        packed.multiply(
+                            xs.pointer, m: m, ldx: k, into: swift.pointer, ldy: n, bias: b.pointer, accumulate: accumulate, native: native, wide: false)
                         let blocks = PackedMatrix.rowBlocks(m)
                         let chained = 6 * blocks.six + 4 * blocks.four
                         for r in 0..<chained {
-                            #expect((0..<n).allSatisfy { y[r * n + $0] == swift[r * n + $0] }, "\(shape) accumulate \(accumulate): row \(r) differs")
+                            #expect((0..<n).allSatisfy { y[r * n + $0] == swift[r * n + $0] }, "\(format) \(shape) accumulate \(accumulate): row \(r) differs")
                         }
                     }
                 }

@@ -24,4 +24,10 @@ void mg_f32_panel_rows(
     const float *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
     int accumulate);
 
+/// mg_f32_panel_rows for a bfloat16 panel (PackedMatrix's bf16 layout), each weight widened to
+/// float32 exactly: the same sums as the Swift blocks' over the same bf16 panel.
+void mg_bf16_panel_rows(
+    const unsigned short *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
+    int accumulate);
+
 #endif

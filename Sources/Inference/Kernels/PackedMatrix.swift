@@ -111,7 +111,7 @@ package final class PackedMatrix: @unchecked Sendable {
         if native && usesNativeBF16(m: m) { return multiplyNative(x, m: m, ldx: ldx, into: y, ldy: ldy, bias: bias, accumulate: accumulate) }
         let chunks = Chunks(m: m, of: self)
         // X packed once for the AVX-512 kernel, in blocks of 16 rows (row tiles start on one).
-        let packed = wide && usesWideF32(m: m) ? UnsafeMutablePointer<Float>.allocate(capacity: (m + 15) / 16 * 16 * rows) : nil
+        let packed = wide && usesWide(m: m, native: native) ? UnsafeMutablePointer<Float>.allocate(capacity: (m + 15) / 16 * 16 * rows) : nil
         defer { packed?.deallocate() }
         if let packed { mg_f32_pack_rows(x, ldx, Int32(m), Int32(rows), packed) }
         // The threads write disjoint parts of y and only read x, bias and the panels.
@@ -126,9 +126,10 @@ package final class PackedMatrix: @unchecked Sendable {
         }
     }
 
-    /// Whether an f32 product of `m` rows runs on the AVX-512 kernel.
-    func usesWideF32(m: Int) -> Bool {
-        format == .f32 && m >= Self.wideRows && Self.wideEnabled.load(ordering: .relaxed)
+    /// Whether a product of `m` rows runs on the AVX-512 kernel (bf16 ones that the CPU's own
+    /// bfloat16 instructions do not take: a CPU without them, fewer rows, or `native: false`).
+    func usesWide(m: Int, native: Bool = true) -> Bool {
+        m >= Self.wideRows && Self.wideEnabled.load(ordering: .relaxed) && !(native && usesNativeBF16(m: m))
     }
 
     /// How a product's work is cut into (panel range x row tile) chunks, handed out in order:
@@ -227,7 +228,7 @@ package final class PackedMatrix: @unchecked Sendable {
     /// Rows per chunk when a product has many (a multiple of the 6-row micro-kernel).
     static let rowTile = 192
 
-    /// `packed`: X from mg_f32_pack_rows (f32 only), for the AVX-512 kernel; nil for the Swift blocks.
+    /// `packed`: X from mg_f32_pack_rows, for the AVX-512 kernel; nil for the Swift blocks.
     private func multiplyPanels(
         _ range: Range<Int>, _ x: UnsafePointer<Float>, _ m: Int, _ y: UnsafeMutablePointer<Float>,
         _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ ldx: Int, _ ldy: Int, packed: UnsafePointer<Float>? = nil
@@ -236,7 +237,9 @@ package final class PackedMatrix: @unchecked Sendable {
         case .f32:
             if let packed { return multiplyWide(range, packed, m, y, bias, accumulate, ldy) }
             multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, F32Panel.self)
-        case .bf16: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, BF16Panel.self)
+        case .bf16:
+            if let packed { return multiplyWide(range, packed, m, y, bias, accumulate, ldy) }
+            multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, BF16Panel.self)
         }
     }
 
@@ -247,16 +250,26 @@ package final class PackedMatrix: @unchecked Sendable {
     ) {
         let k = rows
         let slice = m > 6 && k > 2 * Self.kSlice ? Self.kSlice : k
+        let elementBytes = format == .f32 ? 4 : 2
         for panel in range {
             let column = panel * Self.panelWidth
-            let w = (storage + panel * k * Self.panelWidth * 4).assumingMemoryBound(to: Float.self)
+            let w = storage + panel * k * Self.panelWidth * elementBytes
             var kStart = 0
             while kStart < k {
                 let kCount = min(slice, k - kStart)
                 let first = kStart == 0
-                mg_f32_panel_rows(
-                    w + kStart * Self.panelWidth, Int32(kCount), packed + kStart * 16, Int32(k), Int32(m), y + column, ldy,
-                    Int32(min(Self.panelWidth, columns - column)), first ? bias.map { $0 + column } : nil, !first || accumulate ? 1 : 0)
+                let slice = w + kStart * Self.panelWidth * elementBytes, rowsIn = packed + kStart * 16
+                let (count, sliceBias, sliceAccumulate) = (Int32(min(Self.panelWidth, columns - column)), first ? bias.map { $0 + column } : nil, !first || accumulate ? Int32(1) : 0)
+                switch format {
+                case .f32:
+                    mg_f32_panel_rows(
+                        slice.assumingMemoryBound(to: Float.self), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column, ldy, count, sliceBias,
+                        sliceAccumulate)
+                case .bf16:
+                    mg_bf16_panel_rows(
+                        slice.assumingMemoryBound(to: UInt16.self), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column, ldy, count, sliceBias,
+                        sliceAccumulate)
+                }
                 kStart += kCount
             }
         }
