@@ -8,11 +8,21 @@
 
 MG_CPU_FEATURE(mg_f32_available, __builtin_cpu_supports("avx512f"))
 
+/// Loads row i of a panel as 16 floats: f32 as is, bf16 widened (columns in the order 0, 8, 1, 9, ...).
+static inline __attribute__((always_inline)) MG_TARGET __m512 panel_row(const void *w, int bf16, int i) {
+    if (bf16) {
+        __m512i words = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const unsigned short *)w + (long)i * 16)));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
+    }
+    return _mm512_loadu_ps((const float *)w + (long)i * 16);
+}
+
 /// `rows` (1 ... 16) rows against the panel slice: one accumulator a row, the panel row loaded
 /// once for all of them, each x broadcast into its multiply-add from the one line of packed X
-/// that holds step i's 16 rows. The panel is read front to back; the lines 24 rows ahead are
-/// fetched meanwhile (the next panel follows the last row in memory). Measured on the packed
-/// probe, streamed m 16: 12 rows ahead 151-152 GFLOP/s, 24 168-178, 48 162.
+/// that holds step i's 16 rows. The panel is read front to back; the lines 24 rows ahead (48
+/// for bf16: the same bytes) are fetched meanwhile (the next panel follows the last row in
+/// memory). Measured on the packed probe, streamed m 16: 12 rows ahead 151-152 GFLOP/s, 24
+/// 168-178, 48 162.
 ///
 /// `bf16`: the panel holds bfloat16 (PackedMatrix's layout: 32-bit word j of a row is column j in
 /// its low half and column j + 8 in its high half); each row widens to floats in one register
@@ -22,26 +32,17 @@ static inline __attribute__((always_inline)) MG_TARGET void block(
     int accumulate) {
     __m512 sum[16];
     for (int r = 0; r < 16; r++) sum[r] = _mm512_setzero_ps();
+    const int ahead = bf16 ? 48 : 24;
+    for (int i = 0; i < k; i++) {
+        _mm_prefetch((const char *)w + (long)(i + ahead) * 16 * (bf16 ? 2 : 4), _MM_HINT_T0);
+        __m512 row = panel_row(w, bf16, i);
+        for (int r = 0; r < 16; r++)
+            if (r < rows) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(long)i * 16 + r]), row, sum[r]);
+    }
     if (bf16) {
-        const unsigned short *panel = (const unsigned short *)w;
-        for (int i = 0; i < k; i++) {
-            _mm_prefetch((const char *)(panel + (long)(i + 48) * 16), _MM_HINT_T0);
-            __m512i words = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(panel + (long)i * 16)));
-            __m512 row = _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
-            for (int r = 0; r < 16; r++)
-                if (r < rows) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(long)i * 16 + r]), row, sum[r]);
-        }
         const __m512i order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
         for (int r = 0; r < 16; r++)
             if (r < rows) sum[r] = _mm512_permutexvar_ps(order, sum[r]);
-    } else {
-        const float *panel = (const float *)w;
-        for (int i = 0; i < k; i++) {
-            _mm_prefetch((const char *)(panel + (long)(i + 24) * 16), _MM_HINT_T0);
-            __m512 row = _mm512_loadu_ps(panel + (long)i * 16);
-            for (int r = 0; r < 16; r++)
-                if (r < rows) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(long)i * 16 + r]), row, sum[r]);
-        }
     }
     __mmask16 mask = count >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << count) - 1);
     __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias) : _mm512_setzero_ps();
@@ -65,12 +66,67 @@ MG_TARGET void mg_f32_pack_rows(const float *x, long ldx, int m, int k, float *o
     }
 }
 
+/// `rows` (1 ... 8) rows, from `first` among the 16 of packed X, against two adjacent panels at
+/// once: two panel rows loaded for 16 multiply-adds, where `block` loads one for each 16 rows'
+/// broadcasts, so that the load ports (a broadcast is a load) keep the FMA units busy. Each
+/// column's sum is still one chain in i order.
+static inline __attribute__((always_inline)) MG_TARGET void block_pair(
+    const void *w, const void *w2, int bf16, int k, const float *x, int first, int rows, float *y, long ldy, int count,
+    const float *bias, int accumulate) {
+    __m512 a[8], b[8];
+    for (int r = 0; r < 8; r++) a[r] = b[r] = _mm512_setzero_ps();
+    const int ahead = bf16 ? 48 : 24;
+    for (int i = 0; i < k; i++) {
+        _mm_prefetch((const char *)w + (long)(i + ahead) * 16 * (bf16 ? 2 : 4), _MM_HINT_T0);
+        _mm_prefetch((const char *)w2 + (long)(i + ahead) * 16 * (bf16 ? 2 : 4), _MM_HINT_T0);
+        __m512 row = panel_row(w, bf16, i), row2 = panel_row(w2, bf16, i);
+        for (int r = 0; r < 8; r++) {
+            if (r >= rows) continue;
+            __m512 s = _mm512_set1_ps(x[(long)i * 16 + first + r]);
+            a[r] = _mm512_fmadd_ps(s, row, a[r]);
+            b[r] = _mm512_fmadd_ps(s, row2, b[r]);
+        }
+    }
+    const __m512i order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    __mmask16 mask2 = count >= 32 ? (__mmask16)0xffff : (__mmask16)((1u << (count - 16)) - 1);
+    __m512 bias1 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+    __m512 bias2 = bias ? _mm512_maskz_loadu_ps(mask2, bias + 16) : _mm512_setzero_ps();
+    for (int r = 0; r < 8; r++) {
+        if (r >= rows) continue;
+        __m512 first_half = bf16 ? _mm512_permutexvar_ps(order, a[r]) : a[r];
+        __m512 second_half = bf16 ? _mm512_permutexvar_ps(order, b[r]) : b[r];
+        if (bias) {
+            first_half = _mm512_add_ps(first_half, bias1);
+            second_half = _mm512_add_ps(second_half, bias2);
+        }
+        float *row_y = y + r * ldy;
+        if (accumulate) {
+            first_half = _mm512_add_ps(first_half, _mm512_loadu_ps(row_y));
+            second_half = _mm512_add_ps(second_half, _mm512_maskz_loadu_ps(mask2, row_y + 16));
+        }
+        _mm512_storeu_ps(row_y, first_half);
+        _mm512_mask_storeu_ps(row_y + 16, mask2, second_half);
+    }
+}
+
 static inline __attribute__((always_inline)) MG_TARGET void panel_rows(
-    const void *w, int bf16, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
-    int accumulate) {
+    const void *w, long panel_stride, int panels, int bf16, int k, const float *packed, int k_total, int m, float *y, long ldy,
+    int count, const float *bias, int accumulate) {
+    const void *w2 = (const char *)w + panel_stride * (bf16 ? 2 : 4);
     for (int r = 0; r < m; r += 16) {
         const float *xs = packed + (long)(r / 16) * k_total * 16;
         float *ys = y + r * ldy;
+        if (panels == 2) {
+            for (int first = 0; first < 16 && r + first < m; first += 8) {
+                switch (m - r - first < 8 ? m - r - first : 8) {
+#define PAIR(n) case n: block_pair(w, w2, bf16, k, xs, first, n, ys + first * ldy, ldy, count, bias, accumulate); break;
+                    PAIR(1) PAIR(2) PAIR(3) PAIR(4) PAIR(5) PAIR(6) PAIR(7) PAIR(8)
+#undef PAIR
+                    default: break;
+                }
+            }
+            continue;
+        }
         switch (m - r < 16 ? m - r : 16) {
 #define ROWS(n) case n: block(w, bf16, k, xs, n, ys, ldy, count, bias, accumulate); break;
             ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8)
@@ -82,15 +138,15 @@ static inline __attribute__((always_inline)) MG_TARGET void panel_rows(
 }
 
 MG_TARGET void mg_f32_panel_rows(
-    const float *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
-    int accumulate) {
-    panel_rows(w, 0, k, packed, k_total, m, y, ldy, count, bias, accumulate);
+    const float *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
+    const float *bias, int accumulate) {
+    panel_rows(w, panel_stride, panels, 0, k, packed, k_total, m, y, ldy, count, bias, accumulate);
 }
 
 MG_TARGET void mg_bf16_panel_rows(
-    const unsigned short *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
-    int accumulate) {
-    panel_rows(w, 1, k, packed, k_total, m, y, ldy, count, bias, accumulate);
+    const unsigned short *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
+    int count, const float *bias, int accumulate) {
+    panel_rows(w, panel_stride, panels, 1, k, packed, k_total, m, y, ldy, count, bias, accumulate);
 }
 
 #else
@@ -98,10 +154,10 @@ MG_TARGET void mg_bf16_panel_rows(
 int mg_f32_available(void) { return 0; }
 void mg_f32_pack_rows(const float *x, long ldx, int m, int k, float *out) {}
 void mg_f32_panel_rows(
-    const float *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
-    int accumulate) {}
+    const float *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
+    const float *bias, int accumulate) {}
 void mg_bf16_panel_rows(
-    const unsigned short *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
-    int accumulate) {}
+    const unsigned short *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
+    int count, const float *bias, int accumulate) {}
 
 #endif

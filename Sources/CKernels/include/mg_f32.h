@@ -17,17 +17,19 @@ void mg_f32_pack_rows(const float *x, long ldx, int m, int k, float *out);
 
 /// For rows r < m of `packed` (from mg_f32_pack_rows of a K of `k_total`, pointing at the
 /// slice's first i, from a block's start): y[r][0 ..< count] = (sum over the slice's k rows of
-/// x[r][i] * w[i][0 ..< 16]) (+ bias) (+ y when accumulate), each column's sum one chain of
-/// fused multiply-adds in i order (as PackedMatrix's Swift 4- and 6-row blocks compute it),
-/// bias added before y. `w` is one panel's slice: k rows of 16 floats.
+/// x[r][i] * w[i][0 ..< 16 panels]) (+ bias) (+ y when accumulate), each column's sum one chain
+/// of fused multiply-adds in i order (as PackedMatrix's Swift 4- and 6-row blocks compute it),
+/// bias added before y. `w` is one panel's slice: k rows of 16 floats; with `panels` 2, the
+/// next panel's slice follows `panel_stride` floats on (its columns 16 ..< count).
 void mg_f32_panel_rows(
-    const float *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
-    int accumulate);
+    const float *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
+    const float *bias, int accumulate);
 
-/// mg_f32_panel_rows for a bfloat16 panel (PackedMatrix's bf16 layout), each weight widened to
-/// float32 exactly: the same sums as the Swift blocks' over the same bf16 panel.
+/// mg_f32_panel_rows for bfloat16 panels (PackedMatrix's bf16 layout; `panel_stride` in
+/// elements), each weight widened to float32 exactly: the same sums as the Swift blocks' over
+/// the same bf16 panel.
 void mg_bf16_panel_rows(
-    const unsigned short *w, int k, const float *packed, int k_total, int m, float *y, long ldy, int count, const float *bias,
-    int accumulate);
+    const unsigned short *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
+    int count, const float *bias, int accumulate);
 
 #endif

@@ -109,9 +109,11 @@ package final class PackedMatrix: @unchecked Sendable {
         bias: UnsafePointer<Float>? = nil, accumulate: Bool = false, native: Bool = true, wide: Bool = true
     ) {
         if native && usesNativeBF16(m: m) { return multiplyNative(x, m: m, ldx: ldx, into: y, ldy: ldy, bias: bias, accumulate: accumulate) }
-        let chunks = Chunks(m: m, of: self)
+        let onWide = wide && usesWide(m: m, native: native)
+        // The AVX-512 kernel takes panels two at a time: chunks of whole pairs.
+        let chunks = Chunks(m: m, of: self, pairs: onWide)
         // X packed once for the AVX-512 kernel, in blocks of 16 rows (row tiles start on one).
-        let packed = wide && usesWide(m: m, native: native) ? UnsafeMutablePointer<Float>.allocate(capacity: (m + 15) / 16 * 16 * rows) : nil
+        let packed = onWide ? UnsafeMutablePointer<Float>.allocate(capacity: (m + 15) / 16 * 16 * rows) : nil
         defer { packed?.deallocate() }
         if let packed { mg_f32_pack_rows(x, ldx, Int32(m), Int32(rows), packed) }
         // The threads write disjoint parts of y and only read x, bias and the panels.
@@ -251,27 +253,34 @@ package final class PackedMatrix: @unchecked Sendable {
         let k = rows
         let slice = m > 6 && k > 2 * Self.kSlice ? Self.kSlice : k
         let elementBytes = format == .f32 ? 4 : 2
-        for panel in range {
+        let stride = k * Self.panelWidth  // elements from one panel to the next
+        // Two panels at a time (the kernel's pair blocks load fewer times per multiply-add), an
+        // odd last one alone.
+        var panel = range.lowerBound
+        while panel < range.upperBound {
+            let pair = panel + 1 < range.upperBound ? 2 : 1
             let column = panel * Self.panelWidth
-            let w = storage + panel * k * Self.panelWidth * elementBytes
+            let w = storage + panel * stride * elementBytes
             var kStart = 0
             while kStart < k {
                 let kCount = min(slice, k - kStart)
                 let first = kStart == 0
                 let slice = w + kStart * Self.panelWidth * elementBytes, rowsIn = packed + kStart * 16
-                let (count, sliceBias, sliceAccumulate) = (Int32(min(Self.panelWidth, columns - column)), first ? bias.map { $0 + column } : nil, !first || accumulate ? Int32(1) : 0)
+                let count = Int32(min(pair * Self.panelWidth, columns - column))
+                let (sliceBias, sliceAccumulate) = (first ? bias.map { $0 + column } : nil, !first || accumulate ? Int32(1) : 0)
                 switch format {
                 case .f32:
                     mg_f32_panel_rows(
-                        slice.assumingMemoryBound(to: Float.self), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column, ldy, count, sliceBias,
-                        sliceAccumulate)
+                        slice.assumingMemoryBound(to: Float.self), stride, Int32(pair), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column, ldy,
+                        count, sliceBias, sliceAccumulate)
                 case .bf16:
                     mg_bf16_panel_rows(
-                        slice.assumingMemoryBound(to: UInt16.self), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column, ldy, count, sliceBias,
-                        sliceAccumulate)
+                        slice.assumingMemoryBound(to: UInt16.self), stride, Int32(pair), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column,
+                        ldy, count, sliceBias, sliceAccumulate)
                 }
                 kStart += kCount
             }
+            panel += pair
         }
     }
 

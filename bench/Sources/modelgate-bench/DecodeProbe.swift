@@ -78,8 +78,8 @@ enum BatchProbe {
 /// 128-token prompts, one after another, for profiling prompt processing.
 enum PrefillProbe {
     static func run(seconds: Double) throws {
-        let model = try BenchModel.load()
-        let prompt = (0..<128).map { ($0 * 7919) % 50257 }
+        let model = try BenchModel.loadAny()
+        let prompt = (0..<128).map { ($0 * 7919) % model.vocabularySize }
         print("loaded; prompts of 128 tokens (\(BenchModel.format))")
         let start = Date()
         var prompts = 0
