@@ -46,16 +46,24 @@ import TestSupport
                         }
                     }
                     #expect(worst < 2e-3, "\(format) native \(native) \(shape) accumulate \(accumulate): largest difference \(worst)")
+                    // One panel alone (the bounded head's candidates) equals its columns of the
+                    // whole one-row product.
+                    if m == 1 && !accumulate {
+                        let whole = FloatBuffer(count: n), alone = FloatBuffer(count: n)
+                        packed.multiply(xs.pointer, m: 1, into: whole.pointer)
+                        for panel in 0..<((n + 15) / 16) {
+                            packed.multiplyPanel(panel, xs.pointer, into: alone.pointer)
+                            let columns = panel * 16..<min(n, panel * 16 + 16)
+                            #expect(columns.allSatisfy { alone[$0] == whole[$0] }, "\(format) \(shape): panel \(panel) alone differs")
+                        }
+                    }
                     // The AVX-512 kernel (f32, and bf16 widened to f32): every row's sum is one
-                    // chain in K order, as the Swift 6- and 4-row blocks compute theirs, so those
-                    // rows agree bit for bit.
+                    // chain in K order, as the Swift blocks compute theirs, so they agree bit for bit.
                     if packed.usesWide(m: m, native: native) {
                         let swift = FloatBuffer(initial)
                         packed.multiply(
                             xs.pointer, m: m, ldx: k, into: swift.pointer, ldy: n, bias: b.pointer, accumulate: accumulate, native: native, wide: false)
-                        let blocks = PackedMatrix.rowBlocks(m)
-                        let chained = 6 * blocks.six + 4 * blocks.four
-                        for r in 0..<chained {
+                        for r in 0..<m {
                             #expect((0..<n).allSatisfy { y[r * n + $0] == swift[r * n + $0] }, "\(format) \(shape) accumulate \(accumulate): row \(r) differs")
                         }
                     }

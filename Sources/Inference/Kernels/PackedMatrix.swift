@@ -342,9 +342,12 @@ package final class PackedMatrix: @unchecked Sendable {
         }
     }
 
-    /// Rows from which float32 products run on AVX-512 (`mg_f32_panel_rows`: up to 16 rows a
-    /// block), where the CPU has it; `MODELGATE_F32_WIDE=0` keeps them on the Swift blocks.
-    static let wideRows = 4
+    /// Rows from which products run on AVX-512 (`mg_f32_panel_rows`, `mg_bf16_panel_rows`),
+    /// where the CPU has it; `MODELGATE_F32_WIDE=0` keeps them on the Swift blocks. Every row
+    /// count: a decoding step's one row streams its weights 15% faster there than through the
+    /// Swift single-row block (Qwen2.5-0.5B shape, f32, Intel Xeon: 12.6-13.5 against
+    /// 10.6-11.6 tokens/s in 3 alternating rounds).
+    static let wideRows = 1
     /// Whether they do: on where the CPU has AVX-512 (and the variable allows). Benchmarks turn it
     /// off to compare both in one process; it must not be turned on where it started off.
     package static let wideEnabled = Atomic(mg_f32_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_F32_WIDE"] != "0")
@@ -449,32 +452,23 @@ package final class PackedMatrix: @unchecked Sendable {
         store(d0, d1, y + 3 * ldy, count, bias, accumulate)
     }
 
-    /// One row of X against one panel (decoding); two interleaved chains hide FMA latency.
+    /// One row of X against one panel (decoding, and the bounded head's candidate panels): one
+    /// chain in K order per column, as the AVX-512 kernel and the other blocks sum, so a column
+    /// computed alone equals the same column of a whole product. (Two chains hid FMA latency,
+    /// but a decoding step waits on memory, not on its multiply-adds.)
     @inline(__always)
     static func block1<Element: PanelElement>(
         _ w: UnsafeRawPointer, _ k: Int, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ count: Int,
         _ bias: UnsafePointer<Float>?, _ accumulate: Bool, _ element: Element.Type
     ) {
-        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>(), b0 = SIMD8<Float>(), b1 = SIMD8<Float>()
-        var kk = 0
-        while kk + 2 <= k {
-            let s0 = SIMD8<Float>(repeating: x[kk])
+        var a0 = SIMD8<Float>(), a1 = SIMD8<Float>()
+        for kk in 0..<k {
+            let s = SIMD8<Float>(repeating: x[kk])
             let (w0, w1) = Element.row(w, kk)
-            a0 = a0.addingProduct(s0, w0)
-            a1 = a1.addingProduct(s0, w1)
-            let s1 = SIMD8<Float>(repeating: x[kk + 1])
-            let (v0, v1) = Element.row(w, kk + 1)
-            b0 = b0.addingProduct(s1, v0)
-            b1 = b1.addingProduct(s1, v1)
-            kk += 2
+            a0 = a0.addingProduct(s, w0)
+            a1 = a1.addingProduct(s, w1)
         }
-        if kk < k {
-            let s0 = SIMD8<Float>(repeating: x[kk])
-            let (w0, w1) = Element.row(w, kk)
-            a0 = a0.addingProduct(s0, w0)
-            a1 = a1.addingProduct(s0, w1)
-        }
-        store(a0 + b0, a1 + b1, y, count, bias, accumulate)
+        store(a0, a1, y, count, bias, accumulate)
     }
 
     @inline(__always)
