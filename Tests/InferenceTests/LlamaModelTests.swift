@@ -147,13 +147,8 @@ import Testing
     }
 
     @Test func aBudgetTheMachineCannotHoldFailsTheLoad() throws {
-        let folder = NSTemporaryDirectory() + "mg-kv-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let folder = try tinyLlamaFolderForManifests()
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let source = SharedData.fixtures + "/tiny-llama"
-        for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
-            try FileManager.default.createSymbolicLink(atPath: folder + "/" + file, withDestinationPath: source + "/" + file)
-        }
         for (megabytes, loads) in [(16, true), (1 << 24, false), ((1 << 24) + 1, false)] {
             try #"{"engine": "transformer-lm", "options": {"kv_cache_mb": \#(megabytes)}}"#.write(toFile: folder + "/model.json", atomically: true, encoding: .utf8)
             do {
@@ -169,4 +164,99 @@ import Testing
             }
         }
     }
+}
+
+/// `options.kv_cache_format: "f16"`: keys and values stored as float16 (half the memory per
+/// position), widened exactly as attention reads them.
+@Suite struct HalfPrecisionCacheTests {
+    static func load(_ fixture: String) throws -> (f32: LlamaModel, f16: LlamaModel, LlamaModelTests.Reference) {
+        let (model, reference) = try LlamaModelTests.load(fixture)
+        return (model, try LlamaModel(directory: SharedData.fixtures + "/" + fixture, cacheFormat: .f16), reference)
+    }
+
+    @Test(arguments: LlamaModelTests.fixtures) func logitsStayCloseToTransformersAndTheCacheHalves(fixture: String) throws {
+        let (f32, f16, reference) = try Self.load(fixture)
+        #expect(f16.cacheBytesPerPosition * 2 == f32.cacheBytesPerPosition)
+        var largest: Float = 0
+        for prompt in reference.prompts {
+            let cache = f16.makeCache(capacity: 64)
+            let logits = f16.forward([.init(tokens: prompt.tokens, cache: cache, allLogits: true)])[0]
+            let worst = zip(logits, prompt.logits.flatMap { $0 }).map { abs($0 - $1) }.max() ?? .infinity
+            largest = max(largest, worst)
+            #expect(worst < F16Bound.logits, "\(fixture): max |Δ| = \(worst)")
+            // What the cache holds is each float rounded to float16.
+            let keys = cache.keys[0].assumingMemoryBound(to: Float16.self)
+            let exact = f32.makeCache(capacity: 64)
+            _ = f32.forward([.init(tokens: prompt.tokens, cache: exact)])
+            let exactKeys = exact.keys[0].assumingMemoryBound(to: Float.self)
+            for position in 0..<prompt.tokens.count {
+                for i in 0..<f32.config.headSize {
+                    #expect(keys[position * f32.config.headSize + i] == Float16(exactKeys[position * f32.config.headSize + i]))
+                }
+            }
+        }
+        // The rounding is really there (the f32 cache is within 1e-4 of transformers).
+        #expect(largest > 1e-6, "\(fixture): f16 logits identical to f32")
+    }
+
+    @Test(arguments: LlamaModelTests.fixtures) func greedyDecodingWithTheCacheEqualsRecomputingAndCopiesCarryOn(fixture: String) throws {
+        let (_, model, reference) = try Self.load(fixture)
+        for prompt in reference.prompts {
+            let cache = model.makeCache(capacity: 64)
+            var logits = model.forward([.init(tokens: prompt.tokens, cache: cache)])[0]
+            var generated: [Int] = []
+            for step in 0..<32 {
+                let next = Sampler.argmax(logits)
+                generated.append(next)
+                if step == 16 {
+                    // A copy (n > 1 choices) continues exactly as the original.
+                    let copy = cache.copy()
+                    let fromCopy = model.forward([.init(tokens: [next], cache: copy)])[0]
+                    logits = model.forward([.init(tokens: [next], cache: cache)])[0]
+                    #expect(fromCopy == logits, "\(fixture)")
+                } else {
+                    logits = model.forward([.init(tokens: [next], cache: cache)])[0]
+                }
+                // Both read keys and values back from a float16 cache: the same bits.
+                let recomputed = model.forward([.init(tokens: prompt.tokens + generated, cache: model.makeCache(capacity: 64))])[0]
+                #expect(logits == recomputed, "\(fixture) step \(step)")
+            }
+            let agree = zip(generated, prompt.greedy).prefix { $0 == $1 }.count
+            #expect(agree >= F16Bound.greedyPrefix, "\(fixture): \(agree) of 32 greedy tokens as transformers's")
+        }
+    }
+
+    @Test func theOptionIsCheckedAtLoad() throws {
+        let folder = try tinyLlamaFolderForManifests()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        for (value, loads) in [(#""f16""#, true), (#""f32""#, true), (#""f8""#, false), ("16", false)] {
+            try #"{"engine": "transformer-lm", "options": {"kv_cache_format": \#(value)}}"#.write(toFile: folder + "/model.json", atomically: true, encoding: .utf8)
+            do {
+                let engine = try TransformerLMFactory.load(directory: folder, manifest: try EngineFactories.check(directory: folder))
+                if case .text(let generator) = engine { generator.shutdown() }
+                #expect(loads, "\(value) loaded")
+            } catch {
+                #expect(!loads, "\(error)")
+                #expect("\(error)" == "model.json: options.kv_cache_format must be \"f32\" or \"f16\"", "\(error)")
+            }
+        }
+    }
+}
+
+/// Bounds for the float16 cache: on the fixtures the logits differ from transformers' by at
+/// most 0.0042 (tiny-llama) and 0.0043 (tiny-qwen2), and all 32 greedy tokens agree.
+enum F16Bound {
+    static let logits: Float = 1e-2
+    static let greedyPrefix = 32
+}
+
+/// A fresh folder with the tiny Llama's files linked in, for a test to write its own model.json.
+func tinyLlamaFolderForManifests() throws -> String {
+    let folder = NSTemporaryDirectory() + "mg-kv-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    let source = SharedData.fixtures + "/tiny-llama"
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        try FileManager.default.createSymbolicLink(atPath: folder + "/" + file, withDestinationPath: source + "/" + file)
+    }
+    return folder
 }

@@ -147,6 +147,15 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         return format
     }
 
+    /// `options.kv_cache_format`: what a text model's key/value cache holds (f32 unless f16).
+    package func cacheFormat(in directory: String) throws -> AttentionCache.Format {
+        guard let value = options?["kv_cache_format"] else { return .f32 }
+        guard let name = value.string, let format = AttentionCache.Format(rawValue: name) else {
+            throw ModelLoadError(file: directory + "/model.json", reason: "options.kv_cache_format must be \"f32\" or \"f16\"")
+        }
+        return format
+    }
+
     /// The file for `role` (e.g. "weights"), or `fallback`, as a path in `directory`.
     public func file(_ role: String, default fallback: String, in directory: String) -> String {
         directory + "/" + (files?[role] ?? fallback)

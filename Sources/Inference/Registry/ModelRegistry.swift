@@ -181,7 +181,7 @@ public final class ClassificationService: Sendable {
 
 package enum TransformerLMFactory: EngineFactory {
     package static let name = "transformer-lm"
-    package static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format", "chat_format", "kv_cache_mb"]
+    package static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format", "chat_format", "kv_cache_mb", "kv_cache_format"]
 
     package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         let options = manifest.options ?? [:], file = directory + "/model.json"
@@ -195,9 +195,10 @@ package enum TransformerLMFactory: EngineFactory {
         let available = availableMemory()
         // GPT-2, or the Llama family (llama, qwen2, mistral), by config.json's model_type.
         let modelType = try HFConfig(path: directory + "/config.json").string("model_type") ?? "gpt2"
+        let cacheFormat = try manifest.cacheFormat(in: directory)
         let model: any CausalLM = modelType == "gpt2"
-            ? try GPT2Model(directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: format)
-            : try LlamaModel(directory: directory, format: format)
+            ? try GPT2Model(directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: format, cacheFormat: cacheFormat)
+            : try LlamaModel(directory: directory, format: format, cacheFormat: cacheFormat)
         let tokenizer = try BPETokenizer(directory: directory)
         let tokenizerFile = FileManager.default.fileExists(atPath: directory + "/tokenizer.json") ? "/tokenizer.json" : "/vocab.json"
         try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + tokenizerFile, model: model.vocabularySize)

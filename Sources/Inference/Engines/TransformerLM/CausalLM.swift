@@ -26,47 +26,90 @@ extension CausalLM {
 
 /// Keys and values per layer, `[heads, capacity, headSize]`: each head's positions are one
 /// contiguous run, which a decoding step streams front to back (interleaved heads made
-/// every head's read a 256-byte stride through all of them).
+/// every head's read a 256-byte stride through all of them). In float32, or float16
+/// (`kv_cache_format: "f16"`, as llama.cpp keeps its cache): half the memory per position.
 package final class AttentionCache: @unchecked Sendable {
+    package enum Format: String, Sendable {
+        case f32, f16
+
+        package var bytes: Int { self == .f32 ? 4 : 2 }
+    }
+
     package let capacity: Int
+    package let format: Format
     package private(set) var length = 0
-    let keys: [FloatBuffer]
-    let values: [FloatBuffer]
+    /// Each layer's keys and values, `format`'s elements.
+    let keys: [UnsafeMutableRawPointer]
+    let values: [UnsafeMutableRawPointer]
+    private let buffers: [FloatBuffer]
     let heads: Int
     let headSize: Int
 
-    init(layers: Int, heads: Int, headSize: Int, capacity: Int) {
+    init(layers: Int, heads: Int, headSize: Int, capacity: Int, format: Format = .f32) {
         self.capacity = capacity
         self.heads = heads
         self.headSize = headSize
-        keys = (0..<layers).map { _ in FloatBuffer(count: heads * capacity * headSize, zeroed: false) }
-        values = (0..<layers).map { _ in FloatBuffer(count: heads * capacity * headSize, zeroed: false) }
+        self.format = format
+        // FloatBuffer counts floats: an f16 layer needs half as many.
+        let floats = (heads * capacity * headSize * format.bytes + 3) / 4
+        let buffers = (0..<(2 * layers)).map { _ in FloatBuffer(count: floats, zeroed: false) }
+        self.buffers = buffers
+        keys = (0..<layers).map { UnsafeMutableRawPointer(buffers[2 * $0].pointer) }
+        values = (0..<layers).map { UnsafeMutableRawPointer(buffers[2 * $0 + 1].pointer) }
     }
 
     func advance(by count: Int) { length += count }
 
-    /// Distance between two heads' runs.
+    /// Distance between two heads' runs, in elements.
     var headStride: Int { capacity * headSize }
 
     /// Stores the keys and values (`[heads * headSize]` each) of `position` in `layer`.
     func store(layer: Int, position: Int, keys key: UnsafePointer<Float>, values value: UnsafePointer<Float>) {
+        switch format {
+        case .f32: store(Float.self, layer: layer, position: position, key, value)
+        case .f16: store(Float16.self, layer: layer, position: position, key, value)
+        }
+    }
+
+    private func store<Element: CacheElement>(
+        _ element: Element.Type, layer: Int, position: Int, _ key: UnsafePointer<Float>, _ value: UnsafePointer<Float>
+    ) {
+        let keyRuns = keys[layer].assumingMemoryBound(to: Element.self), valueRuns = values[layer].assumingMemoryBound(to: Element.self)
         for h in 0..<heads {
-            (keys[layer].pointer + h * headStride + position * headSize).update(from: key + h * headSize, count: headSize)
-            (values[layer].pointer + h * headStride + position * headSize).update(from: value + h * headSize, count: headSize)
+            Element.store(key + h * headSize, into: keyRuns + h * headStride + position * headSize, count: headSize)
+            Element.store(value + h * headSize, into: valueRuns + h * headStride + position * headSize, count: headSize)
         }
     }
 
     /// A copy (for `n` > 1 choices sharing one prompt).
     package func copy() -> AttentionCache {
-        let clone = AttentionCache(layers: keys.count, heads: heads, headSize: headSize, capacity: capacity)
+        let clone = AttentionCache(layers: keys.count, heads: heads, headSize: headSize, capacity: capacity, format: format)
+        let run = headStride * format.bytes
         for layer in keys.indices {
             for h in 0..<heads {
-                (clone.keys[layer].pointer + h * headStride).update(from: keys[layer].pointer + h * headStride, count: length * headSize)
-                (clone.values[layer].pointer + h * headStride).update(from: values[layer].pointer + h * headStride, count: length * headSize)
+                (clone.keys[layer] + h * run).copyMemory(from: keys[layer] + h * run, byteCount: length * headSize * format.bytes)
+                (clone.values[layer] + h * run).copyMemory(from: values[layer] + h * run, byteCount: length * headSize * format.bytes)
             }
         }
         clone.length = length
         return clone
+    }
+
+    /// One sequence's attention in a step (`Attention.causal` on this cache's elements).
+    func attend(
+        layer: Int, query: UnsafePointer<Float>, queryStride: Int, output: UnsafeMutablePointer<Float>, tokens: Int, start: Int,
+        heads: Int, scores: UnsafeMutablePointer<Float>, only: Range<Int>, kvGroup: Int = 1
+    ) {
+        func run<Element: CacheElement>(_ element: Element.Type) {
+            Attention.causal(
+                query: query, queryStride: queryStride, keys: UnsafePointer(keys[layer].assumingMemoryBound(to: Element.self)),
+                values: UnsafePointer(values[layer].assumingMemoryBound(to: Element.self)), positionStride: headSize, headStride: headStride,
+                output: output, tokens: tokens, start: start, heads: heads, headSize: headSize, scores: scores, only: only, kvGroup: kvGroup)
+        }
+        switch format {
+        case .f32: run(Float.self)
+        case .f16: run(Float16.self)
+        }
     }
 }
 

@@ -49,22 +49,27 @@ package final class GPT2Model: CausalLM {
     let finalNormWeight, finalNormBias: FloatBuffer  // ln_f: [C]
     /// The tied output head (`tokenEmbedding`) and its int8 copy.
     let head: OutputHead
+    /// What the key/value caches it makes hold.
+    package let cacheFormat: AttentionCache.Format
 
     /// Loads `config.json` and `model.safetensors` from a Hugging Face GPT-2 folder.
-    package convenience init(directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32) throws {
+    package convenience init(
+        directory: String, weightsFile: String = "model.safetensors", format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32
+    ) throws {
         let hf = try HFConfig(path: directory + "/config.json")
         let config = Config(
             layers: try hf.int("n_layer", "num_hidden_layers"), heads: try hf.int("n_head", "num_attention_heads"),
             width: try hf.int("n_embd", "hidden_size"), contextLength: try hf.int("n_positions", "n_ctx"),
             vocabularySize: try hf.int("vocab_size"), layerNormEpsilon: Float(hf.double("layer_norm_epsilon", default: 1e-5)))
-        try self.init(config: config, weights: SafetensorsFile(path: directory + "/" + weightsFile), format: format)
+        try self.init(config: config, weights: SafetensorsFile(path: directory + "/" + weightsFile), format: format, cacheFormat: cacheFormat)
     }
 
-    package init(config: Config, weights file: SafetensorsFile, format: PackedMatrix.Format = .f32) throws {
+    package init(config: Config, weights file: SafetensorsFile, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
         guard config.width % config.heads == 0 else {
             throw ModelLoadError(file: file.path, reason: "n_embd \(config.width) is not a multiple of n_head \(config.heads)")
         }
         self.config = config
+        self.cacheFormat = cacheFormat
         let c = config.width
         // GPT2LMHeadModel saves "transformer.h.0..."; GPT2Model saves "h.0...".
         let prefix = file.contains("transformer.wte.weight") ? "transformer." : ""
@@ -113,9 +118,8 @@ package final class GPT2Model: CausalLM {
 
     /// One sequence's attention in a step: its cache and its rows.
     struct AttentionJob: @unchecked Sendable {
-        let keys: UnsafeMutablePointer<Float>
-        let values: UnsafeMutablePointer<Float>
-        let first, tokens, start, headStride: Int
+        let cache: AttentionCache
+        let first, tokens, start: Int
     }
 
     package typealias KVCache = AttentionCache
@@ -123,12 +127,13 @@ package final class GPT2Model: CausalLM {
     package typealias Output = DecodeOutput
 
     package var contextLength: Int { config.contextLength }
-    package var cacheBytesPerPosition: Int { config.layers * 2 * config.width * MemoryLayout<Float>.size }
+    package var cacheBytesPerPosition: Int { config.layers * 2 * config.width * cacheFormat.bytes }
     package var weightBytes: Int { weightBytesPerToken + positionEmbedding.count * 4 + (head.bounded?.byteCount ?? 0) }
     package var vocabularySize: Int { config.vocabularySize }
 
     package func makeCache(capacity: Int) -> AttentionCache {
-        AttentionCache(layers: config.layers, heads: config.heads, headSize: config.headSize, capacity: min(capacity, config.contextLength))
+        AttentionCache(
+            layers: config.layers, heads: config.heads, headSize: config.headSize, capacity: min(capacity, config.contextLength), format: cacheFormat)
     }
 
     /// Whether greedy and sampling steps use the head's bounded int8 copy (else the whole head).
@@ -185,9 +190,7 @@ package final class GPT2Model: CausalLM {
             block.attentionWeight.multiply(h.pointer, m: total, into: qkv.pointer, bias: block.attentionBias.pointer)
             var jobs: [AttentionJob] = []
             for (index, step) in steps.enumerated() {
-                let job = AttentionJob(
-                    keys: step.cache.keys[layer].pointer, values: step.cache.values[layer].pointer, first: firstRows[index],
-                    tokens: step.tokens.count, start: step.cache.length, headStride: step.cache.headStride)
+                let job = AttentionJob(cache: step.cache, first: firstRows[index], tokens: step.tokens.count, start: step.cache.length)
                 for t in 0..<job.tokens {
                     let source = qkv.pointer + (job.first + t) * 3 * c
                     step.cache.store(layer: layer, position: job.start + t, keys: source + c, values: source + 2 * c)
@@ -196,16 +199,16 @@ package final class GPT2Model: CausalLM {
             }
             // Each (sequence, group of heads) attends on its own, shared among the compute
             // threads when there is enough work (they write disjoint parts of `attended`).
-            let (heads, headSize) = (config.heads, config.headSize)
+            let heads = config.heads
             ComputeThreads.run(threads: attentionThreads, chunks: jobs.count * headGroups) { [jobs] chunk in
                 let job = jobs[chunk / headGroups]
                 let group = chunk % headGroups
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: job.start + job.tokens) { scores in
                     guard let scores = scores.baseAddress else { return }  // at least one position
-                    Attention.causal(
-                        query: qkv.pointer + job.first * 3 * c, queryStride: 3 * c, keys: job.keys, values: job.values,
-                        positionStride: headSize, headStride: job.headStride, output: attended.pointer + job.first * c, tokens: job.tokens, start: job.start, heads: heads, headSize: headSize,
-                        scores: scores, only: (group * heads / headGroups)..<((group + 1) * heads / headGroups))
+                    job.cache.attend(
+                        layer: layer, query: qkv.pointer + job.first * 3 * c, queryStride: 3 * c, output: attended.pointer + job.first * c,
+                        tokens: job.tokens, start: job.start, heads: heads, scores: scores,
+                        only: (group * heads / headGroups)..<((group + 1) * heads / headGroups))
                 }
             }
             block.projectionWeight.multiply(attended.pointer, m: total, into: x.pointer, bias: block.projectionBias.pointer, accumulate: true)

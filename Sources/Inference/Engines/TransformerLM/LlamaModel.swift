@@ -45,11 +45,13 @@ package final class LlamaModel: CausalLM {
     let head: OutputHead
     /// Per rotary pair i: the angle per position, as transformers computes it (float32).
     let inverseFrequencies: [Float]
+    /// What the key/value caches it makes hold.
+    package let cacheFormat: AttentionCache.Format
 
     package var contextLength: Int { config.contextLength }
     package var vocabularySize: Int { config.vocabularySize }
     package var hasBoundedHead: Bool { head.bounded != nil }
-    package var cacheBytesPerPosition: Int { config.layers * 2 * config.kvHeads * config.headSize * MemoryLayout<Float>.size }
+    package var cacheBytesPerPosition: Int { config.layers * 2 * config.kvHeads * config.headSize * cacheFormat.bytes }
     package var weightBytes: Int {
         let matrices = blocks.reduce(0) { $0 + $1.qkv.byteCount + $1.output.byteCount + $1.gateUp.byteCount + $1.down.byteCount }
         let untied = head.matrix === embedding ? 0 : head.matrix.byteCount
@@ -58,7 +60,7 @@ package final class LlamaModel: CausalLM {
 
     /// Reads a Hugging Face folder: `config.json` (`model_type` llama, qwen2 or mistral) and
     /// `model.safetensors` or shards listed in `model.safetensors.index.json`.
-    package convenience init(directory: String, format: PackedMatrix.Format = .f32) throws {
+    package convenience init(directory: String, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
         let path = directory + "/config.json"
         let hf = try HFConfig(path: path)
         let type = hf.string("model_type") ?? ""
@@ -95,14 +97,15 @@ package final class LlamaModel: CausalLM {
             ropeTheta: hf.double("rope_theta", default: 10_000), ropeScaling: scaling,
             tiedEmbeddings: hf.values["tie_word_embeddings"]?.bool ?? false,
             attentionBias: type == "qwen2" || hf.values["attention_bias"]?.bool == true)
-        try self.init(config: config, weights: try SafetensorsShards(directory: directory), format: format)
+        try self.init(config: config, weights: try SafetensorsShards(directory: directory), format: format, cacheFormat: cacheFormat)
     }
 
-    package init(config: Config, weights: SafetensorsShards, format: PackedMatrix.Format = .f32) throws {
+    package init(config: Config, weights: SafetensorsShards, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
         let c = config.width, d = config.headSize, h = config.heads, kv = config.kvHeads, inner = config.intermediate
         guard kv >= 1, h % kv == 0 else { throw ModelLoadError(file: weights.path, reason: "num_attention_heads \(h) is not a multiple of num_key_value_heads \(kv)") }
         guard d % 2 == 0 else { throw ModelLoadError(file: weights.path, reason: "head size \(d) is odd: rotary embeddings pair its halves") }
         self.config = config
+        self.cacheFormat = cacheFormat
         func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer { try weights.floats(name, shape: shape) }
         /// Linear weights `[out, in]` side by side (along out), packed as `[in, out]`.
         func linear(_ names: [(String, Int)]) throws -> PackedMatrix {
@@ -169,7 +172,8 @@ package final class LlamaModel: CausalLM {
     }
 
     package func makeCache(capacity: Int) -> AttentionCache {
-        AttentionCache(layers: config.layers, heads: config.kvHeads, headSize: config.headSize, capacity: min(capacity, config.contextLength))
+        AttentionCache(
+            layers: config.layers, heads: config.kvHeads, headSize: config.headSize, capacity: min(capacity, config.contextLength), format: cacheFormat)
     }
 
     /// Rotates each pair (i, i + D/2) of every head in `vector` by position × frequency.
@@ -241,9 +245,7 @@ package final class LlamaModel: CausalLM {
             }
             var jobs: [GPT2Model.AttentionJob] = []
             for (index, step) in steps.enumerated() {
-                let job = GPT2Model.AttentionJob(
-                    keys: step.cache.keys[layer].pointer, values: step.cache.values[layer].pointer, first: firstRows[index],
-                    tokens: step.tokens.count, start: step.cache.length, headStride: step.cache.headStride)
+                let job = GPT2Model.AttentionJob(cache: step.cache, first: firstRows[index], tokens: step.tokens.count, start: step.cache.length)
                 for t in 0..<job.tokens {
                     let source = qkv.pointer + (job.first + t) * qkvWidth
                     step.cache.store(layer: layer, position: job.start + t, keys: source + h * d, values: source + (h + kv) * d)
@@ -258,10 +260,9 @@ package final class LlamaModel: CausalLM {
                 let first = part * kv / headGroups * group, end = (part + 1) * kv / headGroups * group
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: job.start + job.tokens) { scores in
                     guard let scores = scores.baseAddress else { return }
-                    Attention.causal(
-                        query: qkv.pointer + job.first * qkvWidth, queryStride: qkvWidth, keys: job.keys, values: job.values,
-                        positionStride: d, headStride: job.headStride, output: attended.pointer + job.first * h * d, tokens: job.tokens,
-                        start: job.start, heads: h, headSize: d, scores: scores, only: first..<end, kvGroup: group)
+                    job.cache.attend(
+                        layer: layer, query: qkv.pointer + job.first * qkvWidth, queryStride: qkvWidth, output: attended.pointer + job.first * h * d,
+                        tokens: job.tokens, start: job.start, heads: h, scores: scores, only: first..<end, kvGroup: group)
                 }
             }
             block.output.multiply(attended.pointer, m: total, into: x.pointer, accumulate: true)
