@@ -9,35 +9,20 @@ Tensor names and the Conv1D transposes follow llama.cpp's convert_hf_to_gguf.py 
 `bf16`, matrices are stored as bfloat16 and vectors as float32, as its `--outtype bf16` does.
 """
 import json
-import struct
+import os
 import sys
 
-import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
-from gguf.quants import quantize
+from gguf import GGUFWriter, LlamaFileType, TokenType
 
-
-def safetensors(path):
-    with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        base = 8 + size
-    data = np.memmap(path, dtype=np.uint8, mode="r")
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = {"F32": np.float32, "F16": np.float16}.get(info["dtype"])
-        if dtype is None:
-            raise SystemExit(f"{name}: {info['dtype']}, expected F32 or F16")
-        start, end = info["data_offsets"]
-        yield name, np.frombuffer(data[base + start:base + end], dtype=dtype).reshape(info["shape"]).astype(np.float32)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from hf_to_gguf import add_tensor, finish, safetensors  # noqa: E402  (the reader and writing of tools/hf_to_gguf.py)
 
 
 def main():
     model, vocab_dir, out = sys.argv[1:4]
     bf16 = sys.argv[4:5] == ["bf16"]
     config = json.load(open(model + "/config.json"))
-    writer = GGUFWriter(out, "gpt2")
+    writer = GGUFWriter(out + ".partial", "gpt2")
     writer.add_name("ModelGate bench GPT-2")
     writer.add_block_count(config["n_layer"])
     writer.add_context_length(config["n_positions"])
@@ -77,15 +62,8 @@ def main():
             target = f"blk.{layer}.{blocks[module]}.{kind}"
         else:
             target = names[name]
-        array = np.ascontiguousarray(array)
-        if bf16 and array.ndim == 2:
-            writer.add_tensor(target, quantize(array, GGMLQuantizationType.BF16), raw_dtype=GGMLQuantizationType.BF16)
-        else:
-            writer.add_tensor(target, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        add_tensor(writer, target, array, "bf16" if bf16 else "f32")
+    finish(writer, out)
 
 
 if __name__ == "__main__":

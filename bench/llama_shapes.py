@@ -1,17 +1,15 @@
 #!/usr/bin/env python3
 """Writes a Llama-family model of a published shape with seeded random weights, twice: as a
 Hugging Face folder (config.json, model.safetensors in float32) for ModelGate, and as GGUF files
-for llama.cpp written from those very weights with llama.cpp's own gguf-py (float32, and bf16
-with matrices in bfloat16 and vectors in float32, as convert_hf_to_gguf.py's `--outtype bf16`).
-Needs numpy and gguf-py (scripts/llama-cpp's python-gguf).
+for llama.cpp written from those very weights by tools/hf_to_gguf.py with llama.cpp's own gguf-py
+(float32, and bf16 with matrices in bfloat16 and vectors in float32, as convert_hf_to_gguf.py's
+`--outtype bf16`). Needs numpy and gguf-py (scripts/llama-cpp's python-gguf).
 
     bench/llama_shapes.py SHAPE OUT_DIR VOCAB_DIR     SHAPE: smollm2-135m | qwen2.5-0.5b
 
 VOCAB_DIR is the sdist's models/ folder: the vocabulary stored in the GGUF files is a real one
 (Qwen2's for the Qwen shape; GPT-2's first 49,152 tokens for SmolLM2's, whose own is not in the
 sdist), so llama.cpp loads them as it would a converted model. The benchmark never tokenizes.
-As convert_hf_to_gguf.py does for `llama`, q_proj and k_proj rows are permuted for llama.cpp's
-interleaved rotary pairs; `qwen2` keeps them (llama.cpp rotates its halves, as transformers).
 """
 import json
 import os
@@ -19,8 +17,9 @@ import struct
 import sys
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter, LlamaFileType, TokenType
-from gguf.quants import quantize
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import hf_to_gguf  # noqa: E402  (tools/hf_to_gguf.py: the same conversion the GGUF tests use)
 
 SHAPES = {
     # HuggingFaceTB/SmolLM2-135M config.json
@@ -80,81 +79,6 @@ def write_safetensors(path, shape, seed):
     os.replace(path + ".partial", path)
 
 
-def field(reader, key):
-    value = reader.fields[key]
-    return value.contents() if hasattr(value, "contents") else [bytes(value.parts[i]).decode() for i in value.data]
-
-
-def vocabulary(shape, vocab_dir):
-    """Tokens, token types and merges for the GGUF files, exactly vocab_size tokens."""
-    reader = GGUFReader(os.path.join(vocab_dir, f"ggml-vocab-{shape['vocabulary']}.gguf"))
-    tokens, types, merges = field(reader, "tokenizer.ggml.tokens"), field(reader, "tokenizer.ggml.token_type"), field(reader, "tokenizer.ggml.merges")
-    size = shape["vocab_size"]
-    if len(tokens) < size:
-        tokens += [f"[PAD{i}]" for i in range(len(tokens), size)]
-        types += [TokenType.USER_DEFINED] * (size - len(types))
-    kept = set(tokens[:size])
-    merges = [m for m in merges if all(part in kept for part in m.split(" ")) and m.replace(" ", "") in kept]
-    return tokens[:size], types[:size], merges, field(reader, "tokenizer.ggml.pre")
-
-
-def permute(weights, heads):
-    """convert_hf_to_gguf.py's LlamaModel.permute: halves -> interleaved rotary pairs."""
-    rows = weights.shape[0]
-    return weights.reshape(heads, 2, rows // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
-
-
-def write_gguf(path, shape, seed, vocab_dir, bf16):
-    arch = shape["architecture"]
-    writer = GGUFWriter(path + ".partial", arch)
-    writer.add_name(f"ModelGate bench {arch}")
-    writer.add_block_count(shape["num_hidden_layers"])
-    writer.add_context_length(shape["max_position_embeddings"])
-    writer.add_embedding_length(shape["hidden_size"])
-    writer.add_feed_forward_length(shape["intermediate_size"])
-    writer.add_head_count(shape["num_attention_heads"])
-    writer.add_head_count_kv(shape["num_key_value_heads"])
-    writer.add_rope_freq_base(shape["rope_theta"])
-    writer.add_layer_norm_rms_eps(shape["rms_norm_eps"])
-    writer.add_rope_dimension_count(shape["hidden_size"] // shape["num_attention_heads"])
-    writer.add_vocab_size(shape["vocab_size"])
-    writer.add_file_type(LlamaFileType.MOSTLY_BF16 if bf16 else LlamaFileType.ALL_F32)
-    tokens, types, merges, pre = vocabulary(shape, vocab_dir)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    writer.add_bos_token_id(0)
-    writer.add_eos_token_id(0)
-
-    parts = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-             "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate",
-             "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-    for name, array in tensors(shape, seed):
-        if name == "model.embed_tokens.weight":
-            target = "token_embd.weight"
-        elif name == "model.norm.weight":
-            target = "output_norm.weight"
-        else:
-            _, _, layer, rest = name.split(".", 3)
-            module, kind = rest.rsplit(".", 1)
-            target = f"blk.{layer}.{parts[module]}.{kind}"
-            if arch == "llama" and module == "self_attn.q_proj":
-                array = permute(array, shape["num_attention_heads"])
-            elif arch == "llama" and module == "self_attn.k_proj":
-                array = permute(array, shape["num_key_value_heads"])
-        if bf16 and array.ndim == 2:
-            writer.add_tensor(target, quantize(array, GGMLQuantizationType.BF16), raw_dtype=GGMLQuantizationType.BF16)
-        else:
-            writer.add_tensor(target, np.ascontiguousarray(array))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(path + ".partial", path)
-
-
 def main():
     name, out, vocab_dir = sys.argv[1:4]
     shape, seed = SHAPES[name], sum(name.encode())
@@ -167,8 +91,9 @@ def main():
     with open(os.path.join(out, "model.json"), "w") as f:
         json.dump({"engine": "transformer-lm"}, f)
     write_safetensors(os.path.join(out, "model.safetensors"), shape, seed)
-    write_gguf(os.path.join(out, "model-f32.gguf"), shape, seed, vocab_dir, bf16=False)
-    write_gguf(os.path.join(out, "model-bf16.gguf"), shape, seed, vocab_dir, bf16=True)
+    vocab = os.path.join(vocab_dir, f"ggml-vocab-{shape['vocabulary']}.gguf")
+    hf_to_gguf.write(out, os.path.join(out, "model-f32.gguf"), "f32", vocab)
+    hf_to_gguf.write(out, os.path.join(out, "model-bf16.gguf"), "bf16", vocab)
 
 
 if __name__ == "__main__":
