@@ -143,6 +143,12 @@ package final class GGUFFile: @unchecked Sendable {
 
     deinit { munmap(mapping, mappedLength) }
 
+    /// A tensor's bytes (`byteCount` of them, checked to lie in the file when it was read).
+    package func data(_ tensor: TensorInfo) -> UnsafeRawPointer { UnsafeRawPointer(mapping) + tensor.offset }
+
+    /// The name of a tensor type (ggml's numbering).
+    static func typeName(_ type: UInt32) -> String { typeLayouts[type]?.name ?? "type \(type)" }
+
     /// A name from the file as an error message shows it: control characters escaped (a
     /// corrupt file's names may hold newlines), at most 200 characters.
     static func shown(_ name: String) -> String {

@@ -193,15 +193,30 @@ package enum TransformerLMFactory: EngineFactory {
             throw ModelLoadError(file: file, reason: "options.kv_cache_mb must be at most \(1 << 24) (16 TB)")
         }
         let available = availableMemory()
-        // GPT-2, or the Llama family (llama, qwen2, mistral), by config.json's model_type.
-        let modelType = try HFConfig(path: directory + "/config.json").string("model_type") ?? "gpt2"
         let cacheFormat = try manifest.cacheFormat(in: directory)
-        let model: any CausalLM = modelType == "gpt2"
-            ? try GPT2Model(directory: directory, weightsFile: manifest.files?["weights"] ?? "model.safetensors", format: format, cacheFormat: cacheFormat)
-            : try LlamaModel(directory: directory, format: format, cacheFormat: cacheFormat)
-        let tokenizer = try BPETokenizer(directory: directory)
-        let tokenizerFile = FileManager.default.fileExists(atPath: directory + "/tokenizer.json") ? "/tokenizer.json" : "/vocab.json"
-        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + tokenizerFile, model: model.vocabularySize)
+        let model: any CausalLM
+        let tokenizer: BPETokenizer
+        let chatFormat: ChatFormat
+        // A GGUF file (`files.weights`, or model.gguf) is a whole model: weights, tokenizer and
+        // chat template. Otherwise GPT-2, or the Llama family (llama, qwen2, mistral), by
+        // config.json's model_type.
+        let weightsFile = manifest.files?["weights"] ?? (FileManager.default.fileExists(atPath: directory + "/model.gguf") ? "model.gguf" : "model.safetensors")
+        if weightsFile.hasSuffix(".gguf") {
+            let gguf = try GGUFFile(path: directory + "/" + weightsFile)
+            model = try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
+            tokenizer = try BPETokenizer(gguf: gguf)
+            try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
+            chatFormat = try ChatFormat.load(gguf: gguf, directory: directory, option: options["chat_format"]?.string)
+        } else {
+            let modelType = try HFConfig(path: directory + "/config.json").string("model_type") ?? "gpt2"
+            model = modelType == "gpt2"
+                ? try GPT2Model(directory: directory, weightsFile: weightsFile, format: format, cacheFormat: cacheFormat)
+                : try LlamaModel(directory: directory, format: format, cacheFormat: cacheFormat)
+            tokenizer = try BPETokenizer(directory: directory)
+            let tokenizerFile = FileManager.default.fileExists(atPath: directory + "/tokenizer.json") ? "/tokenizer.json" : "/vocab.json"
+            try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: directory + tokenizerFile, model: model.vocabularySize)
+            chatFormat = try ChatFormat.load(directory: directory, option: options["chat_format"]?.string)
+        }
         // A key/value cache budget is checked against the memory there was before the weights.
         if let cacheMegabytes, let available {
             let needed = model.weightBytes + cacheMegabytes << 20
@@ -212,7 +227,6 @@ package enum TransformerLMFactory: EngineFactory {
             }
         }
         let defaults = try manifest.samplingDefaults(in: directory)
-        let chatFormat = try ChatFormat.load(directory: directory, option: options["chat_format"]?.string)
         return .text(TextGenerator(
             model: model, tokenizer: tokenizer, defaultMaxTokens: defaults.maxTokens ?? 16, defaults: defaults,
             maxBatch: maxBatch, queueCapacity: queueCapacity,

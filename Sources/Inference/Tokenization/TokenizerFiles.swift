@@ -231,7 +231,9 @@ extension BPETokenizer {
             default: throw fail("tokenizer.ggml.pre", "'\(pre)' is not supported (llama-bpe, qwen2, gpt-2 and smollm are)")
             }
             var merges: [(String, String)] = []
-            for (index, merge) in try file.strings("tokenizer.ggml.merges").enumerated() {
+            // A vocabulary of single bytes has no merges (gguf-py writes no key for an empty list).
+            let listed = file.metadata["tokenizer.ggml.merges"] == nil ? [] : try file.strings("tokenizer.ggml.merges")
+            for (index, merge) in listed.enumerated() {
                 let parts = merge.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
                 guard parts.count == 2 else { throw fail("tokenizer.ggml.merges", "entry \(index) is not two tokens") }
                 merges.append((String(decoding: parts[0], as: UTF8.self), String(decoding: parts[1], as: UTF8.self)))

@@ -91,17 +91,36 @@ public struct ChatFormat: Sendable {
             source = named.first { $0["name"]?.string == "default" }?["template"]?.string
         }
         guard let source else { return .plain }
-        let template: ChatTemplate
-        do {
-            template = try ChatTemplate(source: source)
-        } catch {
-            throw ModelLoadError(
-                file: path, reason: "chat_template: \(error); set options.chat_format to \"plain\" in model.json to serve the model without it")
-        }
         var special: [String: String] = [:]
         for name in ["bos_token", "eos_token", "unk_token", "pad_token"] {
             if let token = config[name]?.string ?? config[name]?["content"]?.string { special[name] = token }
         }
-        return .template(template, specialTokens: special)
+        return try compiled(source, specialTokens: special, file: path, key: "chat_template")
+    }
+
+    /// The chat format of a GGUF model: `options.chat_format` and the file's
+    /// `tokenizer.chat_template`, with its BOS and EOS tokens' text.
+    static func load(gguf file: GGUFFile, directory: String, option: String?) throws -> ChatFormat {
+        switch option {
+        case "plain": return .plain
+        case nil, "template": break
+        default: throw ModelLoadError(file: directory + "/model.json", reason: "options.chat_format must be \"template\" or \"plain\"")
+        }
+        guard let source = file.metadata["tokenizer.chat_template"]?.text else { return .plain }
+        let tokens = (try? file.strings("tokenizer.ggml.tokens")) ?? []
+        var special: [String: String] = [:]
+        for (name, key) in [("bos_token", "tokenizer.ggml.bos_token_id"), ("eos_token", "tokenizer.ggml.eos_token_id")] {
+            if let id = file.metadata[key]?.int, tokens.indices.contains(id) { special[name] = String(decoding: tokens[id], as: UTF8.self) }
+        }
+        return try compiled(source, specialTokens: special, file: file.path, key: "tokenizer.chat_template")
+    }
+
+    private static func compiled(_ source: String, specialTokens: [String: String], file: String, key: String) throws -> ChatFormat {
+        do {
+            return .template(try ChatTemplate(source: source), specialTokens: specialTokens)
+        } catch {
+            throw ModelLoadError(
+                file: file, reason: "\(key): \(error); set options.chat_format to \"plain\" in model.json to serve the model without it")
+        }
     }
 }

@@ -25,6 +25,9 @@ package final class LlamaModel: CausalLM {
         /// Llama 3.1's: low frequencies slowed by `factor`, high ones kept, a smooth blend between.
         case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalContext: Double)
         case linear(factor: Double)
+        /// One divisor per rotary frequency, as llama.cpp's GGUF files carry Llama 3's scaling
+        /// (`rope_freqs.weight`, which its converter computes from the same rule).
+        case factors([Float])
     }
 
     struct Block: Sendable {
@@ -100,7 +103,7 @@ package final class LlamaModel: CausalLM {
         try self.init(config: config, weights: try SafetensorsShards(directory: directory), format: format, cacheFormat: cacheFormat)
     }
 
-    package init(config: Config, weights: SafetensorsShards, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
+    package init(config: Config, weights: some LlamaWeights, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
         let c = config.width, d = config.headSize, h = config.heads, kv = config.kvHeads, inner = config.intermediate
         guard kv >= 1, h % kv == 0 else { throw ModelLoadError(file: weights.path, reason: "num_attention_heads \(h) is not a multiple of num_key_value_heads \(kv)") }
         guard d % 2 == 0 else { throw ModelLoadError(file: weights.path, reason: "head size \(d) is odd: rotary embeddings pair its halves") }
@@ -159,6 +162,7 @@ package final class LlamaModel: CausalLM {
         switch scaling {
         case nil: return base
         case .linear(let factor): return base.map { $0 / Float(factor) }
+        case .factors(let factors): return zip(base, factors).map { $0 / $1 }
         case .llama3(let factor, let low, let high, let original):
             let lowWavelength = Float(original / low), highWavelength = Float(original / high)
             return base.map { frequency in
@@ -279,9 +283,17 @@ package final class LlamaModel: CausalLM {
     }
 }
 
+/// Where a Llama-family model's tensors come from, by their Hugging Face names, as float32.
+package protocol LlamaWeights {
+    /// The file that errors name.
+    var path: String { get }
+    func contains(_ name: String) -> Bool
+    func floats(_ name: String, shape: [Int]) throws -> FloatBuffer
+}
+
 /// A model's safetensors: one `model.safetensors`, or the shards that
 /// `model.safetensors.index.json` maps each tensor to.
-package final class SafetensorsShards: Sendable {
+package final class SafetensorsShards: LlamaWeights, Sendable {
     let files: [String: SafetensorsFile]
     /// Tensor -> the file that holds it.
     let map: [String: String]

@@ -1,0 +1,137 @@
+import Foundation
+
+/// A Llama-family model from a GGUF file, as llama.cpp's converter writes its `llama` and
+/// `qwen2` architectures: hyperparameters from the metadata, tensors by llama.cpp's names,
+/// in float32, float16 or bfloat16 (quantized types are not read yet).
+extension LlamaModel {
+    package convenience init(gguf file: GGUFFile, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
+        let architecture = file.metadata["general.architecture"]?.text ?? ""
+        guard ["llama", "qwen2"].contains(architecture) else {
+            throw ModelLoadError(file: file.path, reason: "general.architecture '\(GGUFFile.shown(architecture))' is not supported (llama, qwen2)")
+        }
+        func number(_ key: String, default fallback: Int? = nil) throws -> Int {
+            let name = architecture + "." + key
+            guard let value = file.metadata[name] else {
+                if let fallback { return fallback }
+                throw ModelLoadError(file: file.path, reason: "metadata '\(name)' is missing")
+            }
+            guard let number = value.int, number > 0, number < 1 << 31 else {
+                throw ModelLoadError(file: file.path, reason: "metadata '\(name)' must be a whole number of at least 1")
+            }
+            return number
+        }
+        func real(_ key: String, default fallback: Double) throws -> Double {
+            guard let value = file.metadata[architecture + "." + key] else { return fallback }
+            guard let number = value.double, number.isFinite, number > 0 else {
+                throw ModelLoadError(file: file.path, reason: "metadata '\(architecture).\(key)' must be a positive number")
+            }
+            return number
+        }
+        let tensors = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        guard let embedding = tensors["token_embd.weight"], embedding.dimensions.count == 2 else {
+            throw ModelLoadError(file: file.path, tensor: "token_embd.weight", reason: "missing, or not a matrix")
+        }
+        let width = try number("embedding_length"), heads = try number("attention.head_count")
+        var scaling: RopeScaling?
+        if let frequencies = tensors["rope_freqs.weight"] {
+            let factors = try GGUFLlamaWeights.floats(file, frequencies, shape: [try number("attention.key_length", default: width / heads) / 2])
+            scaling = .factors(Array(UnsafeBufferPointer(start: factors.pointer, count: factors.count)))
+        } else if let kind = file.metadata[architecture + ".rope.scaling.type"]?.text, kind != "none" {
+            guard kind == "linear" else {
+                throw ModelLoadError(file: file.path, reason: "metadata '\(architecture).rope.scaling.type' '\(GGUFFile.shown(kind))' is not supported (linear)")
+            }
+            scaling = .linear(factor: try real("rope.scaling.factor", default: 1))
+        }
+        let config = Config(
+            layers: try number("block_count"), heads: heads, kvHeads: try number("attention.head_count_kv", default: heads), width: width,
+            headSize: try number("attention.key_length", default: width / heads), intermediate: try number("feed_forward_length"),
+            contextLength: try number("context_length"), vocabularySize: embedding.dimensions[1],
+            rmsEpsilon: Float(try real("attention.layer_norm_rms_epsilon", default: 1e-6)), ropeTheta: try real("rope.freq_base", default: 10_000),
+            ropeScaling: scaling, tiedEmbeddings: tensors["output.weight"] == nil, attentionBias: tensors["blk.0.attn_q.bias"] != nil)
+        let weights = GGUFLlamaWeights(file: file, tensors: tensors, interleavedRotary: architecture == "llama", heads: heads, kvHeads: config.kvHeads)
+        try self.init(config: config, weights: weights, format: format, cacheFormat: cacheFormat)
+    }
+}
+
+/// A GGUF file's tensors by the Hugging Face names `LlamaModel` asks for.
+struct GGUFLlamaWeights: LlamaWeights {
+    let file: GGUFFile
+    let tensors: [String: GGUFFile.TensorInfo]
+    /// llama.cpp's converter reorders q_proj's and k_proj's rows for `llama` (its rotation pairs
+    /// neighbours, transformers' pairs the two halves of a head); `qwen2` keeps them.
+    let interleavedRotary: Bool
+    let heads, kvHeads: Int
+
+    var path: String { file.path }
+
+    /// llama.cpp's name for a Hugging Face tensor name.
+    static func name(_ huggingFace: String) -> String? {
+        switch huggingFace {
+        case "model.embed_tokens.weight": return "token_embd.weight"
+        case "model.norm.weight": return "output_norm.weight"
+        case "lm_head.weight": return "output.weight"
+        default: break
+        }
+        let parts = huggingFace.split(separator: ".", maxSplits: 3).map(String.init)
+        guard parts.count == 4, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
+        let modules = [
+            "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+            "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+            "mlp.down_proj": "ffn_down",
+        ]
+        guard let dot = parts[3].lastIndex(of: "."), let module = modules[String(parts[3][..<dot])] else { return nil }
+        return "blk.\(layer).\(module)\(parts[3][dot...])"
+    }
+
+    func contains(_ name: String) -> Bool { Self.name(name).map { tensors[$0] != nil } ?? false }
+
+    func floats(_ name: String, shape: [Int]) throws -> FloatBuffer {
+        guard let target = Self.name(name), let info = tensors[target] else {
+            throw ModelLoadError(file: path, tensor: Self.name(name) ?? name, reason: "missing")
+        }
+        let values = try Self.floats(file, info, shape: shape)
+        if interleavedRotary, let rows = shape.first {
+            let groups = name.contains("self_attn.q_proj.") ? heads : name.contains("self_attn.k_proj.") ? kvHeads : 0
+            if groups > 0 { Self.halveRotaryPairs(values, rows: rows, columns: values.count / rows, heads: groups) }
+        }
+        return values
+    }
+
+    /// A tensor as float32, checked against the shape expected (Hugging Face's order, outermost
+    /// first; GGUF lists dimensions innermost first).
+    static func floats(_ file: GGUFFile, _ info: GGUFFile.TensorInfo, shape: [Int]) throws -> FloatBuffer {
+        guard info.dimensions == shape.reversed() else {
+            throw ModelLoadError(file: file.path, tensor: GGUFFile.shown(info.name), reason: "shape \(Array(info.dimensions.reversed())) where \(shape) is expected")
+        }
+        let count = shape.reduce(1, *)
+        let values = FloatBuffer(count: count, zeroed: false)
+        let source = file.data(info)
+        switch info.type {
+        case 0: values.pointer.update(from: source.assumingMemoryBound(to: Float.self), count: count)
+        case 1:
+            for i in 0..<count { values[i] = Float(source.loadUnaligned(fromByteOffset: 2 * i, as: Float16.self)) }
+        case 30:
+            for i in 0..<count { values[i] = Float(bitPattern: UInt32(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+        default:
+            throw ModelLoadError(
+                file: file.path, tensor: GGUFFile.shown(info.name), reason: "\(GGUFFile.typeName(info.type)) weights are not supported yet (F32, F16 and BF16 are)")
+        }
+        return values
+    }
+
+    /// Undoes the converter's reordering: within each head of `rows / heads` rows, row 2j + s
+    /// (s = 0, 1) goes back to row s * (rows / heads / 2) + j.
+    static func halveRotaryPairs(_ values: FloatBuffer, rows: Int, columns: Int, heads: Int) {
+        let size = rows / heads, half = size / 2
+        let copy = FloatBuffer(count: rows * columns, zeroed: false)
+        copy.pointer.update(from: values.pointer, count: rows * columns)
+        for head in 0..<heads {
+            for j in 0..<half {
+                for s in 0..<2 {
+                    let from = head * size + 2 * j + s, to = head * size + s * half + j
+                    (values.pointer + to * columns).update(from: copy.pointer + from * columns, count: columns)
+                }
+            }
+        }
+    }
+}
