@@ -81,12 +81,49 @@ import TestSupport
         #expect(expected.text.hasSuffix("<|im_start|>assistant\n"))
     }
 
+    /// GPT-2 too: the demo model written by bench/gguf_gpt2.py (Conv1D weights stored
+    /// transposed) is the same model as its safetensors folder, and a whole model for the engine.
+    @Test(.enabled(if: LlamaCppData.source != nil, "\(LlamaCppData.missing)"))
+    func theDemoModelAsGGUFIsTheSameGPT2() async throws {
+        let source = SharedData.repository.appendingPathComponent("models/shakespeare").path
+        let folder = NSTemporaryDirectory() + "mg-gguf-demo-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let python = try #require(LlamaCppData.binDirectory) + "/python-gguf"
+        let script = SharedData.repository.path + "/bench/gguf_gpt2.py"
+        let (status, output) = try await onOwnThread { try ChildProcess.run(python, [script, source, source, folder + "/model.gguf"]) }
+        try #require(status == 0, "gguf_gpt2.py failed: \(output)")
+        try #"{"engine": "transformer-lm"}"#.write(toFile: folder + "/model.json", atomically: true, encoding: .utf8)
+
+        let reference = try GPT2Model(directory: source)
+        let model = try GPT2Model(gguf: GGUFFile(path: folder + "/model.gguf"))
+        #expect(model.config == reference.config)
+        let tokens = Array(0..<40).map { ($0 * 37) % reference.config.vocabularySize }
+        let expected = reference.forward([.init(tokens: tokens, cache: reference.makeCache(capacity: 64), allLogits: true)])[0]
+        let logits = model.forward([.init(tokens: tokens, cache: model.makeCache(capacity: 64), allLogits: true)])[0]
+        #expect(logits == expected)
+
+        let engine = try TransformerLMFactory.load(directory: folder, manifest: try EngineFactories.check(directory: folder))
+        guard case .text(let generator) = engine else {
+            Issue.record("not a text engine")
+            return
+        }
+        defer { generator.shutdown() }
+        let fromFolder = try BPETokenizer(directory: source)
+        for text in ["ROMEO: But, soft! what light", "First Citizen:\nBefore we proceed"] {
+            #expect(generator.tokenizer.encode(text) == fromFolder.encode(text), "\(text)")
+        }
+    }
+
     @Test(.enabled(if: LlamaCppData.source != nil, "\(LlamaCppData.missing)"))
     func aFileOfAnotherArchitectureOrWithoutItsTensorsFailsNamingIt() throws {
         // llama.cpp's GPT-2 vocabulary file: architecture gpt2, no tensors.
         #expect {
             _ = try LlamaModel(gguf: GGUFFile(path: try LlamaCppData.vocabulary("gpt-2")))
         } throws: { "\($0)".contains("general.architecture 'gpt2' is not supported") }
+        #expect {
+            _ = try GPT2Model(gguf: GGUFFile(path: try LlamaCppData.vocabulary("gpt-2")))
+        } throws: { "\($0)".contains("token_embd.weight") && "\($0)".contains("missing") }
         // Qwen2's: the right architecture, but no tensors.
         #expect {
             _ = try LlamaModel(gguf: GGUFFile(path: try LlamaCppData.vocabulary("qwen2")))

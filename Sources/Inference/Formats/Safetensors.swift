@@ -36,7 +36,7 @@ func mapReadOnly(_ path: String, minimumLength: Int, tooShort: String) throws ->
 /// A safetensors file, memory-mapped. Tensors are converted to Float32 (from F32, F16 or BF16)
 /// when read. The header is validated on open: offsets inside the file, sizes matching
 /// shapes, no overlaps, known dtypes.
-package final class SafetensorsFile: @unchecked Sendable {
+package final class SafetensorsFile: ModelWeights, @unchecked Sendable {
     package struct TensorInfo: Sendable, Equatable {
         package var dtype: String
         package var shape: [Int]
@@ -150,6 +150,9 @@ package final class SafetensorsFile: @unchecked Sendable {
     package func contains(_ name: String) -> Bool { tensors[name] != nil }
 
     package func shape(_ name: String) -> [Int]? { tensors[name]?.shape }
+
+    /// `floats` with the shape required (as `ModelWeights` asks).
+    package func floats(_ name: String, shape: [Int]) throws -> FloatBuffer { try floats(name, shape: Optional(shape)) }
 }
 
 /// Writes Float32 tensors as a safetensors file (fixtures, benchmarks, converted models).

@@ -197,13 +197,15 @@ package enum TransformerLMFactory: EngineFactory {
         let model: any CausalLM
         let tokenizer: BPETokenizer
         let chatFormat: ChatFormat
-        // A GGUF file (`files.weights`, or model.gguf) is a whole model: weights, tokenizer and
-        // chat template. Otherwise GPT-2, or the Llama family (llama, qwen2, mistral), by
+        // A GGUF file (`files.weights`, or model.gguf) is a whole model (GPT-2 or the Llama
+        // family): weights, tokenizer and chat template. Otherwise GPT-2, or the Llama family (llama, qwen2, mistral), by
         // config.json's model_type.
         let weightsFile = manifest.files?["weights"] ?? (FileManager.default.fileExists(atPath: directory + "/model.gguf") ? "model.gguf" : "model.safetensors")
         if weightsFile.hasSuffix(".gguf") {
             let gguf = try GGUFFile(path: directory + "/" + weightsFile)
-            model = try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
+            model = gguf.metadata["general.architecture"]?.text == "gpt2"
+                ? try GPT2Model(gguf: gguf, format: format, cacheFormat: cacheFormat)
+                : try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
             tokenizer = try BPETokenizer(gguf: gguf)
             try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
             chatFormat = try ChatFormat.load(gguf: gguf, directory: directory, option: options["chat_format"]?.string)

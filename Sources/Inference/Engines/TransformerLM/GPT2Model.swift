@@ -61,10 +61,15 @@ package final class GPT2Model: CausalLM {
             layers: try hf.int("n_layer", "num_hidden_layers"), heads: try hf.int("n_head", "num_attention_heads"),
             width: try hf.int("n_embd", "hidden_size"), contextLength: try hf.int("n_positions", "n_ctx"),
             vocabularySize: try hf.int("vocab_size"), layerNormEpsilon: Float(hf.double("layer_norm_epsilon", default: 1e-5)))
-        try self.init(config: config, weights: SafetensorsFile(path: directory + "/" + weightsFile), format: format, cacheFormat: cacheFormat)
+        let file = try SafetensorsFile(path: directory + "/" + weightsFile)
+        if file.contains("lm_head.weight"), file.shape("lm_head.weight") != [config.vocabularySize, config.width] {
+            throw ModelLoadError(
+                file: file.path, tensor: "lm_head.weight", reason: "shape \(file.shape("lm_head.weight") ?? []), expected \([config.vocabularySize, config.width])")
+        }
+        try self.init(config: config, weights: file, format: format, cacheFormat: cacheFormat)
     }
 
-    package init(config: Config, weights file: SafetensorsFile, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
+    package init(config: Config, weights file: some ModelWeights, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
         guard config.width % config.heads == 0 else {
             throw ModelLoadError(file: file.path, reason: "n_embd \(config.width) is not a multiple of n_head \(config.heads)")
         }
@@ -94,9 +99,6 @@ package final class GPT2Model: CausalLM {
         finalNormWeight = try tensor("ln_f.weight", [c])
         finalNormBias = try tensor("ln_f.bias", [c])
         head = OutputHead(tokenEmbedding, width: c, vocabulary: config.vocabularySize)
-        if file.contains("lm_head.weight"), file.shape("lm_head.weight") != [config.vocabularySize, c] {
-            throw ModelLoadError(file: file.path, tensor: "lm_head.weight", reason: "shape \(file.shape("lm_head.weight") ?? []), expected \([config.vocabularySize, c])")
-        }
     }
 
     /// Bytes of weights read per decoded token (the memory-bandwidth bound of batch-1 decoding).

@@ -34,7 +34,7 @@ extension LlamaModel {
         let width = try number("embedding_length"), heads = try number("attention.head_count")
         var scaling: RopeScaling?
         if let frequencies = tensors["rope_freqs.weight"] {
-            let factors = try GGUFLlamaWeights.floats(file, frequencies, shape: [try number("attention.key_length", default: width / heads) / 2])
+            let factors = try GGUFWeights.floats(file, frequencies, shape: [try number("attention.key_length", default: width / heads) / 2])
             scaling = .factors(Array(UnsafeBufferPointer(start: factors.pointer, count: factors.count)))
         } else if let kind = file.metadata[architecture + ".rope.scaling.type"]?.text, kind != "none" {
             guard kind == "linear" else {
@@ -48,46 +48,106 @@ extension LlamaModel {
             contextLength: try number("context_length"), vocabularySize: embedding.dimensions[1],
             rmsEpsilon: Float(try real("attention.layer_norm_rms_epsilon", default: 1e-6)), ropeTheta: try real("rope.freq_base", default: 10_000),
             ropeScaling: scaling, tiedEmbeddings: tensors["output.weight"] == nil, attentionBias: tensors["blk.0.attn_q.bias"] != nil)
-        let weights = GGUFLlamaWeights(file: file, tensors: tensors, interleavedRotary: architecture == "llama", heads: heads, kvHeads: config.kvHeads)
+        let weights = GGUFWeights(
+            file: file, tensors: tensors, name: GGUFWeights.llamaName, interleavedRotary: architecture == "llama", heads: heads, kvHeads: config.kvHeads)
         try self.init(config: config, weights: weights, format: format, cacheFormat: cacheFormat)
     }
 }
 
-/// A GGUF file's tensors by the Hugging Face names `LlamaModel` asks for.
-struct GGUFLlamaWeights: LlamaWeights {
+extension GPT2Model {
+    /// GPT-2 from a GGUF file as llama.cpp's converter writes its `gpt2` architecture
+    /// (bench/gguf_gpt2.py): F32, F16 or BF16 tensors.
+    package convenience init(gguf file: GGUFFile, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
+        guard file.metadata["general.architecture"]?.text == "gpt2" else {
+            throw ModelLoadError(file: file.path, reason: "general.architecture is not 'gpt2'")
+        }
+        func number(_ key: String) throws -> Int {
+            guard let value = try file.require("gpt2." + key).int, value > 0, value < 1 << 31 else {
+                throw ModelLoadError(file: file.path, reason: "metadata 'gpt2.\(key)' must be a whole number of at least 1")
+            }
+            return value
+        }
+        let tensors = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        guard let embedding = tensors["token_embd.weight"], embedding.dimensions.count == 2 else {
+            throw ModelLoadError(file: file.path, tensor: "token_embd.weight", reason: "missing, or not a matrix")
+        }
+        let config = Config(
+            layers: try number("block_count"), heads: try number("attention.head_count"), width: try number("embedding_length"),
+            contextLength: try number("context_length"), vocabularySize: embedding.dimensions[1],
+            layerNormEpsilon: Float(file.metadata["gpt2.attention.layer_norm_epsilon"]?.double ?? 1e-5))
+        let weights = GGUFWeights(file: file, tensors: tensors, name: GGUFWeights.gpt2Name, conv1D: true)
+        try self.init(config: config, weights: weights, format: format, cacheFormat: cacheFormat)
+    }
+}
+
+/// A GGUF file's tensors by the Hugging Face names a model asks for.
+struct GGUFWeights: ModelWeights {
     let file: GGUFFile
     let tensors: [String: GGUFFile.TensorInfo]
+    /// llama.cpp's name for a Hugging Face tensor name.
+    let name: (String) -> String?
     /// llama.cpp's converter reorders q_proj's and k_proj's rows for `llama` (its rotation pairs
     /// neighbours, transformers' pairs the two halves of a head); `qwen2` keeps them.
-    let interleavedRotary: Bool
-    let heads, kvHeads: Int
+    var interleavedRotary = false
+    var heads = 0, kvHeads = 0
+    /// GPT-2's Conv1D weights are `[in, out]` in Hugging Face's files and `[out, in]` in GGUF.
+    var conv1D = false
 
     var path: String { file.path }
 
-    /// llama.cpp's name for a Hugging Face tensor name.
-    static func name(_ huggingFace: String) -> String? {
+    static func llamaName(_ huggingFace: String) -> String? {
         switch huggingFace {
         case "model.embed_tokens.weight": return "token_embd.weight"
         case "model.norm.weight": return "output_norm.weight"
         case "lm_head.weight": return "output.weight"
         default: break
         }
-        let parts = huggingFace.split(separator: ".", maxSplits: 3).map(String.init)
-        guard parts.count == 4, parts[0] == "model", parts[1] == "layers", let layer = Int(parts[2]) else { return nil }
-        let modules = [
+        return layerName(huggingFace, prefix: "model.layers.", modules: [
             "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
             "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
             "mlp.down_proj": "ffn_down",
-        ]
-        guard let dot = parts[3].lastIndex(of: "."), let module = modules[String(parts[3][..<dot])] else { return nil }
-        return "blk.\(layer).\(module)\(parts[3][dot...])"
+        ])
     }
 
-    func contains(_ name: String) -> Bool { Self.name(name).map { tensors[$0] != nil } ?? false }
+    static func gpt2Name(_ huggingFace: String) -> String? {
+        let name = huggingFace.hasPrefix("transformer.") ? String(huggingFace.dropFirst("transformer.".count)) : huggingFace
+        switch name {
+        case "wte.weight": return "token_embd.weight"
+        case "wpe.weight": return "position_embd.weight"
+        case "ln_f.weight": return "output_norm.weight"
+        case "ln_f.bias": return "output_norm.bias"
+        default: break
+        }
+        return layerName(name, prefix: "h.", modules: [
+            "ln_1": "attn_norm", "ln_2": "ffn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "mlp.c_fc": "ffn_up",
+            "mlp.c_proj": "ffn_down",
+        ])
+    }
+
+    /// `<prefix>N.<module>.<weight|bias>` as `blk.N.<llama.cpp's module>.<weight|bias>`.
+    static func layerName(_ name: String, prefix: String, modules: [String: String]) -> String? {
+        guard name.hasPrefix(prefix) else { return nil }
+        let rest = name.dropFirst(prefix.count)
+        guard let dot = rest.firstIndex(of: "."), let layer = Int(rest[..<dot]) else { return nil }
+        let tail = rest[rest.index(after: dot)...]
+        guard let last = tail.lastIndex(of: "."), let module = modules[String(tail[..<last])] else { return nil }
+        return "blk.\(layer).\(module)\(tail[last...])"
+    }
+
+    func contains(_ name: String) -> Bool { self.name(name).map { tensors[$0] != nil } ?? false }
 
     func floats(_ name: String, shape: [Int]) throws -> FloatBuffer {
-        guard let target = Self.name(name), let info = tensors[target] else {
-            throw ModelLoadError(file: path, tensor: Self.name(name) ?? name, reason: "missing")
+        guard let target = self.name(name), let info = tensors[target] else {
+            throw ModelLoadError(file: path, tensor: self.name(name) ?? name, reason: "missing")
+        }
+        if conv1D, shape.count == 2, name.hasSuffix(".weight"), info.dimensions.count == 2, target.hasPrefix("blk.") {
+            // Read as GGUF holds it, [out, in], and turned back to [in, out].
+            let stored = try Self.floats(file, info, shape: [shape[1], shape[0]])
+            let values = FloatBuffer(count: stored.count, zeroed: false)
+            for row in 0..<shape[1] {
+                for column in 0..<shape[0] { values[column * shape[1] + row] = stored[row * shape[0] + column] }
+            }
+            return values
         }
         let values = try Self.floats(file, info, shape: shape)
         if interleavedRotary, let rows = shape.first {

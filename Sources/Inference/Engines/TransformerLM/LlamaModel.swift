@@ -103,7 +103,7 @@ package final class LlamaModel: CausalLM {
         try self.init(config: config, weights: try SafetensorsShards(directory: directory), format: format, cacheFormat: cacheFormat)
     }
 
-    package init(config: Config, weights: some LlamaWeights, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
+    package init(config: Config, weights: some ModelWeights, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
         let c = config.width, d = config.headSize, h = config.heads, kv = config.kvHeads, inner = config.intermediate
         guard kv >= 1, h % kv == 0 else { throw ModelLoadError(file: weights.path, reason: "num_attention_heads \(h) is not a multiple of num_key_value_heads \(kv)") }
         guard d % 2 == 0 else { throw ModelLoadError(file: weights.path, reason: "head size \(d) is odd: rotary embeddings pair its halves") }
@@ -283,8 +283,8 @@ package final class LlamaModel: CausalLM {
     }
 }
 
-/// Where a Llama-family model's tensors come from, by their Hugging Face names, as float32.
-package protocol LlamaWeights {
+/// Where a model's tensors come from, by their Hugging Face names, as float32.
+package protocol ModelWeights {
     /// The file that errors name.
     var path: String { get }
     func contains(_ name: String) -> Bool
@@ -293,7 +293,7 @@ package protocol LlamaWeights {
 
 /// A model's safetensors: one `model.safetensors`, or the shards that
 /// `model.safetensors.index.json` maps each tensor to.
-package final class SafetensorsShards: LlamaWeights, Sendable {
+package final class SafetensorsShards: ModelWeights, Sendable {
     let files: [String: SafetensorsFile]
     /// Tensor -> the file that holds it.
     let map: [String: String]
