@@ -50,6 +50,8 @@ package final class GGUFFile: @unchecked Sendable {
     package let version: UInt32
     package let metadata: [String: GGUFValue]
     package let tensors: [TensorInfo]
+    /// Tensor name -> its index in `tensors` (names are unique: checked on open).
+    private let indices: [String: Int]
     private let mapping: UnsafeMutableRawPointer
     private let mappedLength: Int
 
@@ -135,6 +137,7 @@ package final class GGUFFile: @unchecked Sendable {
                 tensors.append(TensorInfo(name: entry.name, dimensions: entry.dimensions, type: entry.type, offset: dataStart + Int(entry.relative), byteCount: byteCount))
             }
             self.tensors = tensors
+            indices = Dictionary(uniqueKeysWithValues: tensors.enumerated().map { ($0.element.name, $0.offset) })
         } catch {
             munmap(mapped, length)
             throw error
@@ -142,6 +145,21 @@ package final class GGUFFile: @unchecked Sendable {
     }
 
     deinit { munmap(mapping, mappedLength) }
+
+    /// The tensor named `name`, if the file has it.
+    package func tensor(_ name: String) -> TensorInfo? { indices[name].map { tensors[$0] } }
+
+    /// A metadata value that must be a whole number of at least 1 (`fallback` where absent).
+    package func positiveInt(_ key: String, default fallback: Int? = nil) throws -> Int {
+        guard let value = metadata[key] else {
+            if let fallback { return fallback }
+            throw ModelLoadError(file: path, reason: "metadata '\(key)' is missing")
+        }
+        guard let number = value.int, number > 0, number < 1 << 31 else {
+            throw ModelLoadError(file: path, reason: "metadata '\(key)' must be a whole number of at least 1")
+        }
+        return number
+    }
 
     /// A tensor's bytes (`byteCount` of them, checked to lie in the file when it was read).
     package func data(_ tensor: TensorInfo) -> UnsafeRawPointer { UnsafeRawPointer(mapping) + tensor.offset }

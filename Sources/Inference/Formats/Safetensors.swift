@@ -33,6 +33,29 @@ func mapReadOnly(_ path: String, minimumLength: Int, tooShort: String) throws ->
     return (mapped, length)
 }
 
+/// How a model file stores floating-point numbers (safetensors' F32/F16/BF16, GGUF's types 0, 1, 30).
+enum StoredFloat {
+    case f32, f16, bf16
+
+    /// `count` little-endian numbers from `source` (alignment not required) as Float32, exactly.
+    func widened(_ source: UnsafeRawPointer, count: Int) -> FloatBuffer {
+        let buffer = FloatBuffer(count: count, zeroed: false)
+        switch self {
+        case .f32:
+            for i in 0..<count { buffer.pointer[i] = Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))) }
+        case .f16:
+            for i in 0..<count {
+                buffer.pointer[i] = Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))))
+            }
+        case .bf16:
+            for i in 0..<count {
+                buffer.pointer[i] = Float(bitPattern: UInt32(UInt16(littleEndian: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))) << 16)
+            }
+        }
+        return buffer
+    }
+}
+
 /// A safetensors file, memory-mapped. Tensors are converted to Float32 (from F32, F16 or BF16)
 /// when read. The header is validated on open: offsets inside the file, sizes matching
 /// shapes, no overlaps, known dtypes.
@@ -125,26 +148,15 @@ package final class SafetensorsFile: ModelWeights, @unchecked Sendable {
         if let expected, expected != info.shape {
             throw ModelLoadError(file: path, tensor: name, reason: "shape \(info.shape), expected \(expected)")
         }
-        let count = info.elementCount
-        let buffer = FloatBuffer(count: count, zeroed: false)
-        let source = UnsafeRawPointer(mapping + dataStart + info.start)
+        let stored: StoredFloat
         switch info.dtype {
-        case "F32":
-            for i in 0..<count { buffer.pointer[i] = Float(bitPattern: UInt32(littleEndian: source.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self))) }
-        case "F16":
-            for i in 0..<count {
-                let bits = UInt16(littleEndian: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-                buffer.pointer[i] = Float(Float16(bitPattern: bits))
-            }
-        case "BF16":
-            for i in 0..<count {
-                let bits = UInt16(littleEndian: source.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self))
-                buffer.pointer[i] = Float(bitPattern: UInt32(bits) << 16)
-            }
+        case "F32": stored = .f32
+        case "F16": stored = .f16
+        case "BF16": stored = .bf16
         default:
             throw ModelLoadError(file: path, tensor: name, reason: "dtype \(info.dtype) cannot be read as floats (supported: F32, F16, BF16)")
         }
-        return buffer
+        return stored.widened(UnsafeRawPointer(mapping + dataStart + info.start), count: info.elementCount)
     }
 
     package func contains(_ name: String) -> Bool { tensors[name] != nil }

@@ -25,8 +25,7 @@ enum BenchModel {
     /// MODELGATE_PROBE_MODEL's folder as the engine reads it: GPT-2, or the Llama family.
     static func loadAny() throws -> any CausalLM {
         guard let directory = ProcessInfo.processInfo.environment["MODELGATE_PROBE_MODEL"],
-            let config = try? Data(contentsOf: URL(fileURLWithPath: directory + "/config.json")),
-            String(decoding: config, as: UTF8.self).contains("\"model_type\": \"gpt2\"") == false
+            let type = try HFConfig(path: directory + "/config.json").string("model_type"), type != "gpt2"
         else { return try load() }
         BLAS.configureThreads()
         return try LlamaModel(directory: directory, format: format)

@@ -9,17 +9,7 @@ extension LlamaModel {
         guard ["llama", "qwen2"].contains(architecture) else {
             throw ModelLoadError(file: file.path, reason: "general.architecture '\(GGUFFile.shown(architecture))' is not supported (llama, qwen2)")
         }
-        func number(_ key: String, default fallback: Int? = nil) throws -> Int {
-            let name = architecture + "." + key
-            guard let value = file.metadata[name] else {
-                if let fallback { return fallback }
-                throw ModelLoadError(file: file.path, reason: "metadata '\(name)' is missing")
-            }
-            guard let number = value.int, number > 0, number < 1 << 31 else {
-                throw ModelLoadError(file: file.path, reason: "metadata '\(name)' must be a whole number of at least 1")
-            }
-            return number
-        }
+        func number(_ key: String, default fallback: Int? = nil) throws -> Int { try file.positiveInt(architecture + "." + key, default: fallback) }
         func real(_ key: String, default fallback: Double) throws -> Double {
             guard let value = file.metadata[architecture + "." + key] else { return fallback }
             guard let number = value.double, number.isFinite, number > 0 else {
@@ -27,13 +17,9 @@ extension LlamaModel {
             }
             return number
         }
-        let tensors = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        guard let embedding = tensors["token_embd.weight"], embedding.dimensions.count == 2 else {
-            throw ModelLoadError(file: file.path, tensor: "token_embd.weight", reason: "missing, or not a matrix")
-        }
         let width = try number("embedding_length"), heads = try number("attention.head_count")
         var scaling: RopeScaling?
-        if let frequencies = tensors["rope_freqs.weight"] {
+        if let frequencies = file.tensor("rope_freqs.weight") {
             let factors = try GGUFWeights.floats(file, frequencies, shape: [try number("attention.key_length", default: width / heads) / 2])
             scaling = .factors(Array(UnsafeBufferPointer(start: factors.pointer, count: factors.count)))
         } else if let kind = file.metadata[architecture + ".rope.scaling.type"]?.text, kind != "none" {
@@ -45,11 +31,11 @@ extension LlamaModel {
         let config = Config(
             layers: try number("block_count"), heads: heads, kvHeads: try number("attention.head_count_kv", default: heads), width: width,
             headSize: try number("attention.key_length", default: width / heads), intermediate: try number("feed_forward_length"),
-            contextLength: try number("context_length"), vocabularySize: embedding.dimensions[1],
+            contextLength: try number("context_length"), vocabularySize: try GGUFWeights.vocabularySize(file),
             rmsEpsilon: Float(try real("attention.layer_norm_rms_epsilon", default: 1e-6)), ropeTheta: try real("rope.freq_base", default: 10_000),
-            ropeScaling: scaling, tiedEmbeddings: tensors["output.weight"] == nil, attentionBias: tensors["blk.0.attn_q.bias"] != nil)
+            ropeScaling: scaling, tiedEmbeddings: file.tensor("output.weight") == nil, attentionBias: file.tensor("blk.0.attn_q.bias") != nil)
         let weights = GGUFWeights(
-            file: file, tensors: tensors, name: GGUFWeights.llamaName, interleavedRotary: architecture == "llama", heads: heads, kvHeads: config.kvHeads)
+            file: file, name: GGUFWeights.llamaName, interleavedRotary: architecture == "llama", heads: heads, kvHeads: config.kvHeads)
         try self.init(config: config, weights: weights, format: format, cacheFormat: cacheFormat)
     }
 }
@@ -61,21 +47,12 @@ extension GPT2Model {
         guard file.metadata["general.architecture"]?.text == "gpt2" else {
             throw ModelLoadError(file: file.path, reason: "general.architecture is not 'gpt2'")
         }
-        func number(_ key: String) throws -> Int {
-            guard let value = try file.require("gpt2." + key).int, value > 0, value < 1 << 31 else {
-                throw ModelLoadError(file: file.path, reason: "metadata 'gpt2.\(key)' must be a whole number of at least 1")
-            }
-            return value
-        }
-        let tensors = Dictionary(file.tensors.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
-        guard let embedding = tensors["token_embd.weight"], embedding.dimensions.count == 2 else {
-            throw ModelLoadError(file: file.path, tensor: "token_embd.weight", reason: "missing, or not a matrix")
-        }
+        func number(_ key: String) throws -> Int { try file.positiveInt("gpt2." + key) }
         let config = Config(
             layers: try number("block_count"), heads: try number("attention.head_count"), width: try number("embedding_length"),
-            contextLength: try number("context_length"), vocabularySize: embedding.dimensions[1],
+            contextLength: try number("context_length"), vocabularySize: try GGUFWeights.vocabularySize(file),
             layerNormEpsilon: Float(file.metadata["gpt2.attention.layer_norm_epsilon"]?.double ?? 1e-5))
-        let weights = GGUFWeights(file: file, tensors: tensors, name: GGUFWeights.gpt2Name, conv1D: true)
+        let weights = GGUFWeights(file: file, name: GGUFWeights.gpt2Name, conv1D: true)
         try self.init(config: config, weights: weights, format: format, cacheFormat: cacheFormat)
     }
 }
@@ -83,7 +60,6 @@ extension GPT2Model {
 /// A GGUF file's tensors by the Hugging Face names a model asks for.
 struct GGUFWeights: ModelWeights {
     let file: GGUFFile
-    let tensors: [String: GGUFFile.TensorInfo]
     /// llama.cpp's name for a Hugging Face tensor name.
     let name: (String) -> String?
     /// llama.cpp's converter reorders q_proj's and k_proj's rows for `llama` (its rotation pairs
@@ -134,10 +110,18 @@ struct GGUFWeights: ModelWeights {
         return "blk.\(layer).\(module)\(tail[last...])"
     }
 
-    func contains(_ name: String) -> Bool { self.name(name).map { tensors[$0] != nil } ?? false }
+    /// The rows of the token embedding: the model's vocabulary.
+    static func vocabularySize(_ file: GGUFFile) throws -> Int {
+        guard let embedding = file.tensor("token_embd.weight"), embedding.dimensions.count == 2 else {
+            throw ModelLoadError(file: file.path, tensor: "token_embd.weight", reason: "missing, or not a matrix")
+        }
+        return embedding.dimensions[1]
+    }
+
+    func contains(_ name: String) -> Bool { self.name(name).flatMap(file.tensor) != nil }
 
     func floats(_ name: String, shape: [Int]) throws -> FloatBuffer {
-        guard let target = self.name(name), let info = tensors[target] else {
+        guard let target = self.name(name), let info = file.tensor(target) else {
             throw ModelLoadError(file: path, tensor: self.name(name) ?? name, reason: "missing")
         }
         if conv1D, shape.count == 2, name.hasSuffix(".weight"), info.dimensions.count == 2, target.hasPrefix("blk.") {
@@ -163,20 +147,16 @@ struct GGUFWeights: ModelWeights {
         guard info.dimensions == shape.reversed() else {
             throw ModelLoadError(file: file.path, tensor: GGUFFile.shown(info.name), reason: "shape \(Array(info.dimensions.reversed())) where \(shape) is expected")
         }
-        let count = shape.reduce(1, *)
-        let values = FloatBuffer(count: count, zeroed: false)
-        let source = file.data(info)
+        let stored: StoredFloat
         switch info.type {
-        case 0: values.pointer.update(from: source.assumingMemoryBound(to: Float.self), count: count)
-        case 1:
-            for i in 0..<count { values[i] = Float(source.loadUnaligned(fromByteOffset: 2 * i, as: Float16.self)) }
-        case 30:
-            for i in 0..<count { values[i] = Float(bitPattern: UInt32(source.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+        case 0: stored = .f32
+        case 1: stored = .f16
+        case 30: stored = .bf16
         default:
             throw ModelLoadError(
                 file: file.path, tensor: GGUFFile.shown(info.name), reason: "\(GGUFFile.typeName(info.type)) weights are not supported yet (F32, F16 and BF16 are)")
         }
-        return values
+        return stored.widened(file.data(info), count: shape.reduce(1, *))
     }
 
     /// Undoes the converter's reordering: within each head of `rows / heads` rows, row 2j + s
