@@ -171,7 +171,9 @@ import TestSupport
             #expect(try rows[0].decode("v", as: Int.self) == value)
         }
 
-        // Down: queries fail within the connect timeout with a connection error.
+        // Down: queries fail with a connection error, well before the pool's 10 s acquire
+        // timeout (a refused connect is immediate and the connect timeout is 2 s; the bound
+        // leaves a loaded machine room, as a run beside two CPU hogs took 3.8 s).
         try await server.stop()
         let started = ContinuousClock.now
         do {
@@ -180,7 +182,7 @@ import TestSupport
         } catch let error as PostgresError {
             #expect(error.isConnectionError)
         }
-        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(ContinuousClock.now - started < .seconds(8))
 
         // Back up: the same pool heals.
         try await server.start()
