@@ -5,7 +5,7 @@ for llama.cpp written from those very weights by tools/hf_to_gguf.py with llama.
 (float32, and bf16 with matrices in bfloat16 and vectors in float32, as convert_hf_to_gguf.py's
 `--outtype bf16`). Needs numpy and gguf-py (scripts/llama-cpp's python-gguf).
 
-    bench/llama_shapes.py SHAPE OUT_DIR VOCAB_DIR     SHAPE: smollm2-135m | qwen2.5-0.5b
+    bench/llama_shapes.py SHAPE OUT_DIR VOCAB_DIR     SHAPE: smollm2-135m | qwen2.5-0.5b | tiny-256
 
 VOCAB_DIR is the sdist's models/ folder: the vocabulary stored in the GGUF files is a real one
 (Qwen2's for the Qwen shape; GPT-2's first 49,152 tokens for SmolLM2's, whose own is not in the
@@ -30,6 +30,11 @@ SHAPES = {
     "qwen2.5-0.5b": dict(architecture="qwen2", model_type="qwen2", hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
                          num_key_value_heads=2, intermediate_size=4864, vocab_size=151936, max_position_embeddings=32768,
                          rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True, vocabulary="qwen2"),
+    # Not a published shape: the smallest whose rows are whole K-quant blocks (256), with an
+    # untied output head, for the quantized-GGUF tests (llama-quantize runs on it in seconds).
+    "tiny-256": dict(architecture="llama", model_type="llama", hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, intermediate_size=512, vocab_size=1024, max_position_embeddings=512,
+                     rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, vocabulary="gpt-2"),
 }
 
 
@@ -62,6 +67,8 @@ def tensors(shape, seed):
         yield p + "mlp.up_proj.weight", matrix(inner, c)
         yield p + "mlp.down_proj.weight", matrix(c, inner)
     yield "model.norm.weight", norm(c)
+    if not shape["tie_word_embeddings"]:
+        yield "lm_head.weight", matrix(shape["vocab_size"], c)
 
 
 def write_safetensors(path, shape, seed):

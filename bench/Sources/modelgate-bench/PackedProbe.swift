@@ -5,7 +5,8 @@ import Inference
 /// cycled through a working set larger than the caches.
 enum PackedProbe {
     static func run() {
-        let k = 768, n = 3072
+        let shape = (ProcessInfo.processInfo.environment["MODELGATE_PROBE_SHAPE"] ?? "768x3072").split(separator: "x").compactMap { Int($0) }
+        let (k, n) = shape.count == 2 ? (shape[0], shape[1]) : (768, 3072)
         let format = BenchModel.format
         let source = FloatBuffer(count: k * n)
         for i in 0..<(k * n) { source[i] = Float(i % 17) * 0.01 }

@@ -2,7 +2,7 @@ import Foundation
 
 /// A Llama-family model from a GGUF file, as llama.cpp's converter writes its `llama` and
 /// `qwen2` architectures: hyperparameters from the metadata, tensors by llama.cpp's names,
-/// in float32, float16 or bfloat16 (quantized types are not read yet).
+/// in float32, float16 or bfloat16, or quantized in ggml's block formats (read back as float32).
 extension LlamaModel {
     package convenience init(gguf file: GGUFFile, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
         let architecture = file.metadata["general.architecture"]?.text ?? ""
@@ -147,16 +147,22 @@ struct GGUFWeights: ModelWeights {
         guard info.dimensions == shape.reversed() else {
             throw ModelLoadError(file: file.path, tensor: GGUFFile.shown(info.name), reason: "shape \(Array(info.dimensions.reversed())) where \(shape) is expected")
         }
+        let count = shape.reduce(1, *)
         let stored: StoredFloat
         switch info.type {
         case 0: stored = .f32
         case 1: stored = .f16
         case 30: stored = .bf16
+        case let type where GGMLQuants.supports(type):
+            let values = FloatBuffer(count: count, zeroed: false)
+            GGMLQuants.dequantize(type, file.data(info), count: count, into: values.pointer)
+            return values
         default:
             throw ModelLoadError(
-                file: file.path, tensor: GGUFFile.shown(info.name), reason: "\(GGUFFile.typeName(info.type)) weights are not supported yet (F32, F16 and BF16 are)")
+                file: file.path, tensor: GGUFFile.shown(info.name),
+                reason: "\(GGUFFile.typeName(info.type)) weights are not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K to Q6_K are)")
         }
-        return stored.widened(file.data(info), count: shape.reduce(1, *))
+        return stored.widened(file.data(info), count: count)
     }
 
     /// Undoes the converter's reordering: within each head of `rows / heads` rows, row 2j + s

@@ -1,0 +1,160 @@
+import Foundation
+
+/// ggml's quantized block formats (llama.cpp's `ggml-common.h` layouts), read back as float32.
+/// Each block's values are computed with the same float32 operations, in the same order, as
+/// gguf-py's `quants.py` `dequantize_blocks` (a scale widened from float16, times the integer,
+/// then minus or plus the block's minimum where the format has one), so that every value is
+/// the very float gguf-py gives: the tests compare them bit for bit.
+enum GGMLQuants {
+    /// ggml's type numbers of the formats read here, with their block sizes.
+    static let types: [UInt32: (elements: Int, bytes: Int)] = [
+        2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+        10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),  // Q2_K ... Q6_K
+    ]
+
+    static func supports(_ type: UInt32) -> Bool { types[type] != nil }
+
+    /// `count` values (whole blocks) of `type` from `source` into `target`, spread over the
+    /// compute threads for large tensors.
+    static func dequantize(_ type: UInt32, _ source: UnsafeRawPointer, count: Int, into target: UnsafeMutablePointer<Float>) {
+        guard let layout = types[type] else { preconditionFailure("GGMLQuants.dequantize: unsupported type \(type)") }
+        let blocks = count / layout.elements
+        let perChunk = 4096
+        let chunks = (blocks + perChunk - 1) / perChunk
+        nonisolated(unsafe) let (source, target) = (source, target)
+        ComputeThreads.run(threads: chunks > 1 ? ComputeThreads.cores : 1, chunks: chunks) { chunk in
+            for block in (chunk * perChunk)..<min(blocks, (chunk + 1) * perChunk) {
+                let b = source + block * layout.bytes, y = target + block * layout.elements
+                switch type {
+                case 2: q4_0(b, y)
+                case 3: q4_1(b, y)
+                case 6: q5_0(b, y)
+                case 7: q5_1(b, y)
+                case 8: q8_0(b, y)
+                case 10: q2_K(b, y)
+                case 11: q3_K(b, y)
+                case 12: q4_K(b, y, fifthBits: false)
+                case 13: q4_K(b, y, fifthBits: true)
+                default: q6_K(b, y)
+                }
+            }
+        }
+    }
+
+    @inline(__always) private static func half(_ b: UnsafeRawPointer, _ offset: Int) -> Float {
+        Float(Float16(bitPattern: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: offset, as: UInt16.self))))
+    }
+
+    @inline(__always) private static func byte(_ b: UnsafeRawPointer, _ offset: Int) -> Int { Int(b.load(fromByteOffset: offset, as: UInt8.self)) }
+
+    /// Element j of a 32-element block of nibbles: the low halves of its 16 bytes, then the high.
+    @inline(__always) private static func nibble(_ qs: UnsafeRawPointer, _ j: Int) -> Int { j < 16 ? byte(qs, j) & 15 : byte(qs, j - 16) >> 4 }
+
+    // Q4_0: d, 16 bytes of nibbles; (q - 8) d.
+    private static func q4_0(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(b, 0)
+        for j in 0..<32 { y[j] = d * Float(nibble(b + 2, j) - 8) }
+    }
+
+    // Q4_1: d, m, nibbles; d q + m.
+    private static func q4_1(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(b, 0), m = half(b, 2)
+        for j in 0..<32 { y[j] = d * Float(nibble(b + 4, j)) + m }
+    }
+
+    /// Q5's fifth bit of element j: bit j of the little-endian word at `qh`.
+    @inline(__always) private static func fifth(_ qh: UInt32, _ j: Int) -> Int { Int((qh >> UInt32(j)) & 1) << 4 }
+
+    // Q5_0: d, 4 bytes of fifth bits, nibbles; (q - 16) d.
+    private static func q5_0(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(b, 0), qh = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 2, as: UInt32.self))
+        for j in 0..<32 { y[j] = d * Float((nibble(b + 6, j) | fifth(qh, j)) - 16) }
+    }
+
+    // Q5_1: d, m, fifth bits, nibbles; d q + m.
+    private static func q5_1(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(b, 0), m = half(b, 2), qh = UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        for j in 0..<32 { y[j] = d * Float(nibble(b + 8, j) | fifth(qh, j)) + m }
+    }
+
+    // Q8_0: d, 32 signed bytes; q d.
+    private static func q8_0(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(b, 0)
+        for j in 0..<32 { y[j] = Float(b.load(fromByteOffset: 2 + j, as: Int8.self)) * d }
+    }
+
+    // Q2_K: 16 scale bytes (low nibble scale, high nibble minimum, per 16 elements), 64 bytes of
+    // 2-bit values, d, dmin. Element e = 128 h + 32 s + l is bits 2s of byte 32 h + l.
+    private static func q2_K(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(b, 80), dmin = half(b, 82)
+        for group in 0..<16 {
+            let scale = byte(b, group)
+            let dl = d * Float(scale & 15), ml = dmin * Float(scale >> 4)
+            for i in 0..<16 {
+                let e = group * 16 + i
+                let q = (byte(b, 16 + (e / 128) * 32 + e % 32) >> (2 * ((e % 128) / 32))) & 3
+                y[e] = dl * Float(q) - ml
+            }
+        }
+    }
+
+    // Q3_K: 32 bytes of high-bit masks (element e: bit e / 32 of byte e % 32), 64 bytes of
+    // 2-bit values (laid out as Q2_K's), 12 bytes of 6-bit scales, d.
+    private static func q3_K(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(b, 108)
+        for group in 0..<16 {
+            // Low four bits: nibble (group / 8) of byte group % 8; high two: bits 2 (group / 4)
+            // of byte 8 + group % 4.
+            let low = (byte(b, 96 + group % 8) >> (4 * (group / 8))) & 15
+            let high = (byte(b, 104 + group % 4) >> (2 * (group / 4))) & 3
+            let dl = d * Float((low | high << 4) - 32)
+            for i in 0..<16 {
+                let e = group * 16 + i
+                let q = (byte(b, 32 + (e / 128) * 32 + e % 32) >> (2 * ((e % 128) / 32))) & 3
+                // A set mask bit means no offset; a clear one, minus 4.
+                let mask = (byte(b, e % 32) >> (e / 32)) & 1
+                y[e] = dl * Float(q - (mask ^ 1) << 2)
+            }
+        }
+    }
+
+    /// Q4_K/Q5_K's 6-bit scale and minimum of sub-block j from their 12 packed bytes.
+    @inline(__always) private static func scaleMin(_ s: UnsafeRawPointer, _ j: Int) -> (Int, Int) {
+        if j < 4 { return (byte(s, j) & 63, byte(s, j + 4) & 63) }
+        return ((byte(s, j + 4) & 15) | ((byte(s, j - 4) >> 2) & 0x30), (byte(s, j + 4) >> 4) | ((byte(s, j) >> 2) & 0x30))
+    }
+
+    // Q4_K: d, dmin, 12 bytes of scales and minimums, 128 bytes of nibbles (sub-block 2g + s
+    // is nibble s of bytes 32 g ..< 32 g + 32). Q5_K: 32 bytes of fifth bits between the
+    // scales and the nibbles (element l of sub-block j: bit j of byte l).
+    private static func q4_K(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>, fifthBits: Bool) {
+        let d = half(b, 0), dmin = half(b, 2)
+        let high: UnsafeRawPointer? = fifthBits ? b + 16 : nil
+        let qs = b + (fifthBits ? 48 : 16)
+        for j in 0..<8 {
+            let (scale, minimum) = scaleMin(b + 4, j)
+            let dl = d * Float(scale), ml = dmin * Float(minimum)
+            for l in 0..<32 {
+                var q = (byte(qs, (j / 2) * 32 + l) >> (4 * (j % 2))) & 15
+                if let high { q |= ((byte(high, l) >> j) & 1) << 4 }
+                y[j * 32 + l] = dl * Float(q) - ml
+            }
+        }
+    }
+
+    // Q6_K: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 signed scales, d.
+    // Element e = 128 h + r: low nibble (r / 64) of byte 64 h + r % 64, high bits 2 (r / 32) of
+    // byte 32 h + r % 32.
+    private static func q6_K(_ b: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(b, 208)
+        for group in 0..<16 {
+            let dl = d * Float(b.load(fromByteOffset: 192 + group, as: Int8.self))
+            for i in 0..<16 {
+                let e = group * 16 + i, h = e / 128, r = e % 128
+                let low = (byte(b, h * 64 + r % 64) >> (4 * (r / 64))) & 15
+                let top = (byte(b, 128 + h * 32 + r % 32) >> (2 * (r / 32))) & 3
+                y[e] = dl * Float((low | top << 4) - 32)
+            }
+        }
+    }
+}

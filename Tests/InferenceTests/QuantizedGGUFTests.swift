@@ -1,0 +1,95 @@
+import Foundation
+import Postgres
+import Testing
+import TestSupport
+@testable import Inference
+
+/// GGUF files quantized by llama.cpp's own `llama-quantize` (every block format it writes for a
+/// Llama model), from a small random model whose rows are whole K-quant blocks
+/// (bench/llama_shapes.py's tiny-256): each tensor reads back as the very floats gguf-py's
+/// `dequantize` gives, and the quantized model computes what its float32 original does, within
+/// what the format's rounding allows.
+@Suite struct QuantizedGGUFTests {
+    /// llama-quantize's names for the files; the K-quant mixes (_M) use several block formats.
+    static let quantizations = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K"]
+
+    static let quantize: String? = LlamaCppData.binDirectory.map { $0 + "/llama-quantize" }.flatMap {
+        FileManager.default.isExecutableFile(atPath: $0) ? $0 : nil
+    }
+    static let missing = "llama.cpp's llama-quantize is not built (scripts/llama-cpp llama-quantize; scripts/test does it); skipping"
+
+    static func run(_ tool: String, _ arguments: [String]) async throws -> String {
+        let (status, output) = try await onOwnThread { try ChildProcess.run(tool, arguments) }
+        try #require(status == 0, "\(tool) \(arguments.joined(separator: " ")) failed: \(output)")
+        return output
+    }
+
+    /// tiny-256 as float32 GGUF and quantized to each of `types`, in a fresh folder.
+    static func quantized(_ types: [String]) async throws -> String {
+        let folder = NSTemporaryDirectory() + "mg-quantized-\(UUID().uuidString.prefix(8))"
+        let bin = try #require(LlamaCppData.binDirectory), source = try #require(LlamaCppData.source)
+        _ = try await run(bin + "/python-gguf", [SharedData.repository.path + "/bench/llama_shapes.py", "tiny-256", folder, source + "/models"])
+        for type in types {
+            _ = try await run(try #require(quantize), [folder + "/model-f32.gguf", folder + "/model-\(type).gguf", type, "1"])
+        }
+        return folder
+    }
+
+    @Test(.enabled(if: quantize != nil, "\(missing)"))
+    func everyTensorReadsBackAsGGUFPyDequantizesIt() async throws {
+        let folder = try await Self.quantized(Self.quantizations)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let python = try #require(LlamaCppData.binDirectory) + "/python-gguf"
+        var formats: Set<String> = []
+        for type in Self.quantizations {
+            let path = folder + "/model-\(type).gguf"
+            let listing = try await Self.run(python, [SharedData.repository.path + "/tools/gguf_dequantize.py", path, folder + "/\(type).f32"])
+            let expected = try Data(contentsOf: URL(fileURLWithPath: folder + "/\(type).f32"))
+            let file = try GGUFFile(path: path)
+            #expect(listing.split(separator: "\n").count == file.tensors.count)
+            var offset = 0, differing = 0, compared = 0
+            for info in file.tensors {
+                let values = try GGUFWeights.floats(file, info, shape: info.dimensions.reversed())
+                formats.insert(GGUFFile.typeName(info.type))
+                let bytes = values.count * 4
+                try #require(offset + bytes <= expected.count, "\(type): gguf-py wrote fewer floats than the file holds")
+                expected.withUnsafeBytes { reference in
+                    for i in 0..<values.count {
+                        let theirs = reference.loadUnaligned(fromByteOffset: offset + 4 * i, as: UInt32.self)
+                        if values[i].bitPattern != UInt32(littleEndian: theirs) { differing += 1 }
+                    }
+                }
+                compared += values.count
+                offset += bytes
+            }
+            #expect(offset == expected.count && compared > 1_000_000)
+            #expect(differing == 0, "\(type): \(differing) of \(compared) values differ from gguf-py's")
+        }
+        // Every block format llama.cpp's Llama quantizations write, besides the float vectors.
+        #expect(formats == ["F32", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"], "\(formats.sorted())")
+    }
+
+    @Test(.enabled(if: quantize != nil, "\(missing)"))
+    func aQuantizedModelComputesWhatItsOriginalDoes() async throws {
+        let types = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"]
+        let folder = try await Self.quantized(types)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let tokens = (0..<24).map { ($0 * 37 + 11) % 1024 }
+        let original = LlamaGGUFTests.logits(try LlamaModel(gguf: GGUFFile(path: folder + "/model-f32.gguf")), tokens)
+        let scale = (original.map { $0 * $0 }.reduce(0, +) / Float(original.count)).squareRoot()
+        var errors: [Float] = []
+        for type in types {
+            let logits = LlamaGGUFTests.logits(try LlamaModel(gguf: GGUFFile(path: folder + "/model-\(type).gguf")), tokens)
+            let error = (zip(logits, original).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Float(original.count)).squareRoot()
+            errors.append(error / scale)
+        }
+        // Random weights carry rounding errors through every layer (measured, relative RMS:
+        // Q8_0 0.015, Q6_K 0.054, Q4_K_M 0.160, Q4_0 0.194); a misread block gives errors of
+        // the order of the logits themselves (about 1).
+        #expect(errors[0] > 0 && errors[0] < 0.03, "Q8_0: \(errors[0])")
+        #expect(errors.allSatisfy { $0 < 0.4 }, "\(zip(types, errors).map { "\($0) \($1)" })")
+        // Fewer bits, larger errors: 8, 6, 5 and 4 bits in that order (Q4_0 has no per-32
+        // minimum, so it trails Q4_K_M).
+        #expect(errors == errors.sorted(), "\(zip(types, errors).map { "\($0) \($1)" })")
+    }
+}
