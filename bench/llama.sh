@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Llama family against llama.cpp on the same weights: random-weight models of SmolLM2-135M's
 # and Qwen2.5-0.5B's shapes (bench/llama_shapes.py writes each once, as a Hugging Face folder for
-# us and as float32 and bfloat16 GGUF files for llama.cpp, from the same numbers).
+# us and as float32 and bfloat16 GGUF files for llama.cpp, from the same numbers; llama-quantize
+# makes the Q8_0 file from the float32 one, and both sides load that very file).
 #
 # Per shape and weight format, rounds alternate llama.cpp and ours, so both see the same moments
 # of the machine's memory bandwidth (on a shared VM it moves by a quarter from minute to minute):
@@ -13,7 +14,7 @@
 # One JSON line per shape and format: medians, and every round's ratio (ours / llama.cpp), with
 # the CPU model and its vector extensions. llama.cpp is built once into its cache (shared with the
 # tests' llama-server). Usage: bench/llama.sh [SHAPE...]   (smollm2-135m qwen2.5-0.5b by default)
-#   LLAMA_ROUNDS (3), LLAMA_TOKENS (64), LLAMA_FORMATS ("f32 bf16")
+#   LLAMA_ROUNDS (3), LLAMA_TOKENS (64), LLAMA_FORMATS ("f32 bf16 q8_0")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${MODELGATE_BENCH_CACHE:-/var/tmp/modelgate-bench}
@@ -23,7 +24,7 @@ shapes=("$@")
 [ ${#shapes[@]} -gt 0 ] || shapes=(smollm2-135m qwen2.5-0.5b)
 mkdir -p "$cache"
 
-bin=$(scripts/llama-cpp llama-bench llama-batched-bench)
+bin=$(scripts/llama-cpp llama-bench llama-batched-bench llama-quantize)
 models=$(dirname "$(dirname "$bin")")/models
 [ -x .build/release/modelgate-bench ] || swift build -c release --product modelgate-bench >&2
 cpu=$(python3 -c '
@@ -40,7 +41,11 @@ for shape in "${shapes[@]}"; do
     echo "writing $shape weights into $model" >&2
     "$bin/python-gguf" bench/llama_shapes.py "$shape" "$model" "$models" >&2
   fi
-  for format in ${LLAMA_FORMATS:-f32 bf16}; do
+  [ -f "$model/model-q8_0.gguf" ] || "$bin/llama-quantize" "$model/model-f32.gguf" "$model/model-q8_0.gguf" Q8_0 >/dev/null 2>&1
+  for format in ${LLAMA_FORMATS:-f32 bf16 q8_0}; do
+    # Ours: the folder in float32 or bfloat16, or the quantized GGUF file itself.
+    ours=$model
+    case $format in f32|bf16) ;; *) ours=$model/model-$format.gguf ;; esac
     for round in $(seq "$rounds"); do
       "$bin/llama-bench" -m "$model/model-$format.gguf" -p 128 -n "$tokens" -t "$(nproc)" -r 1 -o json 2>/dev/null | python3 -c '
 import json, sys
@@ -48,7 +53,7 @@ runs = json.load(sys.stdin)
 print(json.dumps({"llama_bench": {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in runs}, "build": runs[0].get("build_commit")}))'
       "$bin/llama-batched-bench" -m "$model/model-$format.gguf" -c $((16 * (128 + tokens) + 256)) -b 2048 -ub 512 -npp 128 \
         -ntg "$tokens" -npl 16 -t "$(nproc)" --output-format jsonl 2>/dev/null | grep '^{' | tail -1
-      MODELGATE_WEIGHT_FORMAT=$format .build/release/modelgate-bench llama --model "$model" --tokens "$tokens" --sequences 16
+      MODELGATE_WEIGHT_FORMAT=$format .build/release/modelgate-bench llama --model "$ours" --tokens "$tokens" --sequences 16
     done | python3 -c '
 import json, statistics, sys
 shape, form, cpu = sys.argv[1:4]

@@ -8,9 +8,23 @@
 
 MG_CPU_FEATURE(mg_f32_available, __builtin_cpu_supports("avx512f"))
 
-/// Loads row i of a panel as 16 floats: f32 as is, bf16 widened (columns in the order 0, 8, 1, 9, ...).
-static inline __attribute__((always_inline)) MG_TARGET __m512 panel_row(const void *w, int bf16, int i) {
-    if (bf16) {
+/// Panel element kinds: float32, bfloat16, Q8_0 (PackedMatrix's layouts).
+enum { F32 = 0, BF16 = 1, Q8 = 2 };
+/// Q8_0 panels: per block of 32 rows, 16 float32 scales, then 32 rows of 16 signed bytes.
+#define Q8_BLOCK_BYTES (64 + 32 * 16)
+
+/// Bytes of one row of a panel.
+static inline __attribute__((always_inline)) long row_bytes(int kind) { return kind == Q8 ? Q8_BLOCK_BYTES / 32 : kind == BF16 ? 32 : 64; }
+
+/// Loads row i of a panel as 16 floats: f32 as is, bf16 widened (columns in the order 0, 8, 1,
+/// 9, ...), Q8_0 each byte times its column's scale (one rounding: the dequantized weight).
+static inline __attribute__((always_inline)) MG_TARGET __m512 panel_row(const void *w, int kind, int i) {
+    if (kind == Q8) {
+        const char *block = (const char *)w + (long)(i / 32) * Q8_BLOCK_BYTES;
+        __m512 levels = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(block + 64 + (i % 32) * 16))));
+        return _mm512_mul_ps(levels, _mm512_loadu_ps((const float *)block));
+    }
+    if (kind == BF16) {
         __m512i words = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const unsigned short *)w + (long)i * 16)));
         return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
     }
@@ -28,18 +42,18 @@ static inline __attribute__((always_inline)) MG_TARGET __m512 panel_row(const vo
 /// its low half and column j + 8 in its high half); each row widens to floats in one register
 /// with columns in the order 0, 8, 1, 9, ..., which the stores put back in order.
 static inline __attribute__((always_inline)) MG_TARGET void block(
-    const void *w, int bf16, int k, const float *x, int rows, float *y, long ldy, int count, const float *bias,
+    const void *w, int kind, int k, const float *x, int rows, float *y, long ldy, int count, const float *bias,
     int accumulate) {
     __m512 sum[16];
     for (int r = 0; r < 16; r++) sum[r] = _mm512_setzero_ps();
-    const int ahead = bf16 ? 48 : 24;
+    const int ahead = kind == F32 ? 24 : kind == BF16 ? 48 : 80;
     for (int i = 0; i < k; i++) {
-        _mm_prefetch((const char *)w + (long)(i + ahead) * 16 * (bf16 ? 2 : 4), _MM_HINT_T0);
-        __m512 row = panel_row(w, bf16, i);
+        _mm_prefetch((const char *)w + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
+        __m512 row = panel_row(w, kind, i);
         for (int r = 0; r < 16; r++)
             if (r < rows) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(long)i * 16 + r]), row, sum[r]);
     }
-    if (bf16) {
+    if (kind == BF16) {
         const __m512i order = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
         for (int r = 0; r < 16; r++)
             if (r < rows) sum[r] = _mm512_permutexvar_ps(order, sum[r]);
@@ -71,15 +85,15 @@ MG_TARGET void mg_f32_pack_rows(const float *x, long ldx, int m, int k, float *o
 /// broadcasts, so that the load ports (a broadcast is a load) keep the FMA units busy. Each
 /// column's sum is still one chain in i order.
 static inline __attribute__((always_inline)) MG_TARGET void block_pair(
-    const void *w, const void *w2, int bf16, int k, const float *x, int first, int rows, float *y, long ldy, int count,
+    const void *w, const void *w2, int kind, int k, const float *x, int first, int rows, float *y, long ldy, int count,
     const float *bias, int accumulate) {
     __m512 a[8], b[8];
     for (int r = 0; r < 8; r++) a[r] = b[r] = _mm512_setzero_ps();
-    const int ahead = bf16 ? 48 : 24;
+    const int ahead = kind == F32 ? 24 : kind == BF16 ? 48 : 80;
     for (int i = 0; i < k; i++) {
-        _mm_prefetch((const char *)w + (long)(i + ahead) * 16 * (bf16 ? 2 : 4), _MM_HINT_T0);
-        _mm_prefetch((const char *)w2 + (long)(i + ahead) * 16 * (bf16 ? 2 : 4), _MM_HINT_T0);
-        __m512 row = panel_row(w, bf16, i), row2 = panel_row(w2, bf16, i);
+        _mm_prefetch((const char *)w + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
+        _mm_prefetch((const char *)w2 + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
+        __m512 row = panel_row(w, kind, i), row2 = panel_row(w2, kind, i);
         for (int r = 0; r < 8; r++) {
             if (r >= rows) continue;
             __m512 s = _mm512_set1_ps(x[(long)i * 16 + first + r]);
@@ -93,8 +107,8 @@ static inline __attribute__((always_inline)) MG_TARGET void block_pair(
     __m512 bias2 = bias ? _mm512_maskz_loadu_ps(mask2, bias + 16) : _mm512_setzero_ps();
     for (int r = 0; r < 8; r++) {
         if (r >= rows) continue;
-        __m512 first_half = bf16 ? _mm512_permutexvar_ps(order, a[r]) : a[r];
-        __m512 second_half = bf16 ? _mm512_permutexvar_ps(order, b[r]) : b[r];
+        __m512 first_half = kind == BF16 ? _mm512_permutexvar_ps(order, a[r]) : a[r];
+        __m512 second_half = kind == BF16 ? _mm512_permutexvar_ps(order, b[r]) : b[r];
         if (bias) {
             first_half = _mm512_add_ps(first_half, bias1);
             second_half = _mm512_add_ps(second_half, bias2);
@@ -110,16 +124,16 @@ static inline __attribute__((always_inline)) MG_TARGET void block_pair(
 }
 
 static inline __attribute__((always_inline)) MG_TARGET void panel_rows(
-    const void *w, long panel_stride, int panels, int bf16, int k, const float *packed, int k_total, int m, float *y, long ldy,
+    const void *w, long panel_stride, int panels, int kind, int k, const float *packed, int k_total, int m, float *y, long ldy,
     int count, const float *bias, int accumulate) {
-    const void *w2 = (const char *)w + panel_stride * (bf16 ? 2 : 4);
+    const void *w2 = (const char *)w + panel_stride / 16 * row_bytes(kind);
     for (int r = 0; r < m; r += 16) {
         const float *xs = packed + (long)(r / 16) * k_total * 16;
         float *ys = y + r * ldy;
         if (panels == 2) {
             for (int first = 0; first < 16 && r + first < m; first += 8) {
                 switch (m - r - first < 8 ? m - r - first : 8) {
-#define PAIR(n) case n: block_pair(w, w2, bf16, k, xs, first, n, ys + first * ldy, ldy, count, bias, accumulate); break;
+#define PAIR(n) case n: block_pair(w, w2, kind, k, xs, first, n, ys + first * ldy, ldy, count, bias, accumulate); break;
                     PAIR(1) PAIR(2) PAIR(3) PAIR(4) PAIR(5) PAIR(6) PAIR(7) PAIR(8)
 #undef PAIR
                     default: break;
@@ -128,7 +142,7 @@ static inline __attribute__((always_inline)) MG_TARGET void panel_rows(
             continue;
         }
         switch (m - r < 16 ? m - r : 16) {
-#define ROWS(n) case n: block(w, bf16, k, xs, n, ys, ldy, count, bias, accumulate); break;
+#define ROWS(n) case n: block(w, kind, k, xs, n, ys, ldy, count, bias, accumulate); break;
             ROWS(1) ROWS(2) ROWS(3) ROWS(4) ROWS(5) ROWS(6) ROWS(7) ROWS(8)
             ROWS(9) ROWS(10) ROWS(11) ROWS(12) ROWS(13) ROWS(14) ROWS(15) ROWS(16)
 #undef ROWS
@@ -140,13 +154,19 @@ static inline __attribute__((always_inline)) MG_TARGET void panel_rows(
 MG_TARGET void mg_f32_panel_rows(
     const float *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
     const float *bias, int accumulate) {
-    panel_rows(w, panel_stride, panels, 0, k, packed, k_total, m, y, ldy, count, bias, accumulate);
+    panel_rows(w, panel_stride, panels, F32, k, packed, k_total, m, y, ldy, count, bias, accumulate);
 }
 
 MG_TARGET void mg_bf16_panel_rows(
     const unsigned short *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
     int count, const float *bias, int accumulate) {
-    panel_rows(w, panel_stride, panels, 1, k, packed, k_total, m, y, ldy, count, bias, accumulate);
+    panel_rows(w, panel_stride, panels, BF16, k, packed, k_total, m, y, ldy, count, bias, accumulate);
+}
+
+MG_TARGET void mg_q8_0_panel_rows(
+    const void *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
+    const float *bias, int accumulate) {
+    panel_rows(w, panel_stride, panels, Q8, k, packed, k_total, m, y, ldy, count, bias, accumulate);
 }
 
 #else
@@ -159,5 +179,8 @@ void mg_f32_panel_rows(
 void mg_bf16_panel_rows(
     const unsigned short *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
     int count, const float *bias, int accumulate) {}
+void mg_q8_0_panel_rows(
+    const void *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
+    const float *bias, int accumulate) {}
 
 #endif

@@ -71,4 +71,56 @@ import TestSupport
             }
         }
     }
+
+    static let q8Cases = (1...20).map { Case(m: $0, k: 64, n: 45) } + [
+        Case(m: 16, k: 768, n: 64), Case(m: 130, k: 96, n: 40), Case(m: 20, k: 2112, n: 17), Case(m: 3, k: 2112, n: 48),
+        Case(m: 8, k: 512, n: 300), Case(m: 16, k: 768, n: 350),
+    ]
+
+    /// Q8_0 weights: each within half a step of what was quantized, and every product the very
+    /// floats of the float32 product of the dequantized matrix (each weight scale x byte, then
+    /// the same chains of multiply-adds), on the AVX-512 kernel and the Swift blocks alike.
+    @Test func q8_0ProductsAreTheDequantizedMatrixProducts() {
+        var random = SeededGenerator(seed: 12)
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &random) } }
+        for shape in Self.q8Cases {
+            let (m, k, n) = (shape.m, shape.k, shape.n)
+            let w = values(k * n), x = FloatBuffer(values(m * k)), bias = FloatBuffer(values(n)), initial = values(m * n)
+            let packed = PackedMatrix(FloatBuffer(w), rows: k, columns: n, format: .q8_0)
+            #expect(packed.format == .q8_0 && packed.byteCount == (n + 15) / 16 * 16 * k * 18 / 16)
+            var dequantized = [Float](repeating: 0, count: k * n)
+            var worst: Float = 0
+            for i in 0..<k {
+                for c in 0..<n {
+                    dequantized[i * n + c] = packed.element(row: i, column: c)
+                    let block = (i / 32 * 32)..<(i / 32 * 32 + 32)
+                    let step = block.map { abs(w[$0 * n + c]) }.max()! / 127
+                    worst = max(worst, abs(dequantized[i * n + c] - w[i * n + c]) / step)
+                }
+            }
+            // Half a step, and the scale's float16 rounding (at most 2^-11 of 127 steps).
+            #expect(worst <= 0.57, "\(shape): a weight is \(worst) steps from its value")
+            let reference = PackedMatrix(FloatBuffer(dequantized), rows: k, columns: n)
+            for accumulate in [false, true] {
+                let expected = FloatBuffer(initial)
+                reference.multiply(x.pointer, m: m, ldx: k, into: expected.pointer, ldy: n, bias: bias.pointer, accumulate: accumulate)
+                for wide in [true, false] {
+                    let y = FloatBuffer(initial)
+                    packed.multiply(x.pointer, m: m, ldx: k, into: y.pointer, ldy: n, bias: bias.pointer, accumulate: accumulate, wide: wide)
+                    let differing = (0..<(m * n)).filter { y[$0] != expected[$0] }.count
+                    #expect(differing == 0, "\(shape) wide \(wide) accumulate \(accumulate): \(differing) values differ")
+                }
+            }
+            if m == 1 {
+                let whole = FloatBuffer(count: n), alone = FloatBuffer(count: n)
+                packed.multiply(x.pointer, m: 1, into: whole.pointer)
+                for panel in 0..<((n + 15) / 16) {
+                    packed.multiplyPanel(panel, x.pointer, into: alone.pointer)
+                    #expect((panel * 16..<min(n, panel * 16 + 16)).allSatisfy { alone[$0] == whole[$0] }, "\(shape): panel \(panel) alone differs")
+                }
+            }
+        }
+        // A K that is not whole blocks stays float32.
+        #expect(PackedMatrix(FloatBuffer(values(37 * 5)), rows: 37, columns: 5, format: .q8_0).format == .f32)
+    }
 }

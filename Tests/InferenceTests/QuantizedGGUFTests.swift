@@ -92,4 +92,39 @@ import TestSupport
         // minimum, so it trails Q4_K_M).
         #expect(errors == errors.sorted(), "\(zip(types, errors).map { "\($0) \($1)" })")
     }
+
+    /// GGUF weights read as float32 only (the Q8_0 path turned off), for comparison.
+    struct Widened: ModelWeights {
+        let weights: GGUFWeights
+        var path: String { weights.path }
+        func contains(_ name: String) -> Bool { weights.contains(name) }
+        func floats(_ name: String, shape: [Int]) throws -> FloatBuffer { try weights.floats(name, shape: shape) }
+    }
+
+    @Test(.enabled(if: quantize != nil, "\(missing)"))
+    func q8_0StaysQuantizedAndQuantizingAtLoadIsLlamaQuantizes() async throws {
+        let folder = try await Self.quantized(["Q8_0"])
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = try GGUFFile(path: folder + "/model-Q8_0.gguf")
+        let model = try LlamaModel(gguf: file)
+        // Every matrix packed from the file's blocks: 1.125 bytes a weight.
+        let matrices = model.blocks.flatMap { [$0.qkv, $0.output, $0.gateUp, $0.down] } + [model.embedding]
+        #expect(matrices.allSatisfy { $0.format == .q8_0 }, "\(matrices.map(\.format))")
+        let tokens = (0..<24).map { ($0 * 37 + 11) % 1024 }
+        let logits = LlamaGGUFTests.logits(model, tokens)
+        // The same file widened to float32 at load: the very same logits (a Q8_0 product is the
+        // dequantized matrix's float32 product).
+        let widened = try LlamaModel(
+            config: model.config,
+            weights: Widened(weights: GGUFWeights(file: file, name: GGUFWeights.llamaName, interleavedRotary: true, heads: model.config.heads, kvHeads: model.config.kvHeads)))
+        #expect(widened.blocks[0].qkv.format == .f32)
+        let fromFloats = LlamaGGUFTests.logits(widened, tokens)
+        #expect(logits.count == fromFloats.count && zip(logits, fromFloats).allSatisfy { $0 == $1 }, "Q8_0 packed and widened differ")
+        // The safetensors folder quantized at load (weight_format q8_0) is llama-quantize's file:
+        // the same scales and bytes, the same logits.
+        let quantizedAtLoad = try LlamaModel(directory: folder, format: .q8_0)
+        let fromFolder = LlamaGGUFTests.logits(quantizedAtLoad, tokens)
+        let differing = zip(logits, fromFolder).filter { $0 != $1 }.count
+        #expect(differing == 0, "\(differing) of \(logits.count) logits differ from the Q8_0 file's")
+    }
 }

@@ -138,11 +138,12 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         return parameters
     }
 
-    /// `options.weight_format`: `f32` (the default) or `bf16`.
+    /// `options.weight_format`: `f32` (the default), `bf16`, or `q8_0` (quantized at load as
+    /// llama.cpp's Q8_0; matrices whose inputs are not whole blocks of 32 stay float32).
     package func weightFormat(in directory: String) throws -> PackedMatrix.Format {
         guard let value = options?["weight_format"] else { return .f32 }
         guard let name = value.string, let format = PackedMatrix.Format(rawValue: name) else {
-            throw ModelLoadError(file: directory + "/model.json", reason: "options.weight_format must be \"f32\" or \"bf16\"")
+            throw ModelLoadError(file: directory + "/model.json", reason: "options.weight_format must be \"f32\", \"bf16\" or \"q8_0\"")
         }
         return format
     }

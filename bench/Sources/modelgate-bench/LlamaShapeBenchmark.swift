@@ -9,12 +9,15 @@ import Inference
 /// - llama-batched-bench's `-npp 128 -ntg N -npl 16`: 16 prompts of 128 tokens in one pass,
 ///   then N steps of all 16 sequences, every logit of each computed; tokens per second of each
 ///   phase.
-/// Weights in MODELGATE_WEIGHT_FORMAT (f32 unless bf16). One JSON line.
+/// Weights in MODELGATE_WEIGHT_FORMAT (f32 unless bf16 or q8_0), or a GGUF file's as stored
+/// (`--model FILE.gguf`). One JSON line.
 enum LlamaShapeBenchmark {
     static func run(directory: String, tokens: Int, sequences: Int) throws {
         BLAS.configureThreads()
-        let format = BenchModel.format
-        let model = try LlamaModel(directory: directory, format: format)
+        // A GGUF file as it is (Q8_0 matrices stay Q8_0), or a folder in MODELGATE_WEIGHT_FORMAT.
+        let gguf = directory.hasSuffix(".gguf")
+        let format = gguf ? .f32 : BenchModel.format
+        let model = gguf ? try LlamaModel(gguf: GGUFFile(path: directory)) : try LlamaModel(directory: directory, format: format)
         let vocabulary = model.vocabularySize
         func prompt(_ salt: Int) -> [Int] { (0..<128).map { ($0 * 7919 + salt * 104_729) % vocabulary } }
         let capacity = 128 + tokens + 1
@@ -47,7 +50,7 @@ enum LlamaShapeBenchmark {
         let batch = batched()
         func rounded(_ value: Double) -> Double { (value * 10).rounded() / 10 }
         printJSON([
-            "benchmark": "modelgate_llama_shape", "format": format.rawValue, "tokens": tokens, "sequences": sequences,
+            "benchmark": "modelgate_llama_shape", "weights": gguf ? URL(fileURLWithPath: directory).lastPathComponent : format.rawValue, "tokens": tokens, "sequences": sequences,
             "decode_batch1_tokens_per_second": rounded(decode), "prefill_128_tokens_per_second": rounded(prefill),
             "greedy_decode_batch1_tokens_per_second": rounded(greedy),
             "batched_prompt_tokens_per_second": rounded(batch.prompts), "batched_decode_tokens_per_second": rounded(batch.decode),

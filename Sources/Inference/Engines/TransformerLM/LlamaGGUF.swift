@@ -134,11 +134,32 @@ struct GGUFWeights: ModelWeights {
             return values
         }
         let values = try Self.floats(file, info, shape: shape)
-        if interleavedRotary, let rows = shape.first {
-            let groups = name.contains("self_attn.q_proj.") ? heads : name.contains("self_attn.k_proj.") ? kvHeads : 0
-            if groups > 0 { Self.halveRotaryPairs(values, rows: rows, columns: values.count / rows, heads: groups) }
-        }
+        let groups = rotaryGroups(name)
+        if groups > 0, let rows = shape.first { Self.halveRotaryPairs(values, rows: rows, columns: values.count / rows, heads: groups) }
         return values
+    }
+
+    /// The heads whose rows the converter reordered in tensor `name` (0: none).
+    func rotaryGroups(_ name: String) -> Int {
+        guard interleavedRotary else { return 0 }
+        return name.contains("self_attn.q_proj.") ? heads : name.contains("self_attn.k_proj.") ? kvHeads : 0
+    }
+
+    func q8_0Rows(_ name: String, shape: [Int]) throws -> ((Int) -> UnsafeRawPointer)? {
+        guard !conv1D, shape.count == 2, let target = self.name(name), let info = file.tensor(target), info.type == 8 else { return nil }
+        guard info.dimensions == shape.reversed() else {
+            throw ModelLoadError(file: file.path, tensor: GGUFFile.shown(info.name), reason: "shape \(Array(info.dimensions.reversed())) where \(shape) is expected")
+        }
+        let base = file.data(info), rowBytes = shape[1] / Q8Panel.blockRows * Q8Panel.fileBlockBytes
+        // Rows that the converter reordered for llama's rotation are read in transformers' order
+        // (as `floats` puts them back).
+        let groups = rotaryGroups(name)
+        guard groups > 0 else { return { base + $0 * rowBytes } }
+        let size = shape[0] / groups, half = size / 2
+        return { n in
+            let r = n % size
+            return base + (n - r + 2 * (r % half) + r / half) * rowBytes
+        }
     }
 
     /// A tensor as float32, checked against the shape expected (Hugging Face's order, outermost

@@ -110,20 +110,33 @@ package final class LlamaModel: CausalLM {
         self.config = config
         self.cacheFormat = cacheFormat
         func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer { try weights.floats(name, shape: shape) }
-        /// Linear weights `[out, in]` side by side (along out), packed as `[in, out]`.
-        func linear(_ names: [(String, Int)]) throws -> PackedMatrix {
+        /// Linear weights `[out, in]` side by side (along out), packed as `[in, out]`: Q8_0 as
+        /// the file stores them where every part is, else from floats in `format`.
+        func linear(_ names: [(String, Int)], inputs: Int = c) throws -> PackedMatrix {
             let total = names.reduce(0) { $0 + $1.1 }
-            let joined = FloatBuffer(count: total * c, zeroed: false)
+            var stored: [(first: Int, row: (Int) -> UnsafeRawPointer)] = []
+            var first = 0
+            for (name, rows) in names {
+                if let row = try weights.q8_0Rows(name, shape: [rows, inputs]) { stored.append((first, row)) }
+                first += rows
+            }
+            if stored.count == names.count {
+                return PackedMatrix(q8_0: { n in
+                    let part = stored.last { $0.first <= n } ?? stored[0]
+                    return part.row(n - part.first)
+                }, rows: inputs, columns: total)
+            }
+            if names.count == 1 { return PackedMatrix(try tensor(names[0].0, [total, inputs]), rows: inputs, columns: total, transposed: true, format: format) }
+            let joined = FloatBuffer(count: total * inputs, zeroed: false)
             var offset = 0
             for (name, rows) in names {
-                let part = try tensor(name, [rows, c])
-                (joined.pointer + offset * c).update(from: part.pointer, count: rows * c)
+                let part = try tensor(name, [rows, inputs])
+                (joined.pointer + offset * inputs).update(from: part.pointer, count: rows * inputs)
                 offset += rows
             }
-            return PackedMatrix(joined, rows: c, columns: total, transposed: true, format: format)
+            return PackedMatrix(joined, rows: inputs, columns: total, transposed: true, format: format)
         }
-        embedding = PackedMatrix(
-            try tensor("model.embed_tokens.weight", [config.vocabularySize, c]), rows: c, columns: config.vocabularySize, transposed: true, format: format)
+        embedding = try linear([("model.embed_tokens.weight", config.vocabularySize)])
         blocks = try (0..<config.layers).map { layer in
             let p = "model.layers.\(layer)."
             var bias: FloatBuffer?
@@ -135,23 +148,20 @@ package final class LlamaModel: CausalLM {
                 }
                 bias = joined
             }
-            let downWeight = try tensor(p + "mlp.down_proj.weight", [c, inner])
-            let outputWeight = try tensor(p + "self_attn.o_proj.weight", [c, h * d])
             return Block(
                 attentionNorm: try tensor(p + "input_layernorm.weight", [c]),
                 qkv: try linear([(p + "self_attn.q_proj.weight", h * d), (p + "self_attn.k_proj.weight", kv * d), (p + "self_attn.v_proj.weight", kv * d)]),
                 qkvBias: bias,
-                output: PackedMatrix(outputWeight, rows: h * d, columns: c, transposed: true, format: format),
+                output: try linear([(p + "self_attn.o_proj.weight", c)], inputs: h * d),
                 mlpNorm: try tensor(p + "post_attention_layernorm.weight", [c]),
                 gateUp: try linear([(p + "mlp.gate_proj.weight", inner), (p + "mlp.up_proj.weight", inner)]),
-                down: PackedMatrix(downWeight, rows: inner, columns: c, transposed: true, format: format))
+                down: try linear([(p + "mlp.down_proj.weight", c)], inputs: inner))
         }
         finalNorm = try tensor("model.norm.weight", [c])
         if config.tiedEmbeddings || !weights.contains("lm_head.weight") {
             head = OutputHead(embedding, width: c, vocabulary: config.vocabularySize)
         } else {
-            let lmHead = try tensor("lm_head.weight", [config.vocabularySize, c])
-            head = OutputHead(PackedMatrix(lmHead, rows: c, columns: config.vocabularySize, transposed: true, format: format), width: c, vocabulary: config.vocabularySize)
+            head = OutputHead(try linear([("lm_head.weight", config.vocabularySize)]), width: c, vocabulary: config.vocabularySize)
         }
         inverseFrequencies = Self.inverseFrequencies(headSize: d, theta: config.ropeTheta, scaling: config.ropeScaling)
     }
@@ -289,6 +299,13 @@ package protocol ModelWeights {
     var path: String { get }
     func contains(_ name: String) -> Bool
     func floats(_ name: String, shape: [Int]) throws -> FloatBuffer
+    /// Where each output row of the `[out, in]` matrix `name` lies as Q8_0 blocks, if the file
+    /// stores it so (then it is packed without widening); nil otherwise.
+    func q8_0Rows(_ name: String, shape: [Int]) throws -> ((Int) -> UnsafeRawPointer)?
+}
+
+extension ModelWeights {
+    package func q8_0Rows(_ name: String, shape: [Int]) throws -> ((Int) -> UnsafeRawPointer)? { nil }
 }
 
 /// A model's safetensors: one `model.safetensors`, or the shards that
