@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# llama.cpp on the gpt2 benchmark's own GPT-2-124M-shaped weights (float32, and bfloat16 beside
-# our weight_format bf16), as the baseline for batch-1 decoding and 128-token prompt processing:
+# llama.cpp on the gpt2 benchmark's own GPT-2-124M-shaped weights (float32, bfloat16 beside our
+# weight_format bf16, and llama-quantize's Q8_0 file, which ours loads too), as the baseline for batch-1 decoding and 128-token prompt processing:
 # llama-bench tg128 and pp128 on every core, in rounds alternating with ours measured the same
 # way. Prints one JSON line per format. Builds llama.cpp once (its sources come with the llama-cpp-python sdist
 # from PyPI, pinned) into a cache outside the repository; needs ../shared's GPT-2 vocabulary for
@@ -14,6 +14,7 @@ weights=${TMPDIR:-/tmp}/modelgate-bench-gpt2-124m
 vocabulary=$repo/../shared/tokenizers/gpt2
 gguf=$cache/gpt2-124m-bench-f32.gguf
 gguf_bf16=$cache/gpt2-124m-bench-bf16.gguf
+gguf_q8_0=$cache/gpt2-124m-bench-q8_0.gguf
 mkdir -p "$cache"
 
 if [ ! -f "$vocabulary/vocab.json" ]; then
@@ -23,7 +24,7 @@ fi
 [ -f "$weights/model.safetensors" ] || .build/release/modelgate-bench gpt2 --seconds 1 >/dev/null
 
 # llama.cpp, built once into its cache (shared with the tests' llama-server).
-bin=$(scripts/llama-cpp llama-bench)
+bin=$(scripts/llama-cpp llama-bench llama-quantize)
 bench=$bin/llama-bench
 if [ ! -f "$gguf" ] || [ "$weights/model.safetensors" -nt "$gguf" ]; then
   "$bin/python-gguf" bench/gguf_gpt2.py "$weights" "$vocabulary" "$gguf" >&2
@@ -31,21 +32,25 @@ fi
 if [ ! -f "$gguf_bf16" ] || [ "$weights/model.safetensors" -nt "$gguf_bf16" ]; then
   "$bin/python-gguf" bench/gguf_gpt2.py "$weights" "$vocabulary" "$gguf_bf16" bf16 >&2
 fi
+if [ ! -f "$gguf_q8_0" ] || [ "$gguf" -nt "$gguf_q8_0" ]; then
+  "$bin/llama-quantize" "$gguf" "$gguf_q8_0" Q8_0 >/dev/null 2>&1
+fi
 
 # Ours also decodes the 128 tokens through greedy steps (the bounded int8 head: the same tokens,
 # without every logit), beside llama-bench's tg128, which computes every logit as our tg128 does.
 # Alternating rounds (llama.cpp, then ours the same way: modelgate-bench tg128), so that both see
 # the same moments of this VM's memory bandwidth; medians and the per-round ratios. One JSON line
-# per weight format: float32 (LLAMACPP_ROUNDS, 9), then bfloat16 (LLAMACPP_BF16_ROUNDS, 5).
+# per weight format: float32 (LLAMACPP_ROUNDS, 9), then bfloat16 and Q8_0 (LLAMACPP_BF16_ROUNDS,
+# LLAMACPP_Q8_ROUNDS, 5 each). For Q8_0 ours loads the GGUF file itself.
 compare() {
-  local format=$1 file=$2 rounds=$3
+  local format=$1 file=$2 rounds=$3 model=${4:-}
   for round in $(seq "$rounds"); do
     "$bench" -m "$file" -p 128 -n 128 -t "$(nproc)" -r 1 -o json 2>/dev/null | python3 -c '
 import json, sys
 runs = json.load(sys.stdin)
 rate = {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in runs}
 print(json.dumps({"llamacpp": rate, "build": runs[0].get("build_commit")}))'
-    MODELGATE_WEIGHT_FORMAT=$format .build/release/modelgate-bench tg128
+    MODELGATE_WEIGHT_FORMAT=$format MODELGATE_PROBE_MODEL=${model:-${TMPDIR:-/tmp}/modelgate-bench-gpt2-124m} .build/release/modelgate-bench tg128
   done | python3 -c '
 import json, statistics, sys
 lines = [json.loads(line) for line in sys.stdin]
@@ -66,3 +71,4 @@ print(json.dumps({"benchmark": "llamacpp_gpt2_124m_" + sys.argv[1], "build": the
 }
 compare f32 "$gguf" "${LLAMACPP_ROUNDS:-9}"
 compare bf16 "$gguf_bf16" "${LLAMACPP_BF16_ROUNDS:-5}"
+compare q8_0 "$gguf_q8_0" "${LLAMACPP_Q8_ROUNDS:-5}" "$gguf_q8_0"

@@ -113,6 +113,24 @@ import TestSupport
         for text in ["ROMEO: But, soft! what light", "First Citizen:\nBefore we proceed"] {
             #expect(generator.tokenizer.encode(text) == fromFolder.encode(text), "\(text)")
         }
+
+        // Quantized by llama-quantize to Q8_0: every matrix stays 8-bit, and computes what the
+        // same file widened to float32 does, exactly; the folder quantized at load
+        // (weight_format q8_0) is the same model.
+        let quantize = try #require(QuantizedGGUFTests.quantize, "\(QuantizedGGUFTests.missing)")
+        _ = try await QuantizedGGUFTests.run(quantize, [folder + "/model.gguf", folder + "/model-q8_0.gguf", "Q8_0", "1"])
+        let file = try GGUFFile(path: folder + "/model-q8_0.gguf")
+        let q8 = try GPT2Model(gguf: file)
+        let matrices = q8.blocks.flatMap { [$0.attentionWeight, $0.projectionWeight, $0.fcWeight, $0.fcProjectionWeight] } + [q8.tokenEmbedding]
+        #expect(matrices.allSatisfy { $0.format == .q8_0 }, "\(matrices.map(\.format))")
+        let widened = try GPT2Model(
+            config: q8.config, weights: QuantizedGGUFTests.Widened(weights: GGUFWeights(file: file, name: GGUFWeights.gpt2Name, conv1D: true)))
+        let quantizedLogits = q8.forward([.init(tokens: tokens, cache: q8.makeCache(capacity: 64), allLogits: true)])[0]
+        #expect(quantizedLogits == widened.forward([.init(tokens: tokens, cache: widened.makeCache(capacity: 64), allLogits: true)])[0])
+        let atLoad = try GPT2Model(directory: source, format: .q8_0)
+        let atLoadLogits = atLoad.forward([.init(tokens: tokens, cache: atLoad.makeCache(capacity: 64), allLogits: true)])[0]
+        let differing = zip(atLoadLogits, quantizedLogits).filter { $0 != $1 }.count
+        #expect(differing == 0, "\(differing) of \(quantizedLogits.count) logits differ between the folder quantized at load and the Q8_0 file")
     }
 
     @Test(.enabled(if: LlamaCppData.source != nil, "\(LlamaCppData.missing)"))

@@ -17,8 +17,10 @@ enum BenchModel {
 
     static func load() throws -> GPT2Model {
         BLAS.configureThreads()
-        // MODELGATE_PROBE_MODEL: another GPT-2 folder (models/shakespeare, the demo model).
+        // MODELGATE_PROBE_MODEL: another GPT-2 folder (models/shakespeare, the demo model), or a
+        // GPT-2 GGUF file, read as stored (Q8_0 stays Q8_0).
         let directory = ProcessInfo.processInfo.environment["MODELGATE_PROBE_MODEL"] ?? NSTemporaryDirectory() + "modelgate-bench-gpt2-124m"
+        if directory.hasSuffix(".gguf") { return try GPT2Model(gguf: GGUFFile(path: directory), format: format) }
         return try GPT2Model(directory: directory, format: format)
     }
 

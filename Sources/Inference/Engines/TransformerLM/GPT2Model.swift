@@ -79,12 +79,17 @@ package final class GPT2Model: CausalLM {
         // GPT2LMHeadModel saves "transformer.h.0..."; GPT2Model saves "h.0...".
         let prefix = file.contains("transformer.wte.weight") ? "transformer." : ""
         func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer { try file.floats(prefix + name, shape: shape) }
+        /// A Conv1D weight `[in, out]`: Q8_0 as the file stores it (as `[out, in]`), else from floats.
         func packed(_ name: String, _ shape: [Int]) throws -> PackedMatrix {
-            PackedMatrix(try tensor(name, shape), rows: shape[0], columns: shape[1], format: format)
+            if let rows = try file.q8_0Rows(prefix + name, shape: [shape[1], shape[0]]) { return PackedMatrix(q8_0: rows, rows: shape[0], columns: shape[1]) }
+            return PackedMatrix(try tensor(name, shape), rows: shape[0], columns: shape[1], format: format)
         }
-        tokenEmbedding = PackedMatrix(
-            try tensor("wte.weight", [config.vocabularySize, c]), rows: c, columns: config.vocabularySize, transposed: true,
-            format: format)
+        if let rows = try file.q8_0Rows(prefix + "wte.weight", shape: [config.vocabularySize, c]) {
+            tokenEmbedding = PackedMatrix(q8_0: rows, rows: c, columns: config.vocabularySize)
+        } else {
+            tokenEmbedding = PackedMatrix(
+                try tensor("wte.weight", [config.vocabularySize, c]), rows: c, columns: config.vocabularySize, transposed: true, format: format)
+        }
         positionEmbedding = try tensor("wpe.weight", [config.contextLength, c])
         blocks = try (0..<config.layers).map { layer in
             let p = "h.\(layer)."

@@ -146,7 +146,8 @@ struct GGUFWeights: ModelWeights {
     }
 
     func q8_0Rows(_ name: String, shape: [Int]) throws -> ((Int) -> UnsafeRawPointer)? {
-        guard !conv1D, shape.count == 2, let target = self.name(name), let info = file.tensor(target), info.type == 8 else { return nil }
+        // GGUF keeps every matrix as [out, in], GPT-2's Conv1D weights included.
+        guard shape.count == 2, let target = self.name(name), let info = file.tensor(target), info.type == 8 else { return nil }
         guard info.dimensions == shape.reversed() else {
             throw ModelLoadError(file: file.path, tensor: GGUFFile.shown(info.name), reason: "shape \(Array(info.dimensions.reversed())) where \(shape) is expected")
         }
