@@ -127,4 +127,65 @@ import TestSupport
         let differing = zip(logits, fromFolder).filter { $0 != $1 }.count
         #expect(differing == 0, "\(differing) of \(logits.count) logits differ from the Q8_0 file's")
     }
+
+    /// 10,000 mutated files (bytes changed, extreme numbers written, ranges inserted or removed
+    /// in the metadata and tensor table, truncations, changed tensor data) from two real models:
+    /// tiny-qwen2 (tokenizer, chat template, float32 and Q8_0 tensors) and tiny-256 in Q4_K_M
+    /// (K-quant blocks). Each loads as a whole model or fails with a one-line load error; a
+    /// crash, a hang or any other error fails the test.
+    @Test(.enabled(if: quantize != nil, "\(missing)"), .timeLimit(.minutes(10)))
+    func mutatedFilesLoadOrFailWithOneLine() async throws {
+        let qwen = try await LlamaGGUFTests.convert("tiny-qwen2", "f32")
+        defer { try? FileManager.default.removeItem(atPath: qwen) }
+        _ = try await Self.run(try #require(Self.quantize), [qwen + "/model.gguf", qwen + "/model-q8_0.gguf", "Q8_0", "1"])
+        let tiny = try await Self.quantized(["Q4_K_M"])
+        defer { try? FileManager.default.removeItem(atPath: tiny) }
+        // Each file with where its tensor data starts: the mutations aim at what comes before.
+        let bases = try [qwen + "/model-q8_0.gguf", tiny + "/model-Q4_K_M.gguf"].map { path in
+            (bytes: [UInt8](try Data(contentsOf: URL(fileURLWithPath: path))), header: try GGUFFile(path: path).tensors.map(\.offset).min() ?? 0)
+        }
+        for base in bases { try #require(base.header > 1000, "the metadata is \(base.header) bytes") }
+        let path = qwen + "/mutated.gguf"
+        var random = SeededGenerator(seed: 25)
+        var loaded = 0, refused = 0, reasons: [String: Int] = [:]
+        for round in 0..<10_000 {
+            let base = bases[round % bases.count]
+            var bytes = base.bytes
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0..<5:  // a few bytes of the header changed
+                for _ in 0...Int.random(in: 0..<4, using: &random) { bytes[Int.random(in: 0..<base.header, using: &random)] = .random(in: 0...255, using: &random) }
+            case 5..<7:  // an extreme number written over a count, length, dimension, type or offset
+                let at = Int.random(in: 0..<(base.header - 8), using: &random)
+                let value: UInt64 = [0, 1, 0xFF, 0x7FFF_FFFF, 0xFFFF_FFFF, 1 << 40, 0x7FFF_FFFF_FFFF_FFFF, .max].randomElement(using: &random) ?? 0
+                withUnsafeBytes(of: value.littleEndian) { word in
+                    for i in 0..<(Bool.random(using: &random) ? 8 : 4) { bytes[at + i] = word[i] }
+                }
+            case 7:  // cut short
+                bytes.removeLast(Int.random(in: 1...bytes.count, using: &random))
+            case 8:  // bytes inserted into or removed from the header
+                let at = Int.random(in: 0..<base.header, using: &random), count = Int.random(in: 1...16, using: &random)
+                if Bool.random(using: &random) {
+                    bytes.insert(contentsOf: (0..<count).map { _ in UInt8.random(in: 0...255, using: &random) }, at: at)
+                } else {
+                    bytes.removeSubrange(at..<min(base.header, at + count))
+                }
+            default:  // tensor data changed (any bytes are some numbers)
+                for _ in 0..<16 { bytes[Int.random(in: base.header..<bytes.count, using: &random)] = .random(in: 0...255, using: &random) }
+            }
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            do {
+                _ = try TransformerLMFactory.loadGGUF(path: path, directory: qwen)
+                loaded += 1
+            } catch let error as ModelLoadError {
+                refused += 1
+                let line = "\(error)"
+                #expect(!line.contains("\n") && line.hasPrefix("mutated.gguf"), "round \(round): \(line)")
+                reasons[String(error.reason.prefix(24)), default: 0] += 1
+            } catch {
+                Issue.record("round \(round): not a load error: \(error)")
+            }
+        }
+        #expect(loaded + refused == 10_000 && loaded > 500 && refused > 5_000, "\(loaded) loaded, \(refused) refused")
+        #expect(reasons.count > 20, "\(reasons)")
+    }
 }

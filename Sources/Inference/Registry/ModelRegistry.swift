@@ -183,6 +183,19 @@ package enum TransformerLMFactory: EngineFactory {
     package static let name = "transformer-lm"
     package static let optionKeys: Set<String> = ["max_batch", "queue_capacity", "flood_rest", "weight_format", "chat_format", "kv_cache_mb", "kv_cache_format"]
 
+    /// A GGUF file as a whole model: the network, its tokenizer and its chat template.
+    package static func loadGGUF(
+        path: String, directory: String, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32, chatOption: String? = nil
+    ) throws -> (any CausalLM, BPETokenizer, ChatFormat) {
+        let gguf = try GGUFFile(path: path)
+        let model: any CausalLM = gguf.metadata["general.architecture"]?.text == "gpt2"
+            ? try GPT2Model(gguf: gguf, format: format, cacheFormat: cacheFormat)
+            : try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
+        let tokenizer = try BPETokenizer(gguf: gguf)
+        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
+        return (model, tokenizer, try ChatFormat.load(gguf: gguf, directory: directory, option: chatOption))
+    }
+
     package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         let options = manifest.options ?? [:], file = directory + "/model.json"
         let maxBatch = try options.positiveInt("max_batch", file: file) ?? 32
@@ -202,13 +215,9 @@ package enum TransformerLMFactory: EngineFactory {
         // config.json's model_type.
         let weightsFile = manifest.files?["weights"] ?? (FileManager.default.fileExists(atPath: directory + "/model.gguf") ? "model.gguf" : "model.safetensors")
         if weightsFile.hasSuffix(".gguf") {
-            let gguf = try GGUFFile(path: directory + "/" + weightsFile)
-            model = gguf.metadata["general.architecture"]?.text == "gpt2"
-                ? try GPT2Model(gguf: gguf, format: format, cacheFormat: cacheFormat)
-                : try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
-            tokenizer = try BPETokenizer(gguf: gguf)
-            try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
-            chatFormat = try ChatFormat.load(gguf: gguf, directory: directory, option: options["chat_format"]?.string)
+            (model, tokenizer, chatFormat) = try loadGGUF(
+                path: directory + "/" + weightsFile, directory: directory, format: format, cacheFormat: cacheFormat,
+                chatOption: options["chat_format"]?.string)
         } else {
             let modelType = try HFConfig(path: directory + "/config.json").string("model_type") ?? "gpt2"
             model = modelType == "gpt2"
@@ -273,6 +282,19 @@ package enum TransformerEncoderFactory: EngineFactory {
     package static let name = "transformer-encoder"
     package static let optionKeys: Set<String> = ["pooling", "normalize", "max_sequence_length", "weights", "flood_rest"]
 
+    /// A GGUF file as a whole model: the network, its tokenizer and its chat template.
+    package static func loadGGUF(
+        path: String, directory: String, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32, chatOption: String? = nil
+    ) throws -> (any CausalLM, BPETokenizer, ChatFormat) {
+        let gguf = try GGUFFile(path: path)
+        let model: any CausalLM = gguf.metadata["general.architecture"]?.text == "gpt2"
+            ? try GPT2Model(gguf: gguf, format: format, cacheFormat: cacheFormat)
+            : try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
+        let tokenizer = try BPETokenizer(gguf: gguf)
+        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
+        return (model, tokenizer, try ChatFormat.load(gguf: gguf, directory: directory, option: chatOption))
+    }
+
     package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         .embeddings(EmbeddingService(
             encoder: try BertEncoder(directory: directory, options: manifest.options ?? [:]), floodRest: try manifest.floodRest(in: directory)))
@@ -282,6 +304,19 @@ package enum TransformerEncoderFactory: EngineFactory {
 package enum ResNetFactory: EngineFactory {
     package static let name = "resnet"
     package static let optionKeys: Set<String> = ["crop", "input_size", "resize", "mean", "std", "flood_rest"]
+
+    /// A GGUF file as a whole model: the network, its tokenizer and its chat template.
+    package static func loadGGUF(
+        path: String, directory: String, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32, chatOption: String? = nil
+    ) throws -> (any CausalLM, BPETokenizer, ChatFormat) {
+        let gguf = try GGUFFile(path: path)
+        let model: any CausalLM = gguf.metadata["general.architecture"]?.text == "gpt2"
+            ? try GPT2Model(gguf: gguf, format: format, cacheFormat: cacheFormat)
+            : try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
+        let tokenizer = try BPETokenizer(gguf: gguf)
+        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
+        return (model, tokenizer, try ChatFormat.load(gguf: gguf, directory: directory, option: chatOption))
+    }
 
     package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         .images(ClassificationService(
