@@ -8,21 +8,55 @@
 
 MG_CPU_FEATURE(mg_f32_available, __builtin_cpu_supports("avx512f"))
 
-/// Panel element kinds: float32, bfloat16, Q8_0 (PackedMatrix's layouts).
-enum { F32 = 0, BF16 = 1, Q8 = 2 };
-/// Q8_0 panels: per block of 32 rows, 16 float32 scales, then 32 rows of 16 signed bytes.
-#define Q8_BLOCK_BYTES (64 + 32 * 16)
+/// Panel element kinds: float32, bfloat16, and the quantized formats (PackedMatrix.Format's
+/// kernelKind; QuantizedPanels.swift describes their layouts).
+enum { F32 = 0, BF16 = 1, Q8_0 = 2, Q4_0 = 3, Q4_1 = 4, Q5_0 = 5, Q5_1 = 6, Q6_K = 7, Q2_K = 8 };
+
+/// A quantized kind's groups: rows per group, bits per level, the bias stored with 4- and 5-bit
+/// levels, and whether each column has an offset after its scale.
+static inline __attribute__((always_inline)) int group_rows(int kind) { return kind == Q6_K || kind == Q2_K ? 16 : 32; }
+static inline __attribute__((always_inline)) int level_bits(int kind) {
+    return kind == Q4_0 || kind == Q4_1 ? 4 : kind == Q5_0 || kind == Q5_1 ? 5 : 8;
+}
+static inline __attribute__((always_inline)) int level_bias(int kind) { return kind == Q4_0 ? 8 : kind == Q5_0 ? 16 : 0; }
+static inline __attribute__((always_inline)) int has_offsets(int kind) { return kind == Q4_1 || kind == Q5_1 || kind == Q2_K; }
+static inline __attribute__((always_inline)) long header_bytes(int kind) { return has_offsets(kind) ? 128 : 64; }
+static inline __attribute__((always_inline)) long level_row_bytes(int kind) { return level_bits(kind) == 8 ? 16 : level_bits(kind) == 4 ? 8 : 10; }
+static inline __attribute__((always_inline)) long group_bytes(int kind) { return header_bytes(kind) + group_rows(kind) * level_row_bytes(kind); }
 
 /// Bytes of one row of a panel.
-static inline __attribute__((always_inline)) long row_bytes(int kind) { return kind == Q8 ? Q8_BLOCK_BYTES / 32 : kind == BF16 ? 32 : 64; }
+static inline __attribute__((always_inline)) long row_bytes(int kind) {
+    return kind == F32 ? 64 : kind == BF16 ? 32 : group_bytes(kind) / group_rows(kind);
+}
 
 /// Loads row i of a panel as 16 floats: f32 as is, bf16 widened (columns in the order 0, 8, 1,
-/// 9, ...), Q8_0 each byte times its column's scale (one rounding: the dequantized weight).
+/// 9, ...), a quantized kind's levels (bytes; or nibbles, low halves columns 0-7 and high
+/// halves 8-15, with a word of fifth bits for 5-bit kinds, less the stored bias) times their
+/// columns' scales, plus their offsets: two roundings at most, as the dequantized weight has.
 static inline __attribute__((always_inline)) MG_TARGET __m512 panel_row(const void *w, int kind, int i) {
-    if (kind == Q8) {
-        const char *block = (const char *)w + (long)(i / 32) * Q8_BLOCK_BYTES;
-        __m512 levels = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(block + 64 + (i % 32) * 16))));
-        return _mm512_mul_ps(levels, _mm512_loadu_ps((const float *)block));
+    if (kind >= Q8_0) {
+        const char *group = (const char *)w + (long)(i / group_rows(kind)) * group_bytes(kind);
+        const char *levels = group + header_bytes(kind) + (i % group_rows(kind)) * level_row_bytes(kind);
+        __m512i q;
+        if (level_bits(kind) == 8) {
+            q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)levels));
+        } else {
+            __m128i bytes = _mm_loadl_epi64((const __m128i *)levels);
+            __m512i both = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(bytes, bytes));
+            const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+            q = _mm512_and_si512(_mm512_srlv_epi32(both, halves), _mm512_set1_epi32(15));
+            if (level_bits(kind) == 5) {
+                unsigned short word;
+                __builtin_memcpy(&word, levels + 8, 2);
+                const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                __m512i fifth = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(word), lanes), _mm512_set1_epi32(1));
+                q = _mm512_or_si512(q, _mm512_slli_epi32(fifth, 4));
+            }
+            if (level_bias(kind)) q = _mm512_sub_epi32(q, _mm512_set1_epi32(level_bias(kind)));
+        }
+        __m512 weight = _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps((const float *)group));
+        if (has_offsets(kind)) weight = _mm512_add_ps(weight, _mm512_loadu_ps((const float *)group + 16));
+        return weight;
     }
     if (kind == BF16) {
         __m512i words = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const unsigned short *)w + (long)i * 16)));
@@ -46,7 +80,7 @@ static inline __attribute__((always_inline)) MG_TARGET void block(
     int accumulate) {
     __m512 sum[16];
     for (int r = 0; r < 16; r++) sum[r] = _mm512_setzero_ps();
-    const int ahead = kind == F32 ? 24 : kind == BF16 ? 48 : 80;
+    const int ahead = kind == F32 ? 24 : kind == BF16 ? 48 : (int)(1536 / row_bytes(kind));
     for (int i = 0; i < k; i++) {
         _mm_prefetch((const char *)w + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
         __m512 row = panel_row(w, kind, i);
@@ -89,7 +123,7 @@ static inline __attribute__((always_inline)) MG_TARGET void block_pair(
     const float *bias, int accumulate) {
     __m512 a[8], b[8];
     for (int r = 0; r < 8; r++) a[r] = b[r] = _mm512_setzero_ps();
-    const int ahead = kind == F32 ? 24 : kind == BF16 ? 48 : 80;
+    const int ahead = kind == F32 ? 24 : kind == BF16 ? 48 : (int)(1536 / row_bytes(kind));
     for (int i = 0; i < k; i++) {
         _mm_prefetch((const char *)w + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
         _mm_prefetch((const char *)w2 + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
@@ -163,10 +197,15 @@ MG_TARGET void mg_bf16_panel_rows(
     panel_rows(w, panel_stride, panels, BF16, k, packed, k_total, m, y, ldy, count, bias, accumulate);
 }
 
-MG_TARGET void mg_q8_0_panel_rows(
-    const void *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
-    const float *bias, int accumulate) {
-    panel_rows(w, panel_stride, panels, Q8, k, packed, k_total, m, y, ldy, count, bias, accumulate);
+MG_TARGET void mg_quantized_panel_rows(
+    int kind, const void *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
+    int count, const float *bias, int accumulate) {
+    switch (kind) {
+#define KIND(name) case name: panel_rows(w, panel_stride, panels, name, k, packed, k_total, m, y, ldy, count, bias, accumulate); break;
+        KIND(Q8_0) KIND(Q4_0) KIND(Q4_1) KIND(Q5_0) KIND(Q5_1) KIND(Q6_K) KIND(Q2_K)
+#undef KIND
+        default: break;
+    }
 }
 
 #else
@@ -179,8 +218,8 @@ void mg_f32_panel_rows(
 void mg_bf16_panel_rows(
     const unsigned short *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
     int count, const float *bias, int accumulate) {}
-void mg_q8_0_panel_rows(
-    const void *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
-    const float *bias, int accumulate) {}
+void mg_quantized_panel_rows(
+    int kind, const void *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
+    int count, const float *bias, int accumulate) {}
 
 #endif

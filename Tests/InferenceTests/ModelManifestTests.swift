@@ -54,15 +54,15 @@ import Testing
         #expect(generator.maxBatch == 3 && generator.queueCapacity == 5)
     }
 
-    @Test func theWeightFormatIsF32BF16OrQ8_0() throws {
+    @Test func theWeightFormatIsF32BF16Q8_0OrQ4_0() throws {
         func format(_ options: String) throws -> PackedMatrix.Format {
             try JSONDecoder().decode(ModelManifest.self, from: Data(Self.manifest(options: options).utf8)).weightFormat(in: "/m")
         }
         #expect(try format("{}") == .f32)
         #expect(try format(#"{"weight_format": "bf16"}"#) == .bf16)
-        #expect(try format(#"{"weight_format": "q8_0"}"#) == .q8_0)
-        for bad in [#""fp16""#, #""BF16""#, #""Q8_0""#, #""q4_0""#, "16", "null"] {
-            #expect(throws: ModelLoadError(file: "/m/model.json", reason: #"options.weight_format must be "f32", "bf16" or "q8_0""#), "\(bad)") {
+        #expect(try format(#"{"weight_format": "q8_0"}"#) == .q8_0 && format(#"{"weight_format": "q4_0"}"#) == .q4_0)
+        for bad in [#""fp16""#, #""BF16""#, #""Q8_0""#, #""q4_1""#, #""q6_k""#, "16", "null"] {
+            #expect(throws: ModelLoadError(file: "/m/model.json", reason: #"options.weight_format must be "f32", "bf16", "q8_0" or "q4_0""#), "\(bad)") {
                 try format(#"{"weight_format": \#(bad)}"#)
             }
         }

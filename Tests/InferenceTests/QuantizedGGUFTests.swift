@@ -102,30 +102,49 @@ import TestSupport
     }
 
     @Test(.enabled(if: quantize != nil, "\(missing)"))
-    func q8_0StaysQuantizedAndQuantizingAtLoadIsLlamaQuantizes() async throws {
-        let folder = try await Self.quantized(["Q8_0"])
+    func quantizedFilesStayQuantizedAndQuantizingAtLoadIsLlamaQuantizes() async throws {
+        let folder = try await Self.quantized(Self.quantizations)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        let file = try GGUFFile(path: folder + "/model-Q8_0.gguf")
-        let model = try LlamaModel(gguf: file)
-        // Every matrix packed from the file's blocks: 1.125 bytes a weight.
-        let matrices = model.blocks.flatMap { [$0.qkv, $0.output, $0.gateUp, $0.down] } + [model.embedding]
-        #expect(matrices.allSatisfy { $0.format == .q8_0 }, "\(matrices.map(\.format))")
         let tokens = (0..<24).map { ($0 * 37 + 11) % 1024 }
-        let logits = LlamaGGUFTests.logits(model, tokens)
-        // The same file widened to float32 at load: the very same logits (a Q8_0 product is the
-        // dequantized matrix's float32 product).
-        let widened = try LlamaModel(
-            config: model.config,
-            weights: Widened(weights: GGUFWeights(file: file, name: GGUFWeights.llamaName, interleavedRotary: true, heads: model.config.heads, kvHeads: model.config.kvHeads)))
-        #expect(widened.blocks[0].qkv.format == .f32)
-        let fromFloats = LlamaGGUFTests.logits(widened, tokens)
-        #expect(logits.count == fromFloats.count && zip(logits, fromFloats).allSatisfy { $0 == $1 }, "Q8_0 packed and widened differ")
-        // The safetensors folder quantized at load (weight_format q8_0) is llama-quantize's file:
-        // the same scales and bytes, the same logits.
-        let quantizedAtLoad = try LlamaModel(directory: folder, format: .q8_0)
-        let fromFolder = LlamaGGUFTests.logits(quantizedAtLoad, tokens)
-        let differing = zip(logits, fromFolder).filter { $0 != $1 }.count
-        #expect(differing == 0, "\(differing) of \(logits.count) logits differ from the Q8_0 file's")
+        var formats: Set<PackedMatrix.Format> = []
+        for type in Self.quantizations {
+            let file = try GGUFFile(path: folder + "/model-\(type).gguf")
+            let model = try LlamaModel(gguf: file)
+            // Every matrix packed from the file's blocks, none widened.
+            let matrices = model.blocks.flatMap { $0.qkv.parts.map(\.matrix) + $0.gateUp.parts.map(\.matrix) + [$0.output, $0.down] }
+                + [model.embedding, model.head.matrix]
+            #expect(matrices.allSatisfy { $0.format.quantization != nil }, "\(type): \(matrices.map(\.format))")
+            formats.formUnion(matrices.map(\.format))
+            // The same file widened to float32 at load: the very same logits (a quantized
+            // product is the dequantized matrix's float32 product).
+            let widened = try LlamaModel(
+                config: model.config,
+                weights: Widened(weights: GGUFWeights(file: file, name: GGUFWeights.llamaName, interleavedRotary: true, heads: model.config.heads, kvHeads: model.config.kvHeads)))
+            #expect(widened.blocks[0].qkv.parts.map(\.matrix.format) == [.f32])
+            let logits = LlamaGGUFTests.logits(model, tokens), fromFloats = LlamaGGUFTests.logits(widened, tokens)
+            #expect(logits.count == fromFloats.count && zip(logits, fromFloats).allSatisfy { $0 == $1 }, "\(type): packed and widened differ")
+            // The safetensors folder quantized at load (weight_format q8_0 or q4_0) is
+            // llama-quantize's file: the same scales and levels in every matrix that the file
+            // holds in that format (its Q4_0 has the output head in Q6_K), and for Q8_0 the same logits.
+            if let format = ["Q8_0": PackedMatrix.Format.q8_0, "Q4_0": .q4_0][type] {
+                let atLoad = try LlamaModel(directory: folder, format: format)
+                let ours = atLoad.blocks.flatMap { $0.qkv.parts.map(\.matrix) + $0.gateUp.parts.map(\.matrix) + [$0.output, $0.down] } + [atLoad.embedding]
+                for (mine, theirs) in zip(ours, matrices) {
+                    let differing = (0..<(mine.rows * mine.columns)).filter {
+                        mine.element(row: $0 / mine.columns, column: $0 % mine.columns) != theirs.element(row: $0 / mine.columns, column: $0 % mine.columns)
+                    }.count
+                    #expect(mine.format == format && theirs.format == format && differing == 0, "\(type): \(differing) weights differ")
+                }
+                if format == .q8_0 {
+                    let differing = zip(logits, LlamaGGUFTests.logits(atLoad, tokens)).filter { $0 != $1 }.count
+                    #expect(differing == 0, "\(type): \(differing) of \(logits.count) logits differ from the file's")
+                }
+            }
+        }
+        // Every quantized format, and in a Q4_K_M file, q/k and v in different ones (split).
+        #expect(formats == [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q6_k, .q2_k], "\(formats)")
+        let mixed = try LlamaModel(gguf: GGUFFile(path: folder + "/model-Q4_K_M.gguf"))
+        #expect(mixed.blocks.contains { $0.qkv.parts.count == 3 }, "\(mixed.blocks.map { $0.qkv.parts.map(\.matrix.format) })")
     }
 
     /// 10,000 mutated files (bytes changed, extreme numbers written, ranges inserted or removed

@@ -32,12 +32,12 @@ void mg_bf16_panel_rows(
     const unsigned short *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
     int count, const float *bias, int accumulate);
 
-/// mg_f32_panel_rows for Q8_0 panels (PackedMatrix's q8_0 layout: per block of 32 rows, 16
-/// float32 scales, then 32 rows of 16 signed bytes; `panel_stride` in elements, K a multiple of
-/// 32, the slice starting on a block), each weight the float32 product of its byte and its
-/// scale: the same sums as the Swift blocks' over the same panel.
-void mg_q8_0_panel_rows(
-    const void *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy, int count,
-    const float *bias, int accumulate);
+/// mg_f32_panel_rows for quantized panels of `kind` (PackedMatrix.Format's kernelKind; the
+/// layouts of QuantizedPanels.swift; `panel_stride` in elements, K whole groups, the slice
+/// starting on a group), each weight its level times its scale, plus its offset, in float32:
+/// the same sums as the Swift blocks' over the same panel.
+void mg_quantized_panel_rows(
+    int kind, const void *w, long panel_stride, int panels, int k, const float *packed, int k_total, int m, float *y, long ldy,
+    int count, const float *bias, int accumulate);
 
 #endif

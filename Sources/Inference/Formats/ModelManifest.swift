@@ -138,12 +138,13 @@ public struct ModelManifest: Codable, Sendable, Equatable {
         return parameters
     }
 
-    /// `options.weight_format`: `f32` (the default), `bf16`, or `q8_0` (quantized at load as
-    /// llama.cpp's Q8_0; matrices whose inputs are not whole blocks of 32 stay float32).
+    /// `options.weight_format`: `f32` (the default), `bf16`, or `q8_0` or `q4_0` (quantized at
+    /// load as llama.cpp's reference quantizers do; matrices whose inputs are not whole blocks
+    /// of 32 stay float32). A GGUF file's quantized matrices keep the file's format whatever it says.
     package func weightFormat(in directory: String) throws -> PackedMatrix.Format {
         guard let value = options?["weight_format"] else { return .f32 }
-        guard let name = value.string, let format = PackedMatrix.Format(rawValue: name) else {
-            throw ModelLoadError(file: directory + "/model.json", reason: "options.weight_format must be \"f32\", \"bf16\" or \"q8_0\"")
+        guard let name = value.string, let format = PackedMatrix.Format(rawValue: name), [.f32, .bf16, .q8_0, .q4_0].contains(format) else {
+            throw ModelLoadError(file: directory + "/model.json", reason: "options.weight_format must be \"f32\", \"bf16\", \"q8_0\" or \"q4_0\"")
         }
         return format
     }

@@ -11,22 +11,25 @@ import CPrefetch
 package final class PackedMatrix: @unchecked Sendable {
     /// How weights are stored. Products always accumulate in float32; `bf16` halves the bytes
     /// read per product (decoding is bound by memory bandwidth) at bfloat16's 8-bit precision.
-    /// `q8_0` is llama.cpp's Q8_0: each column's K values in blocks of 32 signed bytes with one
-    /// scale (a float16 in GGUF, kept here as the float32 it widens to), 1.125 bytes a weight;
-    /// a product multiplies each weight out (scale x byte, the float gguf-py's `dequantize`
-    /// gives) before its multiply-add, so it equals the float32 product of the dequantized
-    /// matrix bit for bit. A K that is not a multiple of 32 keeps float32.
+    /// The quantized formats hold llama.cpp's blocks (QuantizedPanels.swift): each column's K
+    /// values in groups of 32 (16 for the K-quants' 6-, 3- and 2-bit types) of integer levels
+    /// with a scale, and an offset for the types that have one. `q8_0` is Q8_0 (1.125 bytes a
+    /// weight); `q4_0` Q4_0 (0.625); `q4_1` Q4_1 and Q4_K (0.75); `q5_0` Q5_0 (0.75); `q5_1`
+    /// Q5_1 and Q5_K (0.875); `q6_k` Q6_K and Q3_K (1.25); `q2_k` Q2_K (1.5). A product
+    /// multiplies each weight out (the float gguf-py's `dequantize` gives) before its
+    /// multiply-add, so it equals the float32 product of the dequantized matrix bit for bit.
+    /// From floats, `q8_0` and `q4_0` quantize as llama.cpp's reference quantizers; a K that is
+    /// not whole groups, or another quantized format, keeps float32.
     package enum Format: String, Sendable {
         case f32, bf16
-        case q8_0
+        case q8_0, q4_0, q4_1, q5_0, q5_1, q6_k, q2_k
 
-        /// Bytes of one K row of a 16-column panel (Q8_0: a block of 32 rows is 16 scales and
-        /// 32 x 16 bytes).
+        /// Bytes of one K row of a 16-column panel.
         var rowBytes: Int {
             switch self {
             case .f32: 64
             case .bf16: 32
-            case .q8_0: Q8Panel.rowBytes
+            default: quantization.map { $0.groupBytes / $0.groupRows } ?? 64
             }
         }
     }
@@ -42,24 +45,10 @@ package final class PackedMatrix: @unchecked Sendable {
     /// Packs `source`, which is `[K, N]` row-major, or `[N, K]` row-major when `transposed`
     /// (PyTorch `nn.Linear` weights, or an embedding table used as an output head).
     package convenience init(_ source: UnsafePointer<Float>, rows: Int, columns: Int, transposed: Bool = false, format: Format = .f32) {
-        self.init(rows: rows, columns: columns, format: format == .q8_0 && rows % Q8Panel.blockRows != 0 ? .f32 : format)
-        if self.format == .q8_0 {
-            let blocks = rows / Q8Panel.blockRows
-            nonisolated(unsafe) let source = source
-            ComputeThreads.run(threads: panels > 64 ? ComputeThreads.cores : 1, chunks: panels) { panel in
-                var values = [Float](repeating: 0, count: Q8Panel.blockRows)
-                for j in 0..<min(Self.panelWidth, columns - panel * Self.panelWidth) {
-                    let n = panel * Self.panelWidth + j
-                    for block in 0..<blocks {
-                        for i in 0..<Q8Panel.blockRows {
-                            let k = block * Q8Panel.blockRows + i
-                            values[i] = transposed ? source[n * rows + k] : source[k * columns + n]
-                        }
-                        let (scale, levels) = Q8Panel.quantize(values)
-                        self.storeQ8(panel: panel, block: block, column: j, scale: scale) { levels[$0] }
-                    }
-                }
-            }
+        let quantizable = (format == .q8_0 || format == .q4_0) && rows % 32 == 0
+        self.init(rows: rows, columns: columns, format: format.quantization == nil || quantizable ? format : .f32)
+        if quantizable {
+            quantize(source, transposed: transposed)
             return
         }
         let width = Self.panelWidth
@@ -71,12 +60,12 @@ package final class PackedMatrix: @unchecked Sendable {
                 for j in 0..<count {
                     let value = transposed ? source[(firstColumn + j) * rows + k] : source[k * columns + firstColumn + j]
                     switch self.format {
-                    case .f32, .q8_0: storage.storeBytes(of: value, toByteOffset: (offset + j) * 4, as: Float.self)
                     case .bf16:
                         // Word i of a row holds column i (low half) and column i + 8 (high half), so
                         // both halves become floats with one shift or one mask.
                         let slot = j < 8 ? (offset + 2 * j) * 2 : (offset + 2 * (j - 8) + 1) * 2
                         storage.storeBytes(of: Self.bfloat16(value), toByteOffset: slot, as: UInt16.self)
+                    default: storage.storeBytes(of: value, toByteOffset: (offset + j) * 4, as: Float.self)
                     }
                 }
             }
@@ -88,7 +77,7 @@ package final class PackedMatrix: @unchecked Sendable {
     }
 
     /// Zeroed storage for a `rows` x `columns` matrix in `format`.
-    private init(rows: Int, columns: Int, format: Format) {
+    init(rows: Int, columns: Int, format: Format) {
         self.rows = rows
         self.columns = columns
         self.format = format
@@ -97,31 +86,6 @@ package final class PackedMatrix: @unchecked Sendable {
         let buffer = FloatBuffer.allocateRaw(bytes: storageBytes)
         buffer.initializeMemory(as: UInt8.self, repeating: 0, count: storageBytes)
         storage = buffer
-    }
-
-    /// A Q8_0 matrix from Q8_0 blocks as GGUF stores them, without widening: `column(n)` is
-    /// where output n's K / 32 blocks (a float16 scale, then 32 signed bytes) lie; K a multiple
-    /// of 32.
-    convenience init(q8_0 column: (Int) -> UnsafeRawPointer, rows: Int, columns: Int) {
-        precondition(rows % Q8Panel.blockRows == 0, "Q8_0 rows come in blocks of 32")
-        self.init(rows: rows, columns: columns, format: .q8_0)
-        for n in 0..<columns {
-            let blocks = column(n)
-            for block in 0..<rows / Q8Panel.blockRows {
-                let source = blocks + block * Q8Panel.fileBlockBytes
-                let scale = Float(Float16(bitPattern: UInt16(littleEndian: source.loadUnaligned(as: UInt16.self))))
-                storeQ8(panel: n / Self.panelWidth, block: block, column: n % Self.panelWidth, scale: scale) {
-                    source.load(fromByteOffset: 2 + $0, as: Int8.self)
-                }
-            }
-        }
-    }
-
-    /// One column's block in the Q8_0 panel layout: its scale, then its 32 bytes, 16 apart.
-    private func storeQ8(panel: Int, block: Int, column j: Int, scale: Float, level: (Int) -> Int8) {
-        let base = storage + (panel * (rows / Q8Panel.blockRows) + block) * Q8Panel.blockBytes
-        base.storeBytes(of: scale, toByteOffset: 4 * j, as: Float.self)
-        for i in 0..<Q8Panel.blockRows { base.storeBytes(of: level(i), toByteOffset: Q8Panel.scaleBytes + i * Self.panelWidth + j, as: Int8.self) }
     }
 
     deinit { free(storage) }
@@ -140,16 +104,14 @@ package final class PackedMatrix: @unchecked Sendable {
         let index = (n / Self.panelWidth) * rows * Self.panelWidth + k * Self.panelWidth + n % Self.panelWidth
         switch format {
         case .f32: return storage.load(fromByteOffset: index * 4, as: Float.self)
-        case .q8_0:
-            let base = storage + ((n / Self.panelWidth) * (rows / Q8Panel.blockRows) + k / Q8Panel.blockRows) * Q8Panel.blockBytes
-            let j = n % Self.panelWidth
-            return base.load(fromByteOffset: 4 * j, as: Float.self)
-                * Float(base.load(fromByteOffset: Q8Panel.scaleBytes + (k % Q8Panel.blockRows) * Self.panelWidth + j, as: Int8.self))
         case .bf16:
             let rowStart = index - n % Self.panelWidth
             let j = n % Self.panelWidth
             let slot = j < 8 ? rowStart + 2 * j : rowStart + 2 * (j - 8) + 1
             return Float(bitPattern: UInt32(storage.load(fromByteOffset: slot * 2, as: UInt16.self)) << 16)
+        default:
+            guard let q = format.quantization else { return 0 }
+            return quantizedElement(row: k, column: n, q)
         }
     }
 
@@ -214,8 +176,8 @@ package final class PackedMatrix: @unchecked Sendable {
         init(m: Int, of matrix: PackedMatrix, pairs: Bool = false) {
             self.m = m
             panels = matrix.panels
-            // A Q8_0 weight costs a widening and a multiply before its multiply-add: count it as 4.
-            threads = ComputeThreads.count(forWork: m * matrix.rows * matrix.columns * (matrix.format == .q8_0 ? 4 : 1), bytes: matrix.storageBytes)
+            // A quantized weight costs a widening and a multiply before its multiply-add: count it as 4.
+            threads = ComputeThreads.count(forWork: m * matrix.rows * matrix.columns * (matrix.format.quantization != nil ? 4 : 1), bytes: matrix.storageBytes)
             rowTile = m <= PackedMatrix.rowTile ? m : PackedMatrix.rowTile
             rowTiles = (m + rowTile - 1) / rowTile
             // With many row tiles, a chunk takes every panel for its rows: the rows are read from
@@ -312,9 +274,17 @@ package final class PackedMatrix: @unchecked Sendable {
         case .bf16:
             if let packed { return multiplyWide(range, packed, m, y, bias, accumulate, ldy) }
             multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, BF16Panel.self)
-        case .q8_0:
+        default:
             if let packed { return multiplyWide(range, packed, m, y, bias, accumulate, ldy) }
-            multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, Q8Panel.self)
+            switch format {
+            case .q4_0: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q4_0>.self)
+            case .q4_1: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q4_1>.self)
+            case .q5_0: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q5_0>.self)
+            case .q5_1: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q5_1>.self)
+            case .q6_k: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q6_K>.self)
+            case .q2_k: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q2_K>.self)
+            default: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q8_0>.self)
+            }
         }
     }
 
@@ -350,9 +320,10 @@ package final class PackedMatrix: @unchecked Sendable {
                     mg_bf16_panel_rows(
                         slice.assumingMemoryBound(to: UInt16.self), stride, Int32(pair), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column,
                         ldy, count, sliceBias, sliceAccumulate)
-                case .q8_0:
-                    mg_q8_0_panel_rows(
-                        slice, stride, Int32(pair), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column, ldy, count, sliceBias, sliceAccumulate)
+                default:
+                    mg_quantized_panel_rows(
+                        format.kernelKind, slice, stride, Int32(pair), Int32(kCount), rowsIn, Int32(k), Int32(m), y + column, ldy, count, sliceBias,
+                        sliceAccumulate)
                 }
                 kStart += kCount
             }
@@ -599,36 +570,6 @@ enum BF16Panel: PanelElement {
         let words = panel.loadUnaligned(fromByteOffset: k * 32, as: SIMD8<UInt32>.self)
         return (unsafeBitCast(words &<< 16, to: SIMD8<Float>.self),
                 unsafeBitCast(words & SIMD8(repeating: 0xFFFF_0000), to: SIMD8<Float>.self))
-    }
-}
-
-/// Q8_0 panels: for each block of 32 K rows, the 16 columns' scales (float32), then the 32
-/// rows of 16 signed bytes. A row's weights are scale x byte, rounded once, as gguf-py's
-/// `dequantize` computes them.
-enum Q8Panel: PanelElement {
-    static let blockRows = 32
-    static let scaleBytes = 64
-    static let blockBytes = scaleBytes + blockRows * PackedMatrix.panelWidth
-    /// A Q8_0 block in a GGUF file: a float16 scale and 32 bytes.
-    static let fileBlockBytes = 34
-    static var rowBytes: Int { blockBytes / blockRows }
-
-    @inline(__always)
-    static func row(_ panel: UnsafeRawPointer, _ k: Int) -> (SIMD8<Float>, SIMD8<Float>) {
-        let base = panel + (k / blockRows) * blockBytes
-        let levels = base.loadUnaligned(fromByteOffset: scaleBytes + (k % blockRows) * PackedMatrix.panelWidth, as: SIMD16<Int8>.self)
-        let low = SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: levels.lowHalf))
-        let high = SIMD8<Float>(SIMD8<Int32>(truncatingIfNeeded: levels.highHalf))
-        return (base.loadUnaligned(as: SIMD8<Float>.self) * low, base.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self) * high)
-    }
-
-    /// ggml's `quantize_row_q8_0_ref`: the scale is the largest magnitude over 127, rounded to
-    /// float16 as stored; each value times the float32 scale's reciprocal, rounded half away from zero.
-    static func quantize(_ values: [Float]) -> (scale: Float, levels: [Int8]) {
-        let largest = values.reduce(Float(0)) { max($0, abs($1)) }
-        let d = largest / 127
-        let inverse: Float = d != 0 ? 1 / d : 0
-        return (Float(Float16(d)), values.map { Int8(($0 * inverse).rounded(.toNearestOrAwayFromZero)) })
     }
 }
 

@@ -79,13 +79,13 @@ package final class GPT2Model: CausalLM {
         // GPT2LMHeadModel saves "transformer.h.0..."; GPT2Model saves "h.0...".
         let prefix = file.contains("transformer.wte.weight") ? "transformer." : ""
         func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer { try file.floats(prefix + name, shape: shape) }
-        /// A Conv1D weight `[in, out]`: Q8_0 as the file stores it (as `[out, in]`), else from floats.
+        /// A Conv1D weight `[in, out]`: quantized as the file stores it (as `[out, in]`), else from floats.
         func packed(_ name: String, _ shape: [Int]) throws -> PackedMatrix {
-            if let rows = try file.q8_0Rows(prefix + name, shape: [shape[1], shape[0]]) { return PackedMatrix(q8_0: rows, rows: shape[0], columns: shape[1]) }
+            if let matrix = try file.quantizedMatrix([(prefix + name, shape[1])], inputs: shape[0]) { return matrix }
             return PackedMatrix(try tensor(name, shape), rows: shape[0], columns: shape[1], format: format)
         }
-        if let rows = try file.q8_0Rows(prefix + "wte.weight", shape: [config.vocabularySize, c]) {
-            tokenEmbedding = PackedMatrix(q8_0: rows, rows: c, columns: config.vocabularySize)
+        if let matrix = try file.quantizedMatrix([(prefix + "wte.weight", config.vocabularySize)], inputs: c) {
+            tokenEmbedding = matrix
         } else {
             tokenEmbedding = PackedMatrix(
                 try tensor("wte.weight", [config.vocabularySize, c]), rows: c, columns: config.vocabularySize, transposed: true, format: format)

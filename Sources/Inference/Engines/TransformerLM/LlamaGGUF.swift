@@ -145,22 +145,22 @@ struct GGUFWeights: ModelWeights {
         return name.contains("self_attn.q_proj.") ? heads : name.contains("self_attn.k_proj.") ? kvHeads : 0
     }
 
-    func q8_0Rows(_ name: String, shape: [Int]) throws -> ((Int) -> UnsafeRawPointer)? {
+    func quantizedRows(_ name: String, shape: [Int]) throws -> (type: UInt32, row: (Int) -> UnsafeRawPointer)? {
         // GGUF keeps every matrix as [out, in], GPT-2's Conv1D weights included.
-        guard shape.count == 2, let target = self.name(name), let info = file.tensor(target), info.type == 8 else { return nil }
+        guard shape.count == 2, let target = self.name(name), let info = file.tensor(target), let layout = GGMLQuants.types[info.type] else { return nil }
         guard info.dimensions == shape.reversed() else {
             throw ModelLoadError(file: file.path, tensor: GGUFFile.shown(info.name), reason: "shape \(Array(info.dimensions.reversed())) where \(shape) is expected")
         }
-        let base = file.data(info), rowBytes = shape[1] / Q8Panel.blockRows * Q8Panel.fileBlockBytes
+        let base = file.data(info), rowBytes = shape[1] / layout.elements * layout.bytes
         // Rows that the converter reordered for llama's rotation are read in transformers' order
         // (as `floats` puts them back).
         let groups = rotaryGroups(name)
-        guard groups > 0 else { return { base + $0 * rowBytes } }
+        guard groups > 0 else { return (info.type, { base + $0 * rowBytes }) }
         let size = shape[0] / groups, half = size / 2
-        return { n in
+        return (info.type, { n in
             let r = n % size
             return base + (n - r + 2 * (r % half) + r / half) * rowBytes
-        }
+        })
     }
 
     /// A tensor as float32, checked against the shape expected (Hugging Face's order, outermost

@@ -32,12 +32,28 @@ package final class LlamaModel: CausalLM {
 
     struct Block: Sendable {
         let attentionNorm: FloatBuffer  // input_layernorm [C]
-        let qkv: PackedMatrix  // [C, (H + 2 Hkv) D]: q_proj, k_proj, v_proj side by side
+        let qkv: Linear  // [C, (H + 2 Hkv) D]: q_proj, k_proj, v_proj side by side
         let qkvBias: FloatBuffer?
         let output: PackedMatrix  // o_proj [H D, C]
         let mlpNorm: FloatBuffer  // post_attention_layernorm [C]
-        let gateUp: PackedMatrix  // [C, 2 I]: gate_proj, up_proj side by side
+        let gateUp: Linear  // [C, 2 I]: gate_proj, up_proj side by side
         let down: PackedMatrix  // down_proj [I, C]
+    }
+
+    /// Linear layers side by side: one packed matrix, or one per layer where the file stores
+    /// them in different quantized formats (a Q4_K_M file's v_proj in Q6_K beside q_proj and
+    /// k_proj in Q4_K), each writing its columns of the same output rows.
+    struct Linear: Sendable {
+        let parts: [(matrix: PackedMatrix, column: Int)]
+        let columns: Int
+
+        var byteCount: Int { parts.reduce(0) { $0 + $1.matrix.byteCount } }
+
+        func multiply(_ x: UnsafePointer<Float>, m: Int, into y: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>? = nil) {
+            for (matrix, column) in parts {
+                matrix.multiply(x, m: m, ldx: matrix.rows, into: y + column, ldy: columns, bias: bias.map { $0 + column })
+            }
+        }
     }
 
     package let config: Config
@@ -110,22 +126,28 @@ package final class LlamaModel: CausalLM {
         self.config = config
         self.cacheFormat = cacheFormat
         func tensor(_ name: String, _ shape: [Int]) throws -> FloatBuffer { try weights.floats(name, shape: shape) }
-        /// Linear weights `[out, in]` side by side (along out), packed as `[in, out]`: Q8_0 as
-        /// the file stores them where every part is, else from floats in `format`.
-        func linear(_ names: [(String, Int)], inputs: Int = c) throws -> PackedMatrix {
+        /// Linear weights `[out, in]` side by side (along out), packed as `[in, out]`: quantized as
+        /// the file stores them where every part is, in one format or one matrix each, else from
+        /// floats in `format`.
+        func linear(_ names: [(String, Int)], inputs: Int = c) throws -> Linear {
             let total = names.reduce(0) { $0 + $1.1 }
-            var stored: [(first: Int, row: (Int) -> UnsafeRawPointer)] = []
-            var first = 0
-            for (name, rows) in names {
-                if let row = try weights.q8_0Rows(name, shape: [rows, inputs]) { stored.append((first, row)) }
-                first += rows
+            if let matrix = try weights.quantizedMatrix(names, inputs: inputs) { return Linear(parts: [(matrix, 0)], columns: total) }
+            let each = try names.map { try weights.quantizedMatrix([$0], inputs: inputs) }
+            if names.count > 1, each.allSatisfy({ $0 != nil }) {
+                var first = 0
+                return Linear(parts: zip(each.compactMap { $0 }, names).map { matrix, name in
+                    defer { first += name.1 }
+                    return (matrix, first)
+                }, columns: total)
             }
-            if stored.count == names.count {
-                return PackedMatrix(q8_0: { n in
-                    let part = stored.last { $0.first <= n } ?? stored[0]
-                    return part.row(n - part.first)
-                }, rows: inputs, columns: total)
-            }
+            return Linear(parts: [(try floatMatrix(names, inputs: inputs), 0)], columns: total)
+        }
+        /// One linear layer's weights as one matrix.
+        func matrix(_ name: String, _ rows: Int, inputs: Int = c) throws -> PackedMatrix {
+            try weights.quantizedMatrix([(name, rows)], inputs: inputs) ?? floatMatrix([(name, rows)], inputs: inputs)
+        }
+        func floatMatrix(_ names: [(String, Int)], inputs: Int) throws -> PackedMatrix {
+            let total = names.reduce(0) { $0 + $1.1 }
             if names.count == 1 { return PackedMatrix(try tensor(names[0].0, [total, inputs]), rows: inputs, columns: total, transposed: true, format: format) }
             let joined = FloatBuffer(count: total * inputs, zeroed: false)
             var offset = 0
@@ -136,7 +158,7 @@ package final class LlamaModel: CausalLM {
             }
             return PackedMatrix(joined, rows: inputs, columns: total, transposed: true, format: format)
         }
-        embedding = try linear([("model.embed_tokens.weight", config.vocabularySize)])
+        embedding = try matrix("model.embed_tokens.weight", config.vocabularySize)
         blocks = try (0..<config.layers).map { layer in
             let p = "model.layers.\(layer)."
             var bias: FloatBuffer?
@@ -152,16 +174,16 @@ package final class LlamaModel: CausalLM {
                 attentionNorm: try tensor(p + "input_layernorm.weight", [c]),
                 qkv: try linear([(p + "self_attn.q_proj.weight", h * d), (p + "self_attn.k_proj.weight", kv * d), (p + "self_attn.v_proj.weight", kv * d)]),
                 qkvBias: bias,
-                output: try linear([(p + "self_attn.o_proj.weight", c)], inputs: h * d),
+                output: try matrix(p + "self_attn.o_proj.weight", c, inputs: h * d),
                 mlpNorm: try tensor(p + "post_attention_layernorm.weight", [c]),
                 gateUp: try linear([(p + "mlp.gate_proj.weight", inner), (p + "mlp.up_proj.weight", inner)]),
-                down: try linear([(p + "mlp.down_proj.weight", c)], inputs: inner))
+                down: try matrix(p + "mlp.down_proj.weight", c, inputs: inner))
         }
         finalNorm = try tensor("model.norm.weight", [c])
         if config.tiedEmbeddings || !weights.contains("lm_head.weight") {
             head = OutputHead(embedding, width: c, vocabulary: config.vocabularySize)
         } else {
-            head = OutputHead(try linear([("lm_head.weight", config.vocabularySize)]), width: c, vocabulary: config.vocabularySize)
+            head = OutputHead(try matrix("lm_head.weight", config.vocabularySize), width: c, vocabulary: config.vocabularySize)
         }
         inverseFrequencies = Self.inverseFrequencies(headSize: d, theta: config.ropeTheta, scaling: config.ropeScaling)
     }
@@ -299,13 +321,31 @@ package protocol ModelWeights {
     var path: String { get }
     func contains(_ name: String) -> Bool
     func floats(_ name: String, shape: [Int]) throws -> FloatBuffer
-    /// Where each output row of the `[out, in]` matrix `name` lies as Q8_0 blocks, if the file
-    /// stores it so (then it is packed without widening); nil otherwise.
-    func q8_0Rows(_ name: String, shape: [Int]) throws -> ((Int) -> UnsafeRawPointer)?
+    /// The ggml type of the `[out, in]` matrix `name` and where each of its output rows' blocks
+    /// lie, if the file stores it quantized (then it is packed without widening); nil otherwise.
+    func quantizedRows(_ name: String, shape: [Int]) throws -> (type: UInt32, row: (Int) -> UnsafeRawPointer)?
 }
 
 extension ModelWeights {
-    package func q8_0Rows(_ name: String, shape: [Int]) throws -> ((Int) -> UnsafeRawPointer)? { nil }
+    package func quantizedRows(_ name: String, shape: [Int]) throws -> (type: UInt32, row: (Int) -> UnsafeRawPointer)? { nil }
+
+    /// The `[out, in]` matrices `parts` side by side (along out) as one packed `[in, out]`
+    /// matrix from the file's quantized blocks, if every part is stored in types of one format.
+    func quantizedMatrix(_ parts: [(String, Int)], inputs: Int) throws -> PackedMatrix? {
+        var sources: [(first: Int, type: UInt32, row: (Int) -> UnsafeRawPointer)] = []
+        var formats: Set<PackedMatrix.Format> = [], total = 0
+        for (name, rows) in parts {
+            guard let stored = try quantizedRows(name, shape: [rows, inputs]), let format = PackedMatrix.Format(ggmlType: stored.type) else { return nil }
+            formats.insert(format)
+            sources.append((total, stored.type, stored.row))
+            total += rows
+        }
+        guard formats.count == 1, let format = formats.first, let first = sources.first else { return nil }
+        return PackedMatrix(ggml: { n in
+            let source = sources.last { $0.first <= n } ?? first
+            return (source.type, source.row(n - source.first))
+        }, rows: inputs, columns: total, format: format)
+    }
 }
 
 /// A model's safetensors: one `model.safetensors`, or the shards that

@@ -1,0 +1,233 @@
+import Foundation
+
+/// How a quantized format stores a panel (16 columns): for each group of `groupRows` K rows,
+/// the 16 columns' scales (float32), their offsets where the format has them, then the group's
+/// rows of 16 integer levels: signed bytes (8 bits), or nibbles (4 bits: byte j holds column j
+/// in its low half and column j + 8 in its high half), or nibbles and a 16-bit word of fifth
+/// bits (5 bits: bit j is column j's). A 4- or 5-bit level is stored plus `bias`, which the
+/// kernels take off again. A weight is scale x level rounded, then plus the offset rounded:
+/// the very float gguf-py's `dequantize` gives for the ggml blocks it came from.
+struct Quantization: Equatable {
+    let groupRows: Int
+    let bits: Int
+    let bias: Int
+    let offsets: Bool
+
+    var headerBytes: Int { offsets ? 128 : 64 }
+    var levelRowBytes: Int { bits == 8 ? 16 : bits == 4 ? 8 : 10 }
+    var groupBytes: Int { headerBytes + groupRows * levelRowBytes }
+}
+
+extension PackedMatrix.Format {
+    /// The panel layout of a quantized format; nil for f32 and bf16.
+    var quantization: Quantization? {
+        switch self {
+        case .f32, .bf16: nil
+        case .q8_0: Q8_0.layout
+        case .q4_0: Q4_0.layout
+        case .q4_1: Q4_1.layout
+        case .q5_0: Q5_0.layout
+        case .q5_1: Q5_1.layout
+        case .q6_k: Q6_K.layout
+        case .q2_k: Q2_K.layout
+        }
+    }
+
+    /// The format that holds ggml type `type`'s blocks exactly (several types share one: their
+    /// groups are the same shape), or nil.
+    init?(ggmlType type: UInt32) {
+        switch type {
+        case 8: self = .q8_0
+        case 2: self = .q4_0
+        case 3, 12: self = .q4_1  // Q4_1, Q4_K
+        case 6: self = .q5_0
+        case 7, 13: self = .q5_1  // Q5_1, Q5_K
+        case 11, 14: self = .q6_k  // Q3_K, Q6_K
+        case 10: self = .q2_k
+        default: return nil
+        }
+    }
+
+    /// The kernels' number for the format (mg_f32.c's kinds).
+    var kernelKind: Int32 {
+        switch self {
+        case .f32: 0
+        case .bf16: 1
+        case .q8_0: 2
+        case .q4_0: 3
+        case .q4_1: 4
+        case .q5_0: 5
+        case .q5_1: 6
+        case .q6_k: 7
+        case .q2_k: 8
+        }
+    }
+}
+
+/// A quantized format's layout, for the Swift blocks' generic row loads.
+protocol QuantizedLayout {
+    static var layout: Quantization { get }
+}
+
+enum Q8_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 8, bias: 0, offsets: false) }
+enum Q4_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 8, offsets: false) }
+enum Q4_1: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 0, offsets: true) }
+enum Q5_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 16, offsets: false) }
+enum Q5_1: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 0, offsets: true) }
+enum Q6_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 0, offsets: false) }
+enum Q2_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 0, offsets: true) }
+
+/// One K row of a quantized panel as floats, for the Swift blocks: the same operations as
+/// mg_f32.c's `panel_row`.
+enum QuantizedPanel<Layout: QuantizedLayout>: PanelElement {
+    static var rowBytes: Int { Layout.layout.groupBytes / Layout.layout.groupRows }
+
+    @inline(__always)
+    static func row(_ panel: UnsafeRawPointer, _ k: Int) -> (SIMD8<Float>, SIMD8<Float>) {
+        let q = Layout.layout
+        let group = panel + (k / q.groupRows) * q.groupBytes
+        let levels = group + q.headerBytes + (k % q.groupRows) * q.levelRowBytes
+        var low: SIMD8<Int32>, high: SIMD8<Int32>
+        if q.bits == 8 {
+            let bytes = levels.loadUnaligned(as: SIMD16<Int8>.self)
+            low = SIMD8<Int32>(truncatingIfNeeded: bytes.lowHalf)
+            high = SIMD8<Int32>(truncatingIfNeeded: bytes.highHalf)
+        } else {
+            let bytes = SIMD8<Int32>(truncatingIfNeeded: levels.loadUnaligned(as: SIMD8<UInt8>.self))
+            low = bytes & 15
+            high = bytes &>> 4
+            if q.bits == 5 {
+                let fifth = SIMD8<Int32>(repeating: Int32(UInt16(littleEndian: levels.loadUnaligned(fromByteOffset: 8, as: UInt16.self))))
+                low |= ((fifth &>> SIMD8(0, 1, 2, 3, 4, 5, 6, 7)) & 1) &<< 4
+                high |= ((fifth &>> SIMD8(8, 9, 10, 11, 12, 13, 14, 15)) & 1) &<< 4
+            }
+            if q.bias != 0 {
+                low &-= SIMD8(repeating: Int32(q.bias))
+                high &-= SIMD8(repeating: Int32(q.bias))
+            }
+        }
+        var first = group.loadUnaligned(as: SIMD8<Float>.self) * SIMD8<Float>(low)
+        var second = group.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self) * SIMD8<Float>(high)
+        if q.offsets {
+            first += group.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
+            second += group.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+        }
+        return (first, second)
+    }
+}
+
+extension PackedMatrix {
+    /// Where column `j` of `panel`'s group `group` starts (its scale).
+    private func groupBase(panel: Int, group: Int, _ q: Quantization) -> UnsafeMutableRawPointer {
+        storage + (panel * (rows / q.groupRows) + group) * q.groupBytes
+    }
+
+    /// Stores one column's group: its scale, its offset, its levels.
+    func storeGroup(panel: Int, group: Int, column j: Int, scale: Float, offset: Float?, level: (Int) -> Int) {
+        guard let q = format.quantization else { return }
+        let base = groupBase(panel: panel, group: group, q)
+        base.storeBytes(of: scale, toByteOffset: 4 * j, as: Float.self)
+        if q.offsets { base.storeBytes(of: offset ?? 0, toByteOffset: 64 + 4 * j, as: Float.self) }
+        for i in 0..<q.groupRows {
+            let row = base + q.headerBytes + i * q.levelRowBytes
+            let value = level(i)
+            if q.bits == 8 {
+                row.storeBytes(of: Int8(truncatingIfNeeded: value), toByteOffset: j, as: Int8.self)
+                continue
+            }
+            let stored = UInt8(truncatingIfNeeded: value + q.bias)
+            let byte = row.load(fromByteOffset: j % 8, as: UInt8.self)
+            row.storeBytes(of: j < 8 ? byte | (stored & 15) : byte | (stored & 15) << 4, toByteOffset: j % 8, as: UInt8.self)
+            if q.bits == 5 {
+                let word = row.loadUnaligned(fromByteOffset: 8, as: UInt16.self)
+                row.storeBytes(of: word | UInt16((stored >> 4) & 1) << UInt16(j), toByteOffset: 8, as: UInt16.self)
+            }
+        }
+    }
+
+    /// `W[k, n]` of a quantized matrix: scale x level, plus the offset where there is one.
+    func quantizedElement(row k: Int, column n: Int, _ q: Quantization) -> Float {
+        let base = groupBase(panel: n / Self.panelWidth, group: k / q.groupRows, q)
+        let j = n % Self.panelWidth
+        let row = base + q.headerBytes + (k % q.groupRows) * q.levelRowBytes
+        var level: Int
+        if q.bits == 8 {
+            level = Int(row.load(fromByteOffset: j, as: Int8.self))
+        } else {
+            let byte = Int(row.load(fromByteOffset: j % 8, as: UInt8.self))
+            level = j < 8 ? byte & 15 : byte >> 4
+            if q.bits == 5 { level |= Int((row.loadUnaligned(fromByteOffset: 8, as: UInt16.self) >> UInt16(j)) & 1) << 4 }
+            level -= q.bias
+        }
+        let value = base.load(fromByteOffset: 4 * j, as: Float.self) * Float(level)
+        return q.offsets ? value + base.load(fromByteOffset: 64 + 4 * j, as: Float.self) : value
+    }
+
+    /// A matrix from ggml blocks as GGUF stores them, without widening: `column(n)` is output
+    /// n's type and where its K values' blocks lie. Every type must have `format`'s groups.
+    convenience init(ggml column: (Int) -> (type: UInt32, blocks: UnsafeRawPointer), rows: Int, columns: Int, format: Format) {
+        self.init(rows: rows, columns: columns, format: format)
+        guard let q = format.quantization else { preconditionFailure("PackedMatrix(ggml:): \(format) is not quantized") }
+        for n in 0..<columns {
+            let (type, blocks) = column(n)
+            guard let layout = GGMLQuants.types[type] else { preconditionFailure("PackedMatrix(ggml:): type \(type)") }
+            for block in 0..<rows / layout.elements {
+                GGMLQuants.groups(type, blocks + block * layout.bytes) { index, size, scale, offset, level in
+                    precondition(size == q.groupRows, "PackedMatrix(ggml:): groups of \(size) in a format of \(q.groupRows)")
+                    self.storeGroup(
+                        panel: n / Self.panelWidth, group: (block * layout.elements) / size + index, column: n % Self.panelWidth,
+                        scale: scale, offset: offset, level: level)
+                }
+            }
+        }
+    }
+
+    /// Quantizes `source` (`[K, N]`, or `[N, K]` when `transposed`) at load, as llama.cpp's
+    /// reference quantizers do (Q8_0 or Q4_0).
+    func quantize(_ source: UnsafePointer<Float>, transposed: Bool) {
+        guard let q = format.quantization else { return }
+        let groups = rows / q.groupRows
+        nonisolated(unsafe) let source = source
+        let (rows, columns, format) = (self.rows, self.columns, self.format)
+        ComputeThreads.run(threads: panels > 64 ? ComputeThreads.cores : 1, chunks: panels) { panel in
+            var values = [Float](repeating: 0, count: q.groupRows)
+            for j in 0..<min(Self.panelWidth, columns - panel * Self.panelWidth) {
+                let n = panel * Self.panelWidth + j
+                for group in 0..<groups {
+                    for i in 0..<q.groupRows {
+                        let k = group * q.groupRows + i
+                        values[i] = transposed ? source[n * rows + k] : source[k * columns + n]
+                    }
+                    let (scale, levels) = format == .q4_0 ? Self.quantizeQ4_0(values) : Self.quantizeQ8_0(values)
+                    self.storeGroup(panel: panel, group: group, column: j, scale: scale, offset: nil) { levels[$0] }
+                }
+            }
+        }
+    }
+
+    /// ggml's `quantize_row_q8_0_ref`: the scale is the largest magnitude over 127, rounded to
+    /// float16 as stored; each value times the float32 scale's reciprocal, rounded half away from zero.
+    static func quantizeQ8_0(_ values: [Float]) -> (scale: Float, levels: [Int]) {
+        let largest = values.reduce(Float(0)) { max($0, abs($1)) }
+        let d = largest / 127
+        let inverse: Float = d != 0 ? 1 / d : 0
+        return (Float(Float16(d)), values.map { level(($0 * inverse).rounded(.toNearestOrAwayFromZero)) })
+    }
+
+    /// ggml's `quantize_row_q4_0_ref`: the scale is the value of largest magnitude (the first
+    /// such) over -8, rounded to float16; each value times the float32 scale's reciprocal, plus
+    /// 8.5, truncated, at most 15, less 8.
+    static func quantizeQ4_0(_ values: [Float]) -> (scale: Float, levels: [Int]) {
+        var largest: Float = 0, extreme: Float = 0
+        for value in values where largest < abs(value) {
+            largest = abs(value)
+            extreme = value
+        }
+        let d = extreme / -8
+        let inverse: Float = d != 0 ? 1 / d : 0
+        return (Float(Float16(d)), values.map { min(15, level(($0 * inverse + 8.5).rounded(.towardZero))) - 8 })
+    }
+
+    /// A whole number as a level; a weight that is not finite (a corrupt file) gives 0, not a trap.
+    private static func level(_ value: Float) -> Int { value.isFinite ? Int(max(-128, min(127, value))) : 0 }
+}
