@@ -156,6 +156,7 @@ let package = Package(
             name: "modelgate",
             dependencies: [
                 "Platform",
+                "Inference",
                 "Postgres",
                 "Audit",
                 "Tenancy",

@@ -2,7 +2,7 @@
 # The Llama family against llama.cpp on the same weights: random-weight models of SmolLM2-135M's
 # and Qwen2.5-0.5B's shapes (bench/llama_shapes.py writes each once, as a Hugging Face folder for
 # us and as float32 and bfloat16 GGUF files for llama.cpp, from the same numbers; llama-quantize
-# makes the Q8_0 file from the float32 one, and both sides load that very file).
+# makes the Q8_0, Q4_0 and Q4_K_M files from the float32 one, and both sides load that very file).
 #
 # Per shape and weight format, rounds alternate llama.cpp and ours, so both see the same moments
 # of the machine's memory bandwidth (on a shared VM it moves by a quarter from minute to minute):
@@ -14,7 +14,7 @@
 # One JSON line per shape and format: medians, and every round's ratio (ours / llama.cpp), with
 # the CPU model and its vector extensions. llama.cpp is built once into its cache (shared with the
 # tests' llama-server). Usage: bench/llama.sh [SHAPE...]   (smollm2-135m qwen2.5-0.5b by default)
-#   LLAMA_ROUNDS (3), LLAMA_TOKENS (64), LLAMA_FORMATS ("f32 bf16 q8_0")
+#   LLAMA_ROUNDS (3), LLAMA_TOKENS (64), LLAMA_FORMATS ("f32 bf16 q8_0 q4_0 q4_k_m")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache=${MODELGATE_BENCH_CACHE:-/var/tmp/modelgate-bench}
@@ -41,11 +41,16 @@ for shape in "${shapes[@]}"; do
     echo "writing $shape weights into $model" >&2
     "$bin/python-gguf" bench/llama_shapes.py "$shape" "$model" "$models" >&2
   fi
-  [ -f "$model/model-q8_0.gguf" ] || "$bin/llama-quantize" "$model/model-f32.gguf" "$model/model-q8_0.gguf" Q8_0 >/dev/null 2>&1
-  for format in ${LLAMA_FORMATS:-f32 bf16 q8_0}; do
-    # Ours: the folder in float32 or bfloat16, or the quantized GGUF file itself.
+  for format in ${LLAMA_FORMATS:-f32 bf16 q8_0 q4_0 q4_k_m}; do
+    # Ours: the folder in float32 or bfloat16, or the quantized GGUF file itself (llama-quantize's).
     ours=$model
-    case $format in f32|bf16) ;; *) ours=$model/model-$format.gguf ;; esac
+    case $format in
+      f32|bf16) ;;
+      *)
+        ours=$model/model-$format.gguf
+        [ -f "$ours" ] || "$bin/llama-quantize" "$model/model-f32.gguf" "$ours" "${format^^}" >/dev/null 2>&1
+        ;;
+    esac
     for round in $(seq "$rounds"); do
       "$bin/llama-bench" -m "$model/model-$format.gguf" -p 128 -n "$tokens" -t "$(nproc)" -r 1 -o json 2>/dev/null | python3 -c '
 import json, sys

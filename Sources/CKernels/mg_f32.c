@@ -10,17 +10,27 @@ MG_CPU_FEATURE(mg_f32_available, __builtin_cpu_supports("avx512f"))
 
 /// Panel element kinds: float32, bfloat16, and the quantized formats (PackedMatrix.Format's
 /// kernelKind; QuantizedPanels.swift describes their layouts).
-enum { F32 = 0, BF16 = 1, Q8_0 = 2, Q4_0 = 3, Q4_1 = 4, Q5_0 = 5, Q5_1 = 6, Q6_K = 7, Q2_K = 8 };
+enum { F32 = 0, BF16 = 1, Q8_0 = 2, Q4_0 = 3, Q4_1 = 4, Q5_0 = 5, Q5_1 = 6, Q6_K = 7, Q2_K = 8, Q4_K = 9, Q5_K = 10 };
 
 /// A quantized kind's groups: rows per group, bits per level, the bias stored with 4- and 5-bit
-/// levels, and whether each column has an offset after its scale.
+/// levels, whether each column has an offset after its scale, and whether scales and offsets
+/// are float16 (as the ggml type stores them) or float32 (the K-quants' products).
 static inline __attribute__((always_inline)) int group_rows(int kind) { return kind == Q6_K || kind == Q2_K ? 16 : 32; }
 static inline __attribute__((always_inline)) int level_bits(int kind) {
-    return kind == Q4_0 || kind == Q4_1 ? 4 : kind == Q5_0 || kind == Q5_1 ? 5 : 8;
+    return kind == Q4_0 || kind == Q4_1 || kind == Q4_K ? 4 : kind == Q5_0 || kind == Q5_1 || kind == Q5_K ? 5 : 8;
 }
 static inline __attribute__((always_inline)) int level_bias(int kind) { return kind == Q4_0 ? 8 : kind == Q5_0 ? 16 : 0; }
-static inline __attribute__((always_inline)) int has_offsets(int kind) { return kind == Q4_1 || kind == Q5_1 || kind == Q2_K; }
-static inline __attribute__((always_inline)) long header_bytes(int kind) { return has_offsets(kind) ? 128 : 64; }
+static inline __attribute__((always_inline)) int has_offsets(int kind) {
+    return kind == Q4_1 || kind == Q5_1 || kind == Q2_K || kind == Q4_K || kind == Q5_K;
+}
+static inline __attribute__((always_inline)) int half_scales(int kind) { return kind <= Q5_1; }
+static inline __attribute__((always_inline)) long scale_bytes(int kind) { return half_scales(kind) ? 32 : 64; }
+static inline __attribute__((always_inline)) long header_bytes(int kind) { return has_offsets(kind) ? 2 * scale_bytes(kind) : scale_bytes(kind); }
+
+/// 16 scales or offsets as floats (float16 widened exactly).
+static inline __attribute__((always_inline)) MG_TARGET __m512 sixteen(const char *at, int kind) {
+    return half_scales(kind) ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)at)) : _mm512_loadu_ps((const float *)at);
+}
 static inline __attribute__((always_inline)) long level_row_bytes(int kind) { return level_bits(kind) == 8 ? 16 : level_bits(kind) == 4 ? 8 : 10; }
 static inline __attribute__((always_inline)) long group_bytes(int kind) { return header_bytes(kind) + group_rows(kind) * level_row_bytes(kind); }
 
@@ -54,8 +64,8 @@ static inline __attribute__((always_inline)) MG_TARGET __m512 panel_row(const vo
             }
             if (level_bias(kind)) q = _mm512_sub_epi32(q, _mm512_set1_epi32(level_bias(kind)));
         }
-        __m512 weight = _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_loadu_ps((const float *)group));
-        if (has_offsets(kind)) weight = _mm512_add_ps(weight, _mm512_loadu_ps((const float *)group + 16));
+        __m512 weight = _mm512_mul_ps(_mm512_cvtepi32_ps(q), sixteen(group, kind));
+        if (has_offsets(kind)) weight = _mm512_add_ps(weight, sixteen(group + scale_bytes(kind), kind));
         return weight;
     }
     if (kind == BF16) {
@@ -202,7 +212,7 @@ MG_TARGET void mg_quantized_panel_rows(
     int count, const float *bias, int accumulate) {
     switch (kind) {
 #define KIND(name) case name: panel_rows(w, panel_stride, panels, name, k, packed, k_total, m, y, ldy, count, bias, accumulate); break;
-        KIND(Q8_0) KIND(Q4_0) KIND(Q4_1) KIND(Q5_0) KIND(Q5_1) KIND(Q6_K) KIND(Q2_K)
+        KIND(Q8_0) KIND(Q4_0) KIND(Q4_1) KIND(Q5_0) KIND(Q5_1) KIND(Q6_K) KIND(Q2_K) KIND(Q4_K) KIND(Q5_K)
 #undef KIND
         default: break;
     }

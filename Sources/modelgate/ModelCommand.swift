@@ -1,12 +1,13 @@
 import ArgumentParser
 import Foundation
+import Inference
 import Platform
 import Postgres
 
 struct ModelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model", abstract: "The model registry of the running servers.",
-        subcommands: [List.self, Show.self, Load.self, Unload.self, Reload.self, Remove.self, Credential.self])
+        subcommands: [List.self, Show.self, Load.self, Unload.self, Reload.self, Remove.self, Credential.self, Check.self])
 
     struct Row: Encodable {
         var name: String
@@ -129,5 +130,53 @@ struct ModelCommand: AsyncParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() async throws { try await ModelCommand.send("reload", name, global) }
+    }
+
+    /// A model folder loaded here as a server would load it, with no server or database: before
+    /// copying it into a fleet's models directory, an operator sees that it loads and what
+    /// memory it takes, or the one-line error a server would report.
+    struct Check: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load a model folder as a server would (no server or database needed): its task, load time and peak memory growth.")
+        @Argument(help: "The model folder (model.json and its files).") var folder: String
+        @OptionGroup var output: OutputFormat
+
+        struct Report: Encodable {
+            var folder: String
+            var task: String
+            var load_seconds: Double
+            /// Peak resident memory while loading, less the resident memory before it.
+            var memory_growth_bytes: Int
+            /// Resident memory once loaded, less the resident memory before it.
+            var resident_growth_bytes: Int
+        }
+
+        func run() async throws {
+            let before = ProcessMemory.residentBytes()
+            let start = Date()
+            var resident = 0
+            let task = try EngineFactories.checkByLoading(directory: folder, factories: ModelDirectory.engines) { resident = ProcessMemory.residentBytes() }
+            let report = Report(
+                folder: folder, task: task.rawValue, load_seconds: (Date().timeIntervalSince(start) * 100).rounded() / 100,
+                memory_growth_bytes: max(0, ProcessMemory.peakResidentBytes() - before), resident_growth_bytes: max(0, resident - before))
+            if output.isJSON { return try Output.json(report) }
+            Swift.print(
+                "\(folder): loads (\(report.task)) in \(report.load_seconds) s; memory growth \(report.resident_growth_bytes >> 20) MiB loaded, \(report.memory_growth_bytes >> 20) MiB at its peak")
+        }
+    }
+}
+
+/// This process's resident memory, from /proc/self/status (0 where it cannot be read).
+enum ProcessMemory {
+    static func residentBytes() -> Int { field("VmRSS:") }
+    /// The most it has been resident since it started.
+    static func peakResidentBytes() -> Int { field("VmHWM:") }
+
+    private static func field(_ name: String) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
+            let kilobytes = Int(line.dropFirst(name.count).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
+        else { return 0 }
+        return kilobytes << 10
     }
 }

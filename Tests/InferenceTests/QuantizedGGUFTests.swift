@@ -142,7 +142,7 @@ import TestSupport
             }
         }
         // Every quantized format, and in a Q4_K_M file, q/k and v in different ones (split).
-        #expect(formats == [.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .q6_k, .q2_k], "\(formats)")
+        #expect(formats == [.q8_0, .q4_0, .q4_1, .q4_k, .q5_0, .q5_1, .q5_k, .q6_k, .q2_k], "\(formats)")
         let mixed = try LlamaModel(gguf: GGUFFile(path: folder + "/model-Q4_K_M.gguf"))
         #expect(mixed.blocks.contains { $0.qkv.parts.count == 3 }, "\(mixed.blocks.map { $0.qkv.parts.map(\.matrix.format) })")
     }
@@ -206,5 +206,30 @@ import TestSupport
         }
         #expect(loaded + refused == 10_000 && loaded > 500 && refused > 5_000, "\(loaded) loaded, \(refused) refused")
         #expect(reasons.count > 20, "\(reasons)")
+    }
+
+    /// `modelgate model check`: a quantized GGUF model folder loads as a server would load it,
+    /// with its task and memory reported; a broken one fails with the server's one-line error.
+    @Test(.enabled(if: quantize != nil, "\(missing)"))
+    func theCLIChecksAModelFolderByLoadingIt() async throws {
+        let folder = try await Self.quantized(["Q8_0"])
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let model = folder + "/check"
+        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: folder + "/model-Q8_0.gguf", toPath: model + "/model.gguf")
+        try #"{"engine": "transformer-lm"}"#.write(toFile: model + "/model.json", atomically: true, encoding: .utf8)
+        let (status, output) = try await ModelGateProcess.run(["model", "check", model, "--json"], in: folder)
+        try #require(status == 0, "\(output)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any])
+        #expect(report["task"] as? String == "text-generation" && report["folder"] as? String == model)
+        let growth = try #require(report["memory_growth_bytes"] as? Int), loaded = try #require(report["resident_growth_bytes"] as? Int)
+        #expect(loaded > 0 && growth >= loaded, "\(report)")
+
+        // A truncated file: the load error a server would give, on one line, and a failure status.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: model + "/model.gguf"))
+        try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: model + "/model.gguf"))
+        let (failed, message) = try await ModelGateProcess.run(["model", "check", model], in: folder)
+        #expect(failed != 0 && message.contains("model.gguf: tensor '") && message.contains("lies outside the file"), "\(message)")
+        #expect(message.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1, "\(message)")
     }
 }

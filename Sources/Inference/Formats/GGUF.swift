@@ -164,6 +164,15 @@ package final class GGUFFile: @unchecked Sendable {
     /// A tensor's bytes (`byteCount` of them, checked to lie in the file when it was read).
     package func data(_ tensor: TensorInfo) -> UnsafeRawPointer { UnsafeRawPointer(mapping) + tensor.offset }
 
+    /// Lets go of a tensor's pages once it has been copied (packed or widened): while a model
+    /// loads, the file's pages would otherwise stay resident beside the copies until the file
+    /// closes. Reading the tensor again reads the file again.
+    package func release(_ tensor: TensorInfo) {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (tensor.offset + page - 1) / page * page, end = (tensor.offset + tensor.byteCount) / page * page
+        if end > start { madvise(mapping + start, end - start, MADV_DONTNEED) }
+    }
+
     /// The name of a tensor type (ggml's numbering).
     static func typeName(_ type: UInt32) -> String { typeLayouts[type]?.name ?? "type \(type)" }
 

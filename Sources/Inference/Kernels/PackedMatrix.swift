@@ -13,16 +13,17 @@ package final class PackedMatrix: @unchecked Sendable {
     /// read per product (decoding is bound by memory bandwidth) at bfloat16's 8-bit precision.
     /// The quantized formats hold llama.cpp's blocks (QuantizedPanels.swift): each column's K
     /// values in groups of 32 (16 for the K-quants' 6-, 3- and 2-bit types) of integer levels
-    /// with a scale, and an offset for the types that have one. `q8_0` is Q8_0 (1.125 bytes a
-    /// weight); `q4_0` Q4_0 (0.625); `q4_1` Q4_1 and Q4_K (0.75); `q5_0` Q5_0 (0.75); `q5_1`
-    /// Q5_1 and Q5_K (0.875); `q6_k` Q6_K and Q3_K (1.25); `q2_k` Q2_K (1.5). A product
+    /// with a scale, and an offset for the types that have one. Bytes a weight: `q8_0` Q8_0
+    /// 1.0625 and `q4_0` Q4_0 0.5625 (both as in the file), `q4_1` Q4_1 0.625, `q5_0` Q5_0 0.6875,
+    /// `q5_1` Q5_1 0.75, `q4_k` Q4_K 0.75, `q5_k` Q5_K 0.875, `q6_k` Q6_K and Q3_K 1.25, `q2_k`
+    /// Q2_K 1.5 (the K-quants' scales are products, kept as float32). A product
     /// multiplies each weight out (the float gguf-py's `dequantize` gives) before its
     /// multiply-add, so it equals the float32 product of the dequantized matrix bit for bit.
     /// From floats, `q8_0` and `q4_0` quantize as llama.cpp's reference quantizers; a K that is
     /// not whole groups, or another quantized format, keeps float32.
     package enum Format: String, Sendable {
         case f32, bf16
-        case q8_0, q4_0, q4_1, q5_0, q5_1, q6_k, q2_k
+        case q8_0, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q2_k
 
         /// Bytes of one K row of a 16-column panel.
         var rowBytes: Int {
@@ -279,6 +280,8 @@ package final class PackedMatrix: @unchecked Sendable {
             switch format {
             case .q4_0: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q4_0>.self)
             case .q4_1: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q4_1>.self)
+            case .q4_k: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q4_K>.self)
+            case .q5_k: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q5_K>.self)
             case .q5_0: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q5_0>.self)
             case .q5_1: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q5_1>.self)
             case .q6_k: multiplyPanels(range, x, m, y, bias, accumulate, ldx, ldy, QuantizedPanel<Q6_K>.self)

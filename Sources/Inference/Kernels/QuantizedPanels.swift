@@ -1,7 +1,9 @@
 import Foundation
 
 /// How a quantized format stores a panel (16 columns): for each group of `groupRows` K rows,
-/// the 16 columns' scales (float32), their offsets where the format has them, then the group's
+/// the 16 columns' scales, their offsets where the format has them (float16 where the ggml
+/// type stores them so, as Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 do: then a panel takes the file's
+/// bytes; float32 where they are products, as the K-quants' are), then the group's
 /// rows of 16 integer levels: signed bytes (8 bits), or nibbles (4 bits: byte j holds column j
 /// in its low half and column j + 8 in its high half), or nibbles and a 16-bit word of fifth
 /// bits (5 bits: bit j is column j's). A 4- or 5-bit level is stored plus `bias`, which the
@@ -12,8 +14,11 @@ struct Quantization: Equatable {
     let bits: Int
     let bias: Int
     let offsets: Bool
+    let halfScales: Bool
 
-    var headerBytes: Int { offsets ? 128 : 64 }
+    /// Bytes of the 16 scales (and of the 16 offsets after them).
+    var scaleBytes: Int { halfScales ? 32 : 64 }
+    var headerBytes: Int { offsets ? 2 * scaleBytes : scaleBytes }
     var levelRowBytes: Int { bits == 8 ? 16 : bits == 4 ? 8 : 10 }
     var groupBytes: Int { headerBytes + groupRows * levelRowBytes }
 }
@@ -26,8 +31,10 @@ extension PackedMatrix.Format {
         case .q8_0: Q8_0.layout
         case .q4_0: Q4_0.layout
         case .q4_1: Q4_1.layout
+        case .q4_k: Q4_K.layout
         case .q5_0: Q5_0.layout
         case .q5_1: Q5_1.layout
+        case .q5_k: Q5_K.layout
         case .q6_k: Q6_K.layout
         case .q2_k: Q2_K.layout
         }
@@ -39,9 +46,11 @@ extension PackedMatrix.Format {
         switch type {
         case 8: self = .q8_0
         case 2: self = .q4_0
-        case 3, 12: self = .q4_1  // Q4_1, Q4_K
+        case 3: self = .q4_1
+        case 12: self = .q4_k
         case 6: self = .q5_0
-        case 7, 13: self = .q5_1  // Q5_1, Q5_K
+        case 7: self = .q5_1
+        case 13: self = .q5_k
         case 11, 14: self = .q6_k  // Q3_K, Q6_K
         case 10: self = .q2_k
         default: return nil
@@ -60,6 +69,8 @@ extension PackedMatrix.Format {
         case .q5_1: 6
         case .q6_k: 7
         case .q2_k: 8
+        case .q4_k: 9
+        case .q5_k: 10
         }
     }
 }
@@ -69,13 +80,15 @@ protocol QuantizedLayout {
     static var layout: Quantization { get }
 }
 
-enum Q8_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 8, bias: 0, offsets: false) }
-enum Q4_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 8, offsets: false) }
-enum Q4_1: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 0, offsets: true) }
-enum Q5_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 16, offsets: false) }
-enum Q5_1: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 0, offsets: true) }
-enum Q6_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 0, offsets: false) }
-enum Q2_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 0, offsets: true) }
+enum Q8_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 8, bias: 0, offsets: false, halfScales: true) }
+enum Q4_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 8, offsets: false, halfScales: true) }
+enum Q4_1: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 0, offsets: true, halfScales: true) }
+enum Q4_K: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 0, offsets: true, halfScales: false) }
+enum Q5_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 16, offsets: false, halfScales: true) }
+enum Q5_1: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 0, offsets: true, halfScales: true) }
+enum Q5_K: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 0, offsets: true, halfScales: false) }
+enum Q6_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 0, offsets: false, halfScales: false) }
+enum Q2_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 0, offsets: true, halfScales: false) }
 
 /// One K row of a quantized panel as floats, for the Swift blocks: the same operations as
 /// mg_f32.c's `panel_row`.
@@ -106,13 +119,24 @@ enum QuantizedPanel<Layout: QuantizedLayout>: PanelElement {
                 high &-= SIMD8(repeating: Int32(q.bias))
             }
         }
-        var first = group.loadUnaligned(as: SIMD8<Float>.self) * SIMD8<Float>(low)
-        var second = group.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self) * SIMD8<Float>(high)
+        let scales = Self.sixteen(group, q)
+        var first = scales.0 * SIMD8<Float>(low), second = scales.1 * SIMD8<Float>(high)
         if q.offsets {
-            first += group.loadUnaligned(fromByteOffset: 64, as: SIMD8<Float>.self)
-            second += group.loadUnaligned(fromByteOffset: 96, as: SIMD8<Float>.self)
+            let offsets = Self.sixteen(group + q.scaleBytes, q)
+            first += offsets.0
+            second += offsets.1
         }
         return (first, second)
+    }
+
+    /// 16 scales (or offsets) as floats, widened exactly where they are float16.
+    @inline(__always)
+    static func sixteen(_ at: UnsafeRawPointer, _ q: Quantization) -> (SIMD8<Float>, SIMD8<Float>) {
+        if q.halfScales {
+            let halves = at.loadUnaligned(as: SIMD16<Float16>.self)
+            return (SIMD8<Float>(halves.lowHalf), SIMD8<Float>(halves.highHalf))
+        }
+        return (at.loadUnaligned(as: SIMD8<Float>.self), at.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self))
     }
 }
 
@@ -126,8 +150,12 @@ extension PackedMatrix {
     func storeGroup(panel: Int, group: Int, column j: Int, scale: Float, offset: Float?, level: (Int) -> Int) {
         guard let q = format.quantization else { return }
         let base = groupBase(panel: panel, group: group, q)
-        base.storeBytes(of: scale, toByteOffset: 4 * j, as: Float.self)
-        if q.offsets { base.storeBytes(of: offset ?? 0, toByteOffset: 64 + 4 * j, as: Float.self) }
+        func store(_ value: Float, at: Int) {
+            // A half-scale format's scales and offsets came from float16: exact again.
+            if q.halfScales { base.storeBytes(of: Float16(value), toByteOffset: at + 2 * j, as: Float16.self) } else { base.storeBytes(of: value, toByteOffset: at + 4 * j, as: Float.self) }
+        }
+        store(scale, at: 0)
+        if q.offsets { store(offset ?? 0, at: q.scaleBytes) }
         for i in 0..<q.groupRows {
             let row = base + q.headerBytes + i * q.levelRowBytes
             let value = level(i)
@@ -159,8 +187,11 @@ extension PackedMatrix {
             if q.bits == 5 { level |= Int((row.loadUnaligned(fromByteOffset: 8, as: UInt16.self) >> UInt16(j)) & 1) << 4 }
             level -= q.bias
         }
-        let value = base.load(fromByteOffset: 4 * j, as: Float.self) * Float(level)
-        return q.offsets ? value + base.load(fromByteOffset: 64 + 4 * j, as: Float.self) : value
+        func load(_ at: Int) -> Float {
+            q.halfScales ? Float(base.load(fromByteOffset: at + 2 * j, as: Float16.self)) : base.load(fromByteOffset: at + 4 * j, as: Float.self)
+        }
+        let value = load(0) * Float(level)
+        return q.offsets ? value + load(q.scaleBytes) : value
     }
 
     /// A matrix from ggml blocks as GGUF stores them, without widening: `column(n)` is output

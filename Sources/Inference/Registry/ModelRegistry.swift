@@ -117,6 +117,25 @@ public enum EngineFactories {
         try manifest.checkOptions(allowed: factory.optionKeys, in: directory)
         return manifest
     }
+
+    /// Checks a model folder and loads it as a server would, then stops the engine again:
+    /// `modelgate model check`. `loaded` runs while the engine is up. Returns the engine's task.
+    public static func checkByLoading(directory: String, factories all: [any EngineFactory.Type] = native, loaded: () -> Void = {}) throws -> ModelTask {
+        let manifest = try check(directory: directory, factories: all)
+        guard let factory = factory(manifest.engine, in: all) else { throw ModelLoadError(file: directory + "/model.json", reason: "unknown engine") }
+        let engine = try factory.load(directory: directory, manifest: manifest)
+        defer { engine.shutdown() }
+        loaded()
+        try checkTask(engine, manifest: manifest, directory: directory)
+        return engine.task
+    }
+
+    /// A loaded engine must do the task its model.json names.
+    static func checkTask(_ engine: Engine, manifest: ModelManifest, directory: String) throws {
+        guard engine.task.rawValue == manifest.task else {
+            throw ModelLoadError(file: directory + "/model.json", reason: "engine \(manifest.engine) does \(engine.task.rawValue), not \(manifest.task)")
+        }
+    }
 }
 
 /// Embeddings on a batching worker thread.
@@ -282,19 +301,6 @@ package enum TransformerEncoderFactory: EngineFactory {
     package static let name = "transformer-encoder"
     package static let optionKeys: Set<String> = ["pooling", "normalize", "max_sequence_length", "weights", "flood_rest"]
 
-    /// A GGUF file as a whole model: the network, its tokenizer and its chat template.
-    package static func loadGGUF(
-        path: String, directory: String, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32, chatOption: String? = nil
-    ) throws -> (any CausalLM, BPETokenizer, ChatFormat) {
-        let gguf = try GGUFFile(path: path)
-        let model: any CausalLM = gguf.metadata["general.architecture"]?.text == "gpt2"
-            ? try GPT2Model(gguf: gguf, format: format, cacheFormat: cacheFormat)
-            : try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
-        let tokenizer = try BPETokenizer(gguf: gguf)
-        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
-        return (model, tokenizer, try ChatFormat.load(gguf: gguf, directory: directory, option: chatOption))
-    }
-
     package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         .embeddings(EmbeddingService(
             encoder: try BertEncoder(directory: directory, options: manifest.options ?? [:]), floodRest: try manifest.floodRest(in: directory)))
@@ -304,19 +310,6 @@ package enum TransformerEncoderFactory: EngineFactory {
 package enum ResNetFactory: EngineFactory {
     package static let name = "resnet"
     package static let optionKeys: Set<String> = ["crop", "input_size", "resize", "mean", "std", "flood_rest"]
-
-    /// A GGUF file as a whole model: the network, its tokenizer and its chat template.
-    package static func loadGGUF(
-        path: String, directory: String, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32, chatOption: String? = nil
-    ) throws -> (any CausalLM, BPETokenizer, ChatFormat) {
-        let gguf = try GGUFFile(path: path)
-        let model: any CausalLM = gguf.metadata["general.architecture"]?.text == "gpt2"
-            ? try GPT2Model(gguf: gguf, format: format, cacheFormat: cacheFormat)
-            : try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
-        let tokenizer = try BPETokenizer(gguf: gguf)
-        try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
-        return (model, tokenizer, try ChatFormat.load(gguf: gguf, directory: directory, option: chatOption))
-    }
 
     package static func load(directory: String, manifest: ModelManifest) throws -> Engine {
         .images(ClassificationService(
@@ -443,9 +436,9 @@ public final class ModelRegistry: Sendable {
         do {
             try manifest.checkOptions(allowed: factory.optionKeys, in: folder)
             let engine = try await Task.detached { try factory.load(directory: folder, manifest: manifest) }.value
-            guard engine.task.rawValue == manifest.task else {
+            do { try EngineFactories.checkTask(engine, manifest: manifest, directory: folder) } catch {
                 engine.shutdown()
-                throw ModelLoadError(file: folder + "/model.json", reason: "engine \(manifest.engine) does \(engine.task.rawValue), not \(manifest.task)")
+                throw error
             }
             info.status = .ready
             info.loadedAt = Date()

@@ -242,7 +242,8 @@ package final class GPT2Model: CausalLM {
 package final class OutputHead: Sendable {
     /// The head `[C, V]`.
     let matrix: PackedMatrix
-    /// Its int8 copy for greedy and sampling steps (nil without AVX512-VNNI).
+    /// Its int8 copy for greedy and sampling steps (nil without AVX512-VNNI, and for a quantized
+    /// head: the copy would take about as much memory again to read barely fewer bytes).
     let bounded: BoundedHead?
     let width: Int
     let vocabulary: Int
@@ -253,7 +254,7 @@ package final class OutputHead: Sendable {
 
     init(_ matrix: PackedMatrix, width: Int, vocabulary: Int) {
         self.matrix = matrix
-        self.bounded = BoundedHead(matrix)
+        self.bounded = matrix.format.quantization == nil ? BoundedHead(matrix) : nil
         self.width = width
         self.vocabulary = vocabulary
     }

@@ -145,6 +145,10 @@ struct GGUFWeights: ModelWeights {
         return name.contains("self_attn.q_proj.") ? heads : name.contains("self_attn.k_proj.") ? kvHeads : 0
     }
 
+    func release(_ name: String) {
+        if let target = self.name(name), let info = file.tensor(target) { file.release(info) }
+    }
+
     func quantizedRows(_ name: String, shape: [Int]) throws -> (type: UInt32, row: (Int) -> UnsafeRawPointer)? {
         // GGUF keeps every matrix as [out, in], GPT-2's Conv1D weights included.
         guard shape.count == 2, let target = self.name(name), let info = file.tensor(target), let layout = GGMLQuants.types[info.type] else { return nil }
@@ -178,12 +182,14 @@ struct GGUFWeights: ModelWeights {
         case let type where GGMLQuants.supports(type):
             let values = FloatBuffer(count: count, zeroed: false)
             GGMLQuants.dequantize(type, file.data(info), count: count, into: values.pointer)
+            file.release(info)
             return values
         default:
             throw ModelLoadError(
                 file: file.path, tensor: GGUFFile.shown(info.name),
                 reason: "\(GGUFFile.typeName(info.type)) weights are not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and Q2_K to Q6_K are)")
         }
+        defer { file.release(info) }
         return stored.widened(file.data(info), count: count)
     }
 

@@ -324,10 +324,13 @@ package protocol ModelWeights {
     /// The ggml type of the `[out, in]` matrix `name` and where each of its output rows' blocks
     /// lie, if the file stores it quantized (then it is packed without widening); nil otherwise.
     func quantizedRows(_ name: String, shape: [Int]) throws -> (type: UInt32, row: (Int) -> UnsafeRawPointer)?
+    /// Lets go of the file's pages of tensor `name` once it has been copied.
+    func release(_ name: String)
 }
 
 extension ModelWeights {
     package func quantizedRows(_ name: String, shape: [Int]) throws -> (type: UInt32, row: (Int) -> UnsafeRawPointer)? { nil }
+    package func release(_ name: String) {}
 
     /// The `[out, in]` matrices `parts` side by side (along out) as one packed `[in, out]`
     /// matrix from the file's quantized blocks, if every part is stored in types of one format.
@@ -341,6 +344,7 @@ extension ModelWeights {
             total += rows
         }
         guard formats.count == 1, let format = formats.first, let first = sources.first else { return nil }
+        defer { for (name, _) in parts { release(name) } }
         return PackedMatrix(ggml: { n in
             let source = sources.last { $0.first <= n } ?? first
             return (source.type, source.row(n - source.first))
