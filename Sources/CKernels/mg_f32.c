@@ -39,35 +39,50 @@ static inline __attribute__((always_inline)) long row_bytes(int kind) {
     return kind == F32 ? 64 : kind == BF16 ? 32 : group_bytes(kind) / group_rows(kind);
 }
 
-/// Loads row i of a panel as 16 floats: f32 as is, bf16 widened (columns in the order 0, 8, 1,
-/// 9, ...), a quantized kind's levels (bytes; or nibbles, low halves columns 0-7 and high
-/// halves 8-15, with a word of fifth bits for 5-bit kinds, less the stored bias) times their
-/// columns' scales, plus their offsets: two roundings at most, as the dequantized weight has.
-static inline __attribute__((always_inline)) MG_TARGET __m512 panel_row(const void *w, int kind, int i) {
-    if (kind >= Q8_0) {
-        const char *group = (const char *)w + (long)(i / group_rows(kind)) * group_bytes(kind);
-        const char *levels = group + header_bytes(kind) + (i % group_rows(kind)) * level_row_bytes(kind);
-        __m512i q;
-        if (level_bits(kind) == 8) {
-            q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)levels));
-        } else {
-            __m128i bytes = _mm_loadl_epi64((const __m128i *)levels);
-            __m512i both = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(bytes, bytes));
-            const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
-            q = _mm512_and_si512(_mm512_srlv_epi32(both, halves), _mm512_set1_epi32(15));
-            if (level_bits(kind) == 5) {
-                unsigned short word;
-                __builtin_memcpy(&word, levels + 8, 2);
-                const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-                __m512i fifth = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(word), lanes), _mm512_set1_epi32(1));
-                q = _mm512_or_si512(q, _mm512_slli_epi32(fifth, 4));
-            }
-            if (level_bias(kind)) q = _mm512_sub_epi32(q, _mm512_set1_epi32(level_bias(kind)));
+/// A quantized group's 16 scales and offsets, loaded once for its rows.
+typedef struct { __m512 scale, offset; } group_scales;
+
+static inline __attribute__((always_inline)) MG_TARGET group_scales load_scales(const void *w, int kind, int i) {
+    const char *group = (const char *)w + (long)(i / group_rows(kind)) * group_bytes(kind);
+    group_scales s;
+    s.scale = sixteen(group, kind);
+    s.offset = has_offsets(kind) ? sixteen(group + scale_bytes(kind), kind) : _mm512_setzero_ps();
+    return s;
+}
+
+/// Row i of a quantized panel as 16 floats, its group's scales given: the levels (bytes; or
+/// nibbles, low halves columns 0-7 and high halves 8-15, with a word of fifth bits for 5-bit
+/// kinds, less the stored bias) times their columns' scales, plus their offsets: two roundings
+/// at most, as the dequantized weight has.
+static inline __attribute__((always_inline)) MG_TARGET __m512 quantized_row(const void *w, int kind, int i, group_scales s) {
+    const char *group = (const char *)w + (long)(i / group_rows(kind)) * group_bytes(kind);
+    const char *levels = group + header_bytes(kind) + (i % group_rows(kind)) * level_row_bytes(kind);
+    __m512i q;
+    if (level_bits(kind) == 8) {
+        q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)levels));
+    } else {
+        __m128i bytes = _mm_loadl_epi64((const __m128i *)levels);
+        __m512i both = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(bytes, bytes));
+        const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
+        q = _mm512_and_si512(_mm512_srlv_epi32(both, halves), _mm512_set1_epi32(15));
+        if (level_bits(kind) == 5) {
+            unsigned short word;
+            __builtin_memcpy(&word, levels + 8, 2);
+            const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            __m512i fifth = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(word), lanes), _mm512_set1_epi32(1));
+            q = _mm512_or_si512(q, _mm512_slli_epi32(fifth, 4));
         }
-        __m512 weight = _mm512_mul_ps(_mm512_cvtepi32_ps(q), sixteen(group, kind));
-        if (has_offsets(kind)) weight = _mm512_add_ps(weight, sixteen(group + scale_bytes(kind), kind));
-        return weight;
+        if (level_bias(kind)) q = _mm512_sub_epi32(q, _mm512_set1_epi32(level_bias(kind)));
     }
+    __m512 weight = _mm512_mul_ps(_mm512_cvtepi32_ps(q), s.scale);
+    if (has_offsets(kind)) weight = _mm512_add_ps(weight, s.offset);
+    return weight;
+}
+
+/// Loads row i of a panel as 16 floats: f32 as is, bf16 widened (columns in the order 0, 8, 1,
+/// 9, ...), a quantized kind's dequantized weights.
+static inline __attribute__((always_inline)) MG_TARGET __m512 panel_row(const void *w, int kind, int i) {
+    if (kind >= Q8_0) return quantized_row(w, kind, i, load_scales(w, kind, i));
     if (kind == BF16) {
         __m512i words = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const unsigned short *)w + (long)i * 16)));
         return _mm512_castsi512_ps(_mm512_slli_epi32(words, 16));
@@ -91,9 +106,12 @@ static inline __attribute__((always_inline)) MG_TARGET void block(
     __m512 sum[16];
     for (int r = 0; r < 16; r++) sum[r] = _mm512_setzero_ps();
     const int ahead = kind == F32 ? 24 : kind == BF16 ? 48 : (int)(1536 / row_bytes(kind));
+    group_scales scales = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int i = 0; i < k; i++) {
         _mm_prefetch((const char *)w + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
-        __m512 row = panel_row(w, kind, i);
+        // A quantized group's scales once for its rows (the slice starts on a group).
+        if (kind >= Q8_0 && i % group_rows(kind) == 0) scales = load_scales(w, kind, i);
+        __m512 row = kind >= Q8_0 ? quantized_row(w, kind, i, scales) : panel_row(w, kind, i);
         for (int r = 0; r < 16; r++)
             if (r < rows) sum[r] = _mm512_fmadd_ps(_mm512_set1_ps(x[(long)i * 16 + r]), row, sum[r]);
     }
@@ -134,10 +152,16 @@ static inline __attribute__((always_inline)) MG_TARGET void block_pair(
     __m512 a[8], b[8];
     for (int r = 0; r < 8; r++) a[r] = b[r] = _mm512_setzero_ps();
     const int ahead = kind == F32 ? 24 : kind == BF16 ? 48 : (int)(1536 / row_bytes(kind));
+    group_scales scales = {_mm512_setzero_ps(), _mm512_setzero_ps()}, scales2 = scales;
     for (int i = 0; i < k; i++) {
         _mm_prefetch((const char *)w + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
         _mm_prefetch((const char *)w2 + (long)(i + ahead) * row_bytes(kind), _MM_HINT_T0);
-        __m512 row = panel_row(w, kind, i), row2 = panel_row(w2, kind, i);
+        if (kind >= Q8_0 && i % group_rows(kind) == 0) {
+            scales = load_scales(w, kind, i);
+            scales2 = load_scales(w2, kind, i);
+        }
+        __m512 row = kind >= Q8_0 ? quantized_row(w, kind, i, scales) : panel_row(w, kind, i);
+        __m512 row2 = kind >= Q8_0 ? quantized_row(w2, kind, i, scales2) : panel_row(w2, kind, i);
         for (int r = 0; r < 8; r++) {
             if (r >= rows) continue;
             __m512 s = _mm512_set1_ps(x[(long)i * 16 + first + r]);

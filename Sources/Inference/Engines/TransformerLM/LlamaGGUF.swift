@@ -2,7 +2,7 @@ import Foundation
 
 /// A Llama-family model from a GGUF file, as llama.cpp's converter writes its `llama` and
 /// `qwen2` architectures: hyperparameters from the metadata, tensors by llama.cpp's names,
-/// in float32, float16 or bfloat16, or quantized in ggml's block formats (read back as float32).
+/// in float32, float16 or bfloat16, or quantized in ggml's block formats (kept quantized).
 extension LlamaModel {
     package convenience init(gguf file: GGUFFile, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32) throws {
         let architecture = file.metadata["general.architecture"]?.text ?? ""
