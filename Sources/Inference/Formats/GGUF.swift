@@ -138,6 +138,8 @@ package final class GGUFFile: @unchecked Sendable {
             }
             self.tensors = tensors
             indices = Dictionary(uniqueKeysWithValues: tensors.enumerated().map { ($0.element.name, $0.offset) })
+            // The metadata is copied out: its pages (a vocabulary's megabytes) need not stay.
+            Self.release(mapped, 0..<dataStart)
         } catch {
             munmap(mapped, length)
             throw error
@@ -167,9 +169,14 @@ package final class GGUFFile: @unchecked Sendable {
     /// Lets go of a tensor's pages once it has been copied (packed or widened): while a model
     /// loads, the file's pages would otherwise stay resident beside the copies until the file
     /// closes. Reading the tensor again reads the file again.
-    package func release(_ tensor: TensorInfo) {
+    package func release(_ tensor: TensorInfo) { release(tensor.offset..<(tensor.offset + tensor.byteCount)) }
+
+    /// Lets go of the whole pages within `bytes` (offsets from the start of the file).
+    package func release(_ bytes: Range<Int>) { Self.release(mapping, bytes) }
+
+    private static func release(_ mapping: UnsafeMutableRawPointer, _ bytes: Range<Int>) {
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (tensor.offset + page - 1) / page * page, end = (tensor.offset + tensor.byteCount) / page * page
+        let start = (bytes.lowerBound + page - 1) / page * page, end = bytes.upperBound / page * page
         if end > start { madvise(mapping + start, end - start, MADV_DONTNEED) }
     }
 

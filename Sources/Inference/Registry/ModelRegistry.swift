@@ -207,10 +207,12 @@ package enum TransformerLMFactory: EngineFactory {
         path: String, directory: String, format: PackedMatrix.Format = .f32, cacheFormat: AttentionCache.Format = .f32, chatOption: String? = nil
     ) throws -> (any CausalLM, BPETokenizer, ChatFormat) {
         let gguf = try GGUFFile(path: path)
+        // The tokenizer first: what building it takes for a while (the vocabulary's strings
+        // twice) is then taken before the weights are there, not on top of them.
+        let tokenizer = try BPETokenizer(gguf: gguf)
         let model: any CausalLM = gguf.metadata["general.architecture"]?.text == "gpt2"
             ? try GPT2Model(gguf: gguf, format: format, cacheFormat: cacheFormat)
             : try LlamaModel(gguf: gguf, format: format, cacheFormat: cacheFormat)
-        let tokenizer = try BPETokenizer(gguf: gguf)
         try checkVocabulary(tokenizer: tokenizer.vocabularySize, file: gguf.path, model: model.vocabularySize)
         return (model, tokenizer, try ChatFormat.load(gguf: gguf, directory: directory, option: chatOption))
     }

@@ -157,13 +157,15 @@ struct GGUFWeights: ModelWeights {
         }
         let base = file.data(info), rowBytes = shape[1] / layout.elements * layout.bytes
         // Rows that the converter reordered for llama's rotation are read in transformers' order
-        // (as `floats` puts them back).
+        // (as `floats` puts them back): row n of head n / size.
         let groups = rotaryGroups(name)
-        guard groups > 0 else { return (info.type, { base + $0 * rowBytes }) }
-        let size = shape[0] / groups, half = size / 2
+        let size = groups > 0 ? shape[0] / groups : 1, half = size / 2
+        let file = self.file
         return (info.type, { n in
+            // Rows are packed in order: every 1,024, the pages of the heads before are done with.
+            if n % 1024 == 0 { file.release(info.offset..<(info.offset + n / size * size * rowBytes)) }
             let r = n % size
-            return base + (n - r + 2 * (r % half) + r / half) * rowBytes
+            return base + (size == 1 ? n : n - r + 2 * (r % half) + r / half) * rowBytes
         })
     }
 
