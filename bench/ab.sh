@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 baseline=$1 candidate=$2 rounds=${3:-2} seconds=${4:-5}
 shift $(( $# < 4 ? $# : 4 ))
 scripts=("$@"); [ ${#scripts[@]} -eq 0 ] && scripts=(auth gateway)
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+cpu=$(bench/cpu)
 for round in $(seq 1 "$rounds"); do
   for build in baseline candidate; do
     binary=$baseline; [ $build = candidate ] && binary=$candidate

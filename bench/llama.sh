@@ -27,13 +27,7 @@ mkdir -p "$cache"
 bin=$(scripts/llama-cpp llama-bench llama-batched-bench llama-quantize)
 models=$(dirname "$(dirname "$bin")")/models
 [ -x .build/release/modelgate-bench ] || swift build -c release --product modelgate-bench >&2
-cpu=$(python3 -c '
-import re
-info = open("/proc/cpuinfo").read()
-name = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
-flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
-vector = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile") if f in flags]
-print(name + " (" + " ".join(vector) + ")")')
+cpu=$(bench/cpu)
 
 for shape in "${shapes[@]}"; do
   model=$cache/llama-$shape

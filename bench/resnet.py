@@ -62,7 +62,8 @@ def main():
             mine = ours(weights, batch, size)
             theirs = ort_rate(onnx_path, batch, size)
             print(json.dumps({"benchmark": "resnet", "model": name, "batch": batch, "images_per_second": mine,
-                              "onnxruntime_images_per_second": round(theirs, 1), "ratio_vs_onnxruntime": round(mine / theirs, 2)}),
+                              "onnxruntime_images_per_second": round(theirs, 1), "ratio_vs_onnxruntime": round(mine / theirs, 2),
+                              "onnxruntime_version": ort.__version__}),
                   flush=True)
 
 

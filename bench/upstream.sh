@@ -15,7 +15,7 @@ rounds=${UPSTREAM_ROUNDS:-3}
 command -v wrk >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y wrk >/dev/null 2>&1; } || { echo "wrk is required" >&2; exit 1; }
 repo=$PWD
 binary=${MODELGATE_BINARY:-$repo/.build/release/modelgate}
-cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+cpu=$(bench/cpu)
 bin=$(scripts/llama-cpp llama-server)
 work=$(mktemp -d /tmp/modelgate-bench-upstream.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
