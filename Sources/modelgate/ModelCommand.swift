@@ -168,15 +168,7 @@ struct ModelCommand: AsyncParsableCommand {
 
 /// This process's resident memory, from /proc/self/status (0 where it cannot be read).
 enum ProcessMemory {
-    static func residentBytes() -> Int { field("VmRSS:") }
+    static func residentBytes() -> Int { procBytes("/proc/self/status", "VmRSS") ?? 0 }
     /// The most it has been resident since it started.
-    static func peakResidentBytes() -> Int { field("VmHWM:") }
-
-    private static func field(_ name: String) -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
-            let kilobytes = Int(line.dropFirst(name.count).trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
-        else { return 0 }
-        return kilobytes << 10
-    }
+    static func peakResidentBytes() -> Int { procBytes("/proc/self/status", "VmHWM") ?? 0 }
 }

@@ -7,11 +7,11 @@ import Foundation
 /// sub-block's scale, times the integer, then minus or plus the minimum where the format has
 /// one), so that every value is the very float gguf-py gives: the tests compare them bit for bit.
 enum GGMLQuants {
-    /// ggml's type numbers of the formats read here, with their block sizes.
-    static let types: [UInt32: (elements: Int, bytes: Int)] = [
-        2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
-        10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),  // Q2_K ... Q6_K
-    ]
+    /// ggml's type numbers of the formats read here (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K ... Q6_K),
+    /// with their block sizes as GGUFFile knows them.
+    static let types: [UInt32: (elements: Int, bytes: Int)] = GGUFFile.typeLayouts
+        .filter { [2, 3, 6, 7, 8, 10, 11, 12, 13, 14].contains($0.key) }
+        .mapValues { ($0.blockElements, $0.blockBytes) }
 
     static func supports(_ type: UInt32) -> Bool { types[type] != nil }
 

@@ -106,6 +106,21 @@ public enum EngineFactories {
     /// engine, the engine's options) — what `modelgate model load` checks before asking the
     /// servers.
     public static func check(directory: String, factories all: [any EngineFactory.Type] = native) throws -> ModelManifest {
+        try checked(directory: directory, factories: all).manifest
+    }
+
+    /// Checks a model folder and loads it as a server would, then stops the engine again:
+    /// `modelgate model check`. `loaded` runs while the engine is up. Returns the engine's task.
+    public static func checkByLoading(directory: String, factories all: [any EngineFactory.Type] = native, loaded: () -> Void = {}) throws -> ModelTask {
+        let (manifest, factory) = try checked(directory: directory, factories: all)
+        let engine = try factory.load(directory: directory, manifest: manifest)
+        defer { engine.shutdown() }
+        loaded()
+        try checkTask(engine, manifest: manifest, directory: directory)
+        return engine.task
+    }
+
+    private static func checked(directory: String, factories all: [any EngineFactory.Type]) throws -> (manifest: ModelManifest, factory: any EngineFactory.Type) {
         guard FileManager.default.fileExists(atPath: directory) else {
             throw ModelLoadError(file: directory, reason: "no such model folder")
         }
@@ -115,19 +130,7 @@ public enum EngineFactories {
                 file: directory + "/model.json", reason: "unknown engine '\(manifest.engine)' (known: \(all.map { $0.name }.joined(separator: ", ")))")
         }
         try manifest.checkOptions(allowed: factory.optionKeys, in: directory)
-        return manifest
-    }
-
-    /// Checks a model folder and loads it as a server would, then stops the engine again:
-    /// `modelgate model check`. `loaded` runs while the engine is up. Returns the engine's task.
-    public static func checkByLoading(directory: String, factories all: [any EngineFactory.Type] = native, loaded: () -> Void = {}) throws -> ModelTask {
-        let manifest = try check(directory: directory, factories: all)
-        guard let factory = factory(manifest.engine, in: all) else { throw ModelLoadError(file: directory + "/model.json", reason: "unknown engine") }
-        let engine = try factory.load(directory: directory, manifest: manifest)
-        defer { engine.shutdown() }
-        loaded()
-        try checkTask(engine, manifest: manifest, directory: directory)
-        return engine.task
+        return (manifest, factory)
     }
 
     /// A loaded engine must do the task its model.json names.
@@ -268,10 +271,14 @@ package enum TransformerLMFactory: EngineFactory {
 }
 
 /// `MemAvailable` of /proc/meminfo, in bytes (nil where there is none).
-func availableMemory() -> Int? {
-    guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) else { return nil }
-    for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
-        let fields = line.split(separator: " ")
+func availableMemory() -> Int? { procBytes("/proc/meminfo", "MemAvailable") }
+
+/// A `Name:  N kB` line of a /proc file (/proc/meminfo, /proc/self/status), in bytes; nil where
+/// there is none.
+package func procBytes(_ path: String, _ name: String) -> Int? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix(name + ":") {
+        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
         if fields.count >= 2, let kilobytes = Int(fields[1]) { return kilobytes << 10 }
     }
     return nil
