@@ -1,5 +1,6 @@
 #include "mg_f32.h"
 #include "mg_cpu.h"
+#include "mg_layout.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -8,35 +9,9 @@
 
 MG_CPU_FEATURE(mg_f32_available, __builtin_cpu_supports("avx512f"))
 
-/// Panel element kinds: float32, bfloat16, and the quantized formats (PackedMatrix.Format's
-/// kernelKind; QuantizedPanels.swift describes their layouts).
-enum { F32 = 0, BF16 = 1, Q8_0 = 2, Q4_0 = 3, Q4_1 = 4, Q5_0 = 5, Q5_1 = 6, Q6_K = 7, Q2_K = 8, Q4_K = 9, Q5_K = 10 };
-
-/// A quantized kind's groups: rows per group, bits per level, the bias stored with 4- and 5-bit
-/// levels, whether each column has an offset after its scale, and whether scales and offsets
-/// are float16 (as the ggml type stores them) or float32 (the K-quants' products).
-static inline __attribute__((always_inline)) int group_rows(int kind) { return kind == Q6_K || kind == Q2_K ? 16 : 32; }
-static inline __attribute__((always_inline)) int level_bits(int kind) {
-    return kind == Q4_0 || kind == Q4_1 || kind == Q4_K ? 4 : kind == Q5_0 || kind == Q5_1 || kind == Q5_K ? 5 : 8;
-}
-static inline __attribute__((always_inline)) int level_bias(int kind) { return kind == Q4_0 ? 8 : kind == Q5_0 ? 16 : 0; }
-static inline __attribute__((always_inline)) int has_offsets(int kind) {
-    return kind == Q4_1 || kind == Q5_1 || kind == Q2_K || kind == Q4_K || kind == Q5_K;
-}
-static inline __attribute__((always_inline)) int half_scales(int kind) { return kind <= Q5_1; }
-static inline __attribute__((always_inline)) long scale_bytes(int kind) { return half_scales(kind) ? 32 : 64; }
-static inline __attribute__((always_inline)) long header_bytes(int kind) { return has_offsets(kind) ? 2 * scale_bytes(kind) : scale_bytes(kind); }
-
 /// 16 scales or offsets as floats (float16 widened exactly).
 static inline __attribute__((always_inline)) MG_TARGET __m512 sixteen(const char *at, int kind) {
     return half_scales(kind) ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)at)) : _mm512_loadu_ps((const float *)at);
-}
-static inline __attribute__((always_inline)) long level_row_bytes(int kind) { return level_bits(kind) == 8 ? 16 : level_bits(kind) == 4 ? 8 : 10; }
-static inline __attribute__((always_inline)) long group_bytes(int kind) { return header_bytes(kind) + group_rows(kind) * level_row_bytes(kind); }
-
-/// Bytes of one row of a panel.
-static inline __attribute__((always_inline)) long row_bytes(int kind) {
-    return kind == F32 ? 64 : kind == BF16 ? 32 : group_bytes(kind) / group_rows(kind);
 }
 
 /// A quantized group's 16 scales and offsets, loaded once for its rows.
@@ -50,30 +25,25 @@ static inline __attribute__((always_inline)) MG_TARGET group_scales load_scales(
     return s;
 }
 
-/// Row i of a quantized panel as 16 floats, its group's scales given: the levels (bytes; or
-/// nibbles, low halves columns 0-7 and high halves 8-15, with a word of fifth bits for 5-bit
-/// kinds, less the stored bias) times their columns' scales, plus their offsets: two roundings
-/// at most, as the dequantized weight has.
+/// Row i of a quantized panel as 16 floats, its group's scales given: the levels (in the
+/// group's 4-row chunks, column c's 4 rows in 32-bit word c: bytes, or nibbles with a word of
+/// fifth bits a row after the chunks for 5-bit kinds, less the stored bias) times their
+/// columns' scales, plus their offsets: two roundings at most, as the dequantized weight has.
 static inline __attribute__((always_inline)) MG_TARGET __m512 quantized_row(const void *w, int kind, int i, group_scales s) {
     const char *group = (const char *)w + (long)(i / group_rows(kind)) * group_bytes(kind);
-    const char *levels = group + header_bytes(kind) + (i % group_rows(kind)) * level_row_bytes(kind);
-    __m512i q;
-    if (level_bits(kind) == 8) {
-        q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)levels));
-    } else {
-        __m128i bytes = _mm_loadl_epi64((const __m128i *)levels);
-        __m512i both = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(bytes, bytes));
-        const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4);
-        q = _mm512_and_si512(_mm512_srlv_epi32(both, halves), _mm512_set1_epi32(15));
-        if (level_bits(kind) == 5) {
-            unsigned short word;
-            __builtin_memcpy(&word, levels + 8, 2);
-            const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            __m512i fifth = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(word), lanes), _mm512_set1_epi32(1));
-            q = _mm512_or_si512(q, _mm512_slli_epi32(fifth, 4));
-        }
-        if (level_bias(kind)) q = _mm512_sub_epi32(q, _mm512_set1_epi32(level_bias(kind)));
+    const char *levels = group + header_bytes(kind);
+    int row = i % group_rows(kind);
+    __m512i chunk = _mm512_loadu_si512((const void *)level_chunk(levels, kind, row));
+    int shift = 8 * (row % 4) + (level_bits(kind) != 8 && row >= 16 ? 4 : 0);
+    __m512i q = _mm512_and_si512(_mm512_srl_epi32(chunk, _mm_cvtsi32_si128(shift)), _mm512_set1_epi32(level_bits(kind) == 8 ? 255 : 15));
+    if (level_bits(kind) == 5) {
+        unsigned short word;
+        __builtin_memcpy(&word, levels + 256 + 2 * row, 2);
+        const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        __m512i fifth = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(word), lanes), _mm512_set1_epi32(1));
+        q = _mm512_or_si512(q, _mm512_slli_epi32(fifth, 4));
     }
+    if (level_bias(kind)) q = _mm512_sub_epi32(q, _mm512_set1_epi32(level_bias(kind)));
     __m512 weight = _mm512_mul_ps(_mm512_cvtepi32_ps(q), s.scale);
     if (has_offsets(kind)) weight = _mm512_add_ps(weight, s.offset);
     return weight;

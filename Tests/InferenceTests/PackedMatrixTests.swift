@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import CKernels
 import TestSupport
 
 @testable import Inference
@@ -86,25 +87,12 @@ import TestSupport
     func quantizedProductsAreTheDequantizedMatrixProducts(type: UInt32) throws {
         var random = SeededGenerator(seed: 12 + UInt64(type))
         func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &random) } }
-        let layout = try #require(GGMLQuants.types[type]), format = try #require(PackedMatrix.Format(ggmlType: type))
-        // Where each type keeps its float16 scale and minimum.
-        let halves = [8: [0], 2: [0], 3: [0, 2], 6: [0], 7: [0, 2], 10: [80, 82], 11: [108], 12: [0, 2], 13: [0, 2], 14: [208]][Int(type)] ?? []
+        let format = try #require(PackedMatrix.Format(ggmlType: type))
         for shape in Self.quantizedCases {
             let (m, k, n) = (shape.m, shape.k, shape.n)
-            let rowBytes = k / layout.elements * layout.bytes
-            var blocks = (0..<(n * rowBytes)).map { _ in UInt8.random(in: 0...255, using: &random) }
-            for block in 0..<(n * k / layout.elements) {
-                for at in halves {
-                    let scale = Float16(Float.random(in: 0.001...0.05, using: &random)).bitPattern
-                    blocks[block * layout.bytes + at] = UInt8(scale & 0xFF)
-                    blocks[block * layout.bytes + at + 1] = UInt8(scale >> 8)
-                }
-            }
+            let (blocks, _, packed) = try Self.randomBlocks(type, k: k, n: n, &random)
             let dequantized = FloatBuffer(count: n * k)
-            let packed = blocks.withUnsafeBytes { bytes in
-                GGMLQuants.dequantize(type, bytes.baseAddress!, count: n * k, into: dequantized.pointer)
-                return PackedMatrix(ggml: { (type, bytes.baseAddress! + $0 * rowBytes) }, rows: k, columns: n, format: format)
-            }
+            blocks.withUnsafeBytes { GGMLQuants.dequantize(type, $0.baseAddress!, count: n * k, into: dequantized.pointer) }
             #expect(packed.format == format && packed.byteCount == (n + 15) / 16 * 16 * k * format.rowBytes / 16)
             let differingWeights = (0..<(n * k)).filter { packed.element(row: $0 % k, column: $0 / k).bitPattern != dequantized[$0].bitPattern }.count
             #expect(differingWeights == 0, "\(format) \(shape): \(differingWeights) weights differ from the dequantized ones")
@@ -115,14 +103,14 @@ import TestSupport
                 reference.multiply(x.pointer, m: m, ldx: k, into: expected.pointer, ldy: n, bias: bias.pointer, accumulate: accumulate)
                 for wide in [true, false] {
                     let y = FloatBuffer(initial)
-                    packed.multiply(x.pointer, m: m, ldx: k, into: y.pointer, ldy: n, bias: bias.pointer, accumulate: accumulate, wide: wide)
+                    packed.multiply(x.pointer, m: m, ldx: k, into: y.pointer, ldy: n, bias: bias.pointer, accumulate: accumulate, native: false, wide: wide)
                     let differing = (0..<(m * n)).filter { y[$0] != expected[$0] }.count
                     #expect(differing == 0, "\(format) \(shape) wide \(wide) accumulate \(accumulate): \(differing) values differ")
                 }
             }
             if m == 1 {
                 let whole = FloatBuffer(count: n), alone = FloatBuffer(count: n)
-                packed.multiply(x.pointer, m: 1, into: whole.pointer)
+                packed.multiply(x.pointer, m: 1, ldx: k, into: whole.pointer, ldy: n, native: false)
                 for panel in 0..<((n + 15) / 16) {
                     packed.multiplyPanel(panel, x.pointer, into: alone.pointer)
                     #expect((panel * 16..<min(n, panel * 16 + 16)).allSatisfy { alone[$0] == whole[$0] }, "\(format) \(shape): panel \(panel) alone differs")
@@ -130,6 +118,112 @@ import TestSupport
             }
         }
     }
+
+    /// Random ggml blocks of `type` for an `n` x `k` matrix (finite float16 scales), and the
+    /// matrix packed from them.
+    static func randomBlocks(_ type: UInt32, k: Int, n: Int, _ random: inout SeededGenerator) throws -> (blocks: [UInt8], rowBytes: Int, packed: PackedMatrix) {
+        let layout = try #require(GGMLQuants.types[type]), format = try #require(PackedMatrix.Format(ggmlType: type))
+        // Where each type keeps its float16 scale and minimum.
+        let halves = [8: [0], 2: [0], 3: [0, 2], 6: [0], 7: [0, 2], 10: [80, 82], 11: [108], 12: [0, 2], 13: [0, 2], 14: [208]][Int(type)] ?? []
+        let rowBytes = k / layout.elements * layout.bytes
+        var blocks = (0..<(n * rowBytes)).map { _ in UInt8.random(in: 0...255, using: &random) }
+        for block in 0..<(n * k / layout.elements) {
+            for at in halves {
+                let scale = Float16(Float.random(in: 0.001...0.05, using: &random)).bitPattern
+                blocks[block * layout.bytes + at] = UInt8(scale & 0xFF)
+                blocks[block * layout.bytes + at + 1] = UInt8(scale >> 8)
+            }
+        }
+        let packed = blocks.withUnsafeBytes { bytes in
+            PackedMatrix(ggml: { (type, bytes.baseAddress! + $0 * rowBytes) }, rows: k, columns: n, format: format)
+        }
+        return (blocks, rowBytes, packed)
+    }
+
+    /// The integer products' definition, written out: X's rows quantized per block of 32 (d the
+    /// largest magnitude / 127, levels rounded to nearest even), then per column and group (in
+    /// K order) acc = fma(integer sum of level x X level, scale x d, acc), plus
+    /// fma(offset, d x X's group sum, acc) where there is an offset; bias, then y.
+    static func integerProduct(
+        _ type: UInt32, _ blocks: [UInt8], rowBytes: Int, k: Int, n: Int, x: [Float], m: Int, bias: [Float], initial: [Float], accumulate: Bool
+    ) throws -> [Float] {
+        let layout = try #require(GGMLQuants.types[type])
+        var levels = [Int](repeating: 0, count: m * k), d = [Float](repeating: 0, count: m * k / 32)
+        for r in 0..<m {
+            for b in 0..<(k / 32) {
+                let block = x[(r * k + 32 * b)..<(r * k + 32 * b + 32)]
+                let scale = block.reduce(Float(0)) { max($0, abs($1)) } / 127
+                let inverse: Float = scale != 0 && scale.isFinite ? 1 / scale : 0
+                d[r * k / 32 + b] = scale
+                for (i, value) in block.enumerated() { levels[r * k + 32 * b + i] = max(-127, min(127, Int(exactly: (value * inverse).rounded(.toNearestOrEven)) ?? 0)) }
+            }
+        }
+        var y = initial
+        blocks.withUnsafeBytes { bytes in
+            for c in 0..<n {
+                var acc = [Float](repeating: 0, count: m)
+                for block in 0..<(k / layout.elements) {
+                    GGMLQuants.groups(type, bytes.baseAddress! + c * rowBytes + block * layout.bytes) { index, size, scale, offset, level in
+                        let first = block * layout.elements + index * size
+                        for r in 0..<m {
+                            let xs = (0..<size).map { levels[r * k + first + $0] }
+                            let sum = (0..<size).reduce(0) { $0 + level($1) * xs[$1] }
+                            let dr = d[r * k / 32 + first / 32]
+                            acc[r] = acc[r].addingProduct(Float(sum), scale * dr)
+                            if let offset { acc[r] = acc[r].addingProduct(offset, dr * Float(xs.reduce(0, +))) }
+                        }
+                    }
+                }
+                for r in 0..<m {
+                    var value = acc[r] + bias[c]
+                    if accumulate { value += initial[r * n + c] }
+                    y[r * n + c] = value
+                }
+            }
+        }
+        return y
+    }
+
+    /// The integer kernels (llama.cpp's way: X quantized to 8 bits per block of 32) against
+    /// their definition, written out above, bit for bit, for every format they take: AVX2 on
+    /// every x86 CPU, AVX-512 VNNI where the CPU has it (its own test, skipped elsewhere).
+    func checkIntegerProducts(type: UInt32, vnni: Bool) throws {
+        var random = SeededGenerator(seed: 40 + UInt64(type))
+        func values(_ count: Int) -> [Float] { (0..<count).map { _ in Float.random(in: -1...1, using: &random) } }
+        for shape in Self.quantizedCases {
+            let (m, k, n) = (shape.m, shape.k, shape.n)
+            let (blocks, rowBytes, packed) = try Self.randomBlocks(type, k: k, n: n, &random)
+            #expect(packed.usesInteger)
+            var x = values(m * k)
+            // A block of zeros (d 0) and one of a single value.
+            for i in 0..<32 { x[i] = 0 }
+            if k >= 64 { for i in 33..<64 { x[i] = 0 } }
+            let (bias, initial) = (values(n), values(m * n))
+            for accumulate in [false, true] {
+                let expected = try Self.integerProduct(type, blocks, rowBytes: rowBytes, k: k, n: n, x: x, m: m, bias: bias, initial: initial, accumulate: accumulate)
+                let y = FloatBuffer(initial), xs = FloatBuffer(x), b = FloatBuffer(bias)
+                packed.multiplyInteger(xs.pointer, m: m, ldx: k, into: y.pointer, ldy: n, bias: b.pointer, accumulate: accumulate, vnni: vnni)
+                let differing = (0..<(m * n)).filter { y[$0] != expected[$0] }.count
+                #expect(differing == 0, "\(packed.format) \(shape) vnni \(vnni) accumulate \(accumulate): \(differing) of \(m * n) values differ")
+            }
+        }
+        // Not finite X: a block with NaN or infinity makes its rows' products NaN.
+        let (_, _, packed) = try Self.randomBlocks(type, k: 256, n: 20, &random)
+        var x = values(3 * 256)
+        x[5] = .nan
+        x[256 + 40] = .infinity
+        let y = FloatBuffer(count: 3 * 20), xs = FloatBuffer(x)
+        packed.multiplyInteger(xs.pointer, m: 3, ldx: 256, into: y.pointer, ldy: 20, bias: nil, accumulate: false, vnni: vnni)
+        #expect((0..<40).allSatisfy { y[$0].isNaN } && (40..<60).allSatisfy { y[$0].isFinite }, "\(packed.format): NaN and infinity")
+    }
+
+    static let integerTypes: [UInt32] = [8, 2, 3, 12, 14, 11, 10]
+
+    @Test(arguments: integerTypes)
+    func integerProductsAreTheirDefinitionOnAVX2(type: UInt32) throws { try checkIntegerProducts(type: type, vnni: false) }
+
+    @Test(.enabled(if: mg_quant_vnni_available() != 0, "AVX-512 VNNI integer products: this CPU lacks AVX-512 VNNI"), arguments: integerTypes)
+    func integerProductsAreTheirDefinitionOnVNNI(type: UInt32) throws { try checkIntegerProducts(type: type, vnni: true) }
 
     /// Quantizing at load (weight_format q8_0 and q4_0): each weight within a step (Q8_0: half
     /// a step) of its value, plus the scale's float16 rounding; a K that is not whole blocks

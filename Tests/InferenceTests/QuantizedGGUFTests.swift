@@ -107,6 +107,8 @@ import TestSupport
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let tokens = (0..<24).map { ($0 * 37 + 11) % 1024 }
         var formats: Set<PackedMatrix.Format> = []
+        var integerErrors: [String] = []
+        defer { print("integer products against float32, relative RMS of the logits: \(integerErrors)") }
         for type in Self.quantizations {
             let file = try GGUFFile(path: folder + "/model-\(type).gguf")
             let model = try LlamaModel(gguf: file)
@@ -115,14 +117,20 @@ import TestSupport
                 + [model.embedding, model.head.matrix]
             #expect(matrices.allSatisfy { $0.format.quantization != nil }, "\(type): \(matrices.map(\.format))")
             formats.formUnion(matrices.map(\.format))
-            // The same file widened to float32 at load: the very same logits (a quantized
-            // product is the dequantized matrix's float32 product).
+            // The same file widened to float32 at load: the very same logits from the float32
+            // kernels (a quantized product there is the dequantized matrix's float32 product);
+            // the integer kernels round X to 8 bits per block of 32.
             let widened = try LlamaModel(
                 config: model.config,
                 weights: Widened(weights: GGUFWeights(file: file, name: GGUFWeights.llamaName, interleavedRotary: true, heads: model.config.heads, kvHeads: model.config.kvHeads)))
             #expect(widened.blocks[0].qkv.parts.map(\.matrix.format) == [.f32])
+            let exact = PackedMatrix.$integerProducts.withValue(false) { LlamaGGUFTests.logits(model, tokens) }
             let logits = LlamaGGUFTests.logits(model, tokens), fromFloats = LlamaGGUFTests.logits(widened, tokens)
-            #expect(logits.count == fromFloats.count && zip(logits, fromFloats).allSatisfy { $0 == $1 }, "\(type): packed and widened differ")
+            #expect(exact.count == fromFloats.count && zip(exact, fromFloats).allSatisfy { $0 == $1 }, "\(type): packed and widened differ")
+            let scale = (fromFloats.map { $0 * $0 }.reduce(0, +) / Float(fromFloats.count)).squareRoot()
+            let error = (zip(logits, fromFloats).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Float(fromFloats.count)).squareRoot() / scale
+            integerErrors.append("\(type) \(error)")
+            #expect(error < 0.05, "\(type): the integer products' logits are \(error) (relative RMS) from the float32 ones")
             // The safetensors folder quantized at load (weight_format q8_0 or q4_0) is
             // llama-quantize's file: the same scales and levels in every matrix that the file
             // holds in that format (its Q4_0 has the output head in Q6_K), and for Q8_0 the same logits.

@@ -134,13 +134,14 @@ package final class PackedMatrix: @unchecked Sendable {
     }
 
     /// `multiply` with rows of X `ldx` floats apart and rows of Y `ldy` apart. `native: false`
-    /// keeps bf16 products off the CPU's bfloat16 instructions, `wide: false` f32 products off
-    /// the AVX-512 kernel (tests compare both).
+    /// keeps bf16 products off the CPU's bfloat16 instructions, and quantized ones off the
+    /// integer kernel; `wide: false` f32 products off the AVX-512 kernel (tests compare them).
     func multiply(
         _ x: UnsafePointer<Float>, m: Int, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int,
         bias: UnsafePointer<Float>? = nil, accumulate: Bool = false, native: Bool = true, wide: Bool = true
     ) {
         if native && usesNativeBF16(m: m) { return multiplyNative(x, m: m, ldx: ldx, into: y, ldy: ldy, bias: bias, accumulate: accumulate) }
+        if native && usesInteger { return multiplyInteger(x, m: m, ldx: ldx, into: y, ldy: ldy, bias: bias, accumulate: accumulate) }
         let onWide = wide && usesWide(m: m, native: native)
         // The AVX-512 kernel takes panels two at a time: chunks of whole pairs.
         let chunks = Chunks(m: m, of: self, pairs: onWide)
@@ -241,6 +242,59 @@ package final class PackedMatrix: @unchecked Sendable {
                     pairsRead + row * kPairs, Int32(tileRows), paired, Int32(kPairs), y + row * ldy + column, ldy,
                     Int32(min(width, self.columns - column)), bias.map { $0 + column }, accumulate ? 1 : 0,
                     panel + 2 < panels.upperBound ? UnsafeRawPointer(first + 2 * panelBytes) : nil)
+            }
+        }
+    }
+
+    // MARK: Integer products of quantized matrices
+
+    /// Whether quantized products run on the integer kernels (mg_quant.h: AVX-512 VNNI where the
+    /// CPU has it, else AVX2, the same floats either way), as llama.cpp's do: X quantized per
+    /// block of 32 K values to 8 bits (mg_q8_quantize_rows), each group's levels multiplied in
+    /// integers, one float32 multiply-add per group and column. X's rounding (at most half a
+    /// step of its block's largest magnitude / 127) is the price; the float32 kernels keep X
+    /// exact and multiply every weight out. Q8_0, Q4_0, Q4_1, Q4_K, Q6_K (and Q3_K) and Q2_K;
+    /// the 5-bit formats stay on float32. Benchmarks and tests turn it off for a task
+    /// (`$integerProducts.withValue(false)`), for the products computed on that task's thread.
+    @TaskLocal package static var integerProducts = true
+    /// Whether the integer products run on VNNI (else AVX2); tests compare both.
+    package static let vnniEnabled = Atomic(mg_quant_vnni_available() != 0)
+
+    var usesInteger: Bool {
+        switch format {
+        case .q8_0, .q4_0, .q4_1, .q4_k, .q6_k, .q2_k: rows % 32 == 0 && Self.integerProducts
+        default: false
+        }
+    }
+
+    /// The integer product; `vnni` picks the variant (tests run both where the CPU has VNNI).
+    func multiplyInteger(
+        _ x: UnsafePointer<Float>, m: Int, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, bias: UnsafePointer<Float>?,
+        accumulate: Bool, vnni: Bool = PackedMatrix.vnniEnabled.load(ordering: .relaxed)
+    ) {
+        let k = rows, blocks = rows / 32
+        let levels = UnsafeMutablePointer<Int8>.allocate(capacity: m * k)
+        let scales = UnsafeMutablePointer<Float>.allocate(capacity: m * blocks)
+        let sums = UnsafeMutablePointer<Int32>.allocate(capacity: m * 2 * blocks)
+        defer {
+            levels.deallocate()
+            scales.deallocate()
+            sums.deallocate()
+        }
+        mg_q8_quantize_rows(x, ldx, Int32(m), Int32(k), levels, scales, sums)
+        let chunks = Chunks(m: m, of: self, pairs: true)
+        nonisolated(unsafe) let (levelsRead, scalesRead, sumsRead) = (UnsafePointer(levels), UnsafePointer(scales), UnsafePointer(sums))
+        nonisolated(unsafe) let y = y
+        nonisolated(unsafe) let bias = bias
+        let panelBytes = k * format.rowBytes
+        ComputeThreads.run(threads: chunks.threads, chunks: chunks.count) { index in
+            let (panels, row, tileRows) = chunks[index]
+            for panel in stride(from: panels.lowerBound, to: panels.upperBound, by: 2) {
+                let column = panel * Self.panelWidth, pair = panel + 1 < panels.upperBound ? 2 : 1
+                mg_quantized_integer_rows(
+                    vnni ? 1 : 0, self.format.kernelKind, self.storage + panel * panelBytes, panelBytes, Int32(pair), Int32(k), levelsRead + row * k,
+                    scalesRead + row * blocks, sumsRead + row * 2 * blocks, Int32(tileRows), y + row * ldy + column, ldy,
+                    Int32(min(pair * Self.panelWidth, self.columns - column)), bias.map { $0 + column }, accumulate ? 1 : 0)
             }
         }
     }

@@ -3,10 +3,12 @@ import Foundation
 /// How a quantized format stores a panel (16 columns): for each group of `groupRows` K rows,
 /// the 16 columns' scales, their offsets where the format has them (float16 where the ggml
 /// type stores them so, as Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 do: then a panel takes the file's
-/// bytes; float32 where they are products, as the K-quants' are), then the group's
-/// rows of 16 integer levels: signed bytes (8 bits), or nibbles (4 bits: byte j holds column j
-/// in its low half and column j + 8 in its high half), or nibbles and a 16-bit word of fifth
-/// bits (5 bits: bit j is column j's). A 4- or 5-bit level is stored plus `bias`, which the
+/// bytes; float32 where they are products, as the K-quants' are), then the group's integer
+/// levels in chunks of 4 K rows x 16 columns, 64 bytes, column j's 4 rows in 32-bit word j (the
+/// operand layout of AVX-512 VNNI's byte dot products): bytes (8 bits: chunk i / 4, byte
+/// 4j + i % 4), or nibbles (4 bits: rows i and i + 16 share a byte, low and high half, in
+/// chunk (i % 16) / 4), or nibbles and then a 16-bit word of fifth bits per row (5 bits: bit j
+/// is column j's). A level is stored plus `bias` (a byte plus 128: unsigned), which the
 /// kernels take off again. A weight is scale x level rounded, then plus the offset rounded:
 /// the very float gguf-py's `dequantize` gives for the ggml blocks it came from.
 struct Quantization: Equatable {
@@ -21,6 +23,13 @@ struct Quantization: Equatable {
     var headerBytes: Int { offsets ? 2 * scaleBytes : scaleBytes }
     var levelRowBytes: Int { bits == 8 ? 16 : bits == 4 ? 8 : 10 }
     var groupBytes: Int { headerBytes + groupRows * levelRowBytes }
+
+    /// Where level (row i of its group, column j) lies in the group's levels: its byte, and
+    /// the shift of its bits there.
+    @inline(__always)
+    func position(row i: Int, column j: Int) -> (byte: Int, shift: Int) {
+        bits == 8 ? ((i / 4) * 64 + 4 * j + i % 4, 0) : (((i % 16) / 4) * 64 + 4 * j + i % 4, i >= 16 ? 4 : 0)
+    }
 }
 
 extension PackedMatrix.Format {
@@ -80,15 +89,15 @@ protocol QuantizedLayout {
     static var layout: Quantization { get }
 }
 
-enum Q8_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 8, bias: 0, offsets: false, halfScales: true) }
+enum Q8_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 8, bias: 128, offsets: false, halfScales: true) }
 enum Q4_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 8, offsets: false, halfScales: true) }
 enum Q4_1: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 0, offsets: true, halfScales: true) }
 enum Q4_K: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 4, bias: 0, offsets: true, halfScales: false) }
 enum Q5_0: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 16, offsets: false, halfScales: true) }
 enum Q5_1: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 0, offsets: true, halfScales: true) }
 enum Q5_K: QuantizedLayout { static let layout = Quantization(groupRows: 32, bits: 5, bias: 0, offsets: true, halfScales: false) }
-enum Q6_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 0, offsets: false, halfScales: false) }
-enum Q2_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 0, offsets: true, halfScales: false) }
+enum Q6_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 128, offsets: false, halfScales: false) }
+enum Q2_K: QuantizedLayout { static let layout = Quantization(groupRows: 16, bits: 8, bias: 128, offsets: true, halfScales: false) }
 
 /// One K row of a quantized panel as floats, for the Swift blocks: the same operations as
 /// mg_f32.c's `panel_row`.
@@ -99,26 +108,17 @@ enum QuantizedPanel<Layout: QuantizedLayout>: PanelElement {
     static func row(_ panel: UnsafeRawPointer, _ k: Int) -> (SIMD8<Float>, SIMD8<Float>) {
         let q = Layout.layout
         let group = panel + (k / q.groupRows) * q.groupBytes
-        let levels = group + q.headerBytes + (k % q.groupRows) * q.levelRowBytes
-        var low: SIMD8<Int32>, high: SIMD8<Int32>
-        if q.bits == 8 {
-            let bytes = levels.loadUnaligned(as: SIMD16<Int8>.self)
-            low = SIMD8<Int32>(truncatingIfNeeded: bytes.lowHalf)
-            high = SIMD8<Int32>(truncatingIfNeeded: bytes.highHalf)
-        } else {
-            let bytes = SIMD8<Int32>(truncatingIfNeeded: levels.loadUnaligned(as: SIMD8<UInt8>.self))
-            low = bytes & 15
-            high = bytes &>> 4
-            if q.bits == 5 {
-                let fifth = SIMD8<Int32>(repeating: Int32(UInt16(littleEndian: levels.loadUnaligned(fromByteOffset: 8, as: UInt16.self))))
-                low |= ((fifth &>> SIMD8(0, 1, 2, 3, 4, 5, 6, 7)) & 1) &<< 4
-                high |= ((fifth &>> SIMD8(8, 9, 10, 11, 12, 13, 14, 15)) & 1) &<< 4
-            }
-            if q.bias != 0 {
-                low &-= SIMD8(repeating: Int32(q.bias))
-                high &-= SIMD8(repeating: Int32(q.bias))
-            }
+        let levels = group + q.headerBytes, i = k % q.groupRows
+        // Column j's 4 rows are word j of the chunk (position(row:column: 0) less i % 4).
+        let at = q.position(row: i, column: 0)
+        let words = levels.loadUnaligned(fromByteOffset: at.byte - i % 4, as: SIMD16<UInt32>.self) &>> UInt32(8 * (i % 4) + at.shift)
+        var level = SIMD16<Int32>(truncatingIfNeeded: words & SIMD16(repeating: q.bits == 8 ? 255 : 15))
+        if q.bits == 5 {
+            let fifth = SIMD16<Int32>(repeating: Int32(UInt16(littleEndian: levels.loadUnaligned(fromByteOffset: 256 + 2 * i, as: UInt16.self))))
+            level |= ((fifth &>> SIMD16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)) & 1) &<< 4
         }
+        level &-= SIMD16(repeating: Int32(q.bias))
+        let low = level.lowHalf, high = level.highHalf
         let scales = Self.sixteen(group, q)
         var first = scales.0 * SIMD8<Float>(low), second = scales.1 * SIMD8<Float>(high)
         if q.offsets {
@@ -156,19 +156,15 @@ extension PackedMatrix {
         }
         store(scale, at: 0)
         if q.offsets { store(offset ?? 0, at: q.scaleBytes) }
+        let levels = base + q.headerBytes
         for i in 0..<q.groupRows {
-            let row = base + q.headerBytes + i * q.levelRowBytes
-            let value = level(i)
-            if q.bits == 8 {
-                row.storeBytes(of: Int8(truncatingIfNeeded: value), toByteOffset: j, as: Int8.self)
-                continue
-            }
-            let stored = UInt8(truncatingIfNeeded: value + q.bias)
-            let byte = row.load(fromByteOffset: j % 8, as: UInt8.self)
-            row.storeBytes(of: j < 8 ? byte | (stored & 15) : byte | (stored & 15) << 4, toByteOffset: j % 8, as: UInt8.self)
+            let stored = UInt8(truncatingIfNeeded: level(i) + q.bias)
+            let (byte, shift) = q.position(row: i, column: j)
+            let mask: UInt8 = q.bits == 8 ? 255 : 15
+            levels.storeBytes(of: levels.load(fromByteOffset: byte, as: UInt8.self) | (stored & mask) << shift, toByteOffset: byte, as: UInt8.self)
             if q.bits == 5 {
-                let word = row.loadUnaligned(fromByteOffset: 8, as: UInt16.self)
-                row.storeBytes(of: word | UInt16((stored >> 4) & 1) << UInt16(j), toByteOffset: 8, as: UInt16.self)
+                let word = levels.loadUnaligned(fromByteOffset: 256 + 2 * i, as: UInt16.self)
+                levels.storeBytes(of: word | UInt16((stored >> 4) & 1) << UInt16(j), toByteOffset: 256 + 2 * i, as: UInt16.self)
             }
         }
     }
@@ -177,16 +173,11 @@ extension PackedMatrix {
     func quantizedElement(row k: Int, column n: Int, _ q: Quantization) -> Float {
         let base = groupBase(panel: n / Self.panelWidth, group: k / q.groupRows, q)
         let j = n % Self.panelWidth
-        let row = base + q.headerBytes + (k % q.groupRows) * q.levelRowBytes
-        var level: Int
-        if q.bits == 8 {
-            level = Int(row.load(fromByteOffset: j, as: Int8.self))
-        } else {
-            let byte = Int(row.load(fromByteOffset: j % 8, as: UInt8.self))
-            level = j < 8 ? byte & 15 : byte >> 4
-            if q.bits == 5 { level |= Int((row.loadUnaligned(fromByteOffset: 8, as: UInt16.self) >> UInt16(j)) & 1) << 4 }
-            level -= q.bias
-        }
+        let levels = base + q.headerBytes, i = k % q.groupRows
+        let (byte, shift) = q.position(row: i, column: j)
+        var level = Int(levels.load(fromByteOffset: byte, as: UInt8.self) >> shift) & (q.bits == 8 ? 255 : 15)
+        if q.bits == 5 { level |= Int((levels.loadUnaligned(fromByteOffset: 256 + 2 * i, as: UInt16.self) >> UInt16(j)) & 1) << 4 }
+        level -= q.bias
         func load(_ at: Int) -> Float {
             q.halfScales ? Float(base.load(fromByteOffset: at + 2 * j, as: Float16.self)) : base.load(fromByteOffset: at + 4 * j, as: Float.self)
         }
