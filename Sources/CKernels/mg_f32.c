@@ -37,10 +37,11 @@ static inline __attribute__((always_inline)) MG_TARGET __m512 quantized_row(cons
     int shift = 8 * (row % 4) + (level_bits(kind) != 8 && row >= 16 ? 4 : 0);
     __m512i q = _mm512_and_si512(_mm512_srl_epi32(chunk, _mm_cvtsi32_si128(shift)), _mm512_set1_epi32(level_bits(kind) == 8 ? 255 : 15));
     if (level_bits(kind) == 5) {
-        unsigned short word;
-        __builtin_memcpy(&word, levels + 256 + 2 * row, 2);
-        const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        __m512i fifth = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(word), lanes), _mm512_set1_epi32(1));
+        unsigned long long mask = fifth_mask(levels, (row % 16) / 4, row >= 16);
+        int low = (int)(unsigned)mask, high = (int)(unsigned)(mask >> 32), r = row % 4;
+        __m512i words = _mm512_setr_epi32(low, low, low, low, low, low, low, low, high, high, high, high, high, high, high, high);
+        const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+        __m512i fifth = _mm512_and_si512(_mm512_srlv_epi32(words, _mm512_add_epi32(lanes, _mm512_set1_epi32(r))), _mm512_set1_epi32(1));
         q = _mm512_or_si512(q, _mm512_slli_epi32(fifth, 4));
     }
     if (level_bias(kind)) q = _mm512_sub_epi32(q, _mm512_set1_epi32(level_bias(kind)));

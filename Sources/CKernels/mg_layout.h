@@ -34,6 +34,15 @@ static inline __attribute__((always_inline)) const char *level_chunk(const char 
     return levels + (long)((level_bits(kind) == 8 ? i : i % 16) / 4) * 64;
 }
 
+/// A 5-bit group's fifth bits, after the nibbles: a 64-bit mask per chunk t and half (rows
+/// 4t ... 4t + 3 low, 16 + 4t ... high), whose bit 4j + r is the fifth bit of row r of the
+/// four, column j: the order of the chunk's bytes.
+static inline __attribute__((always_inline)) unsigned long long fifth_mask(const char *levels, int t, int high) {
+    unsigned long long mask;
+    __builtin_memcpy(&mask, levels + 256 + 8 * (2 * t + high), 8);
+    return mask;
+}
+
 /// Bytes of one row of a panel.
 static inline __attribute__((always_inline)) long row_bytes(int kind) {
     return kind == F32 ? 64 : kind == BF16 ? 32 : group_bytes(kind) / group_rows(kind);

@@ -51,6 +51,16 @@ static inline __attribute__((always_inline)) MG_AVX2 __m256 eight(const char *at
     return half_scales(kind) ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(at + 16 * h))) : _mm256_loadu_ps((const float *)at + 8 * h);
 }
 
+/// 32 bits as 32 bytes: 16 where the bit is set, else 0 (a 5-bit level's fifth bit, in the
+/// order of a half chunk's bytes).
+static inline __attribute__((always_inline)) MG_AVX2 __m256i fifth_bytes(unsigned bits) {
+    const __m256i spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i select = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i x = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread), select);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(x, select), _mm256_set1_epi8(16));
+}
+
 /// `rows` (1 or 2) rows of quantized X against one panel, in two halves of 8 columns: per
 /// 4-row chunk, bytes as signed levels (stored less 128) with the sign moved onto X's bytes so
 /// that the byte multiply-adds see magnitudes of at most 128 x 127 (their 16-bit pair sums
@@ -101,6 +111,10 @@ static inline __attribute__((always_inline)) MG_AVX2 void avx2_block(
                 for (int h = 0; h < 2; h++) {
                     __m256i v = _mm256_loadu_si256((const __m256i *)(levels + t * 64 + 32 * h));
                     __m256i low = _mm256_and_si256(v, nibble), high = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+                    if (level_bits(kind) == 5) {
+                        low = _mm256_or_si256(low, fifth_bytes((unsigned)(fifth_mask(levels, t, 0) >> (32 * h))));
+                        high = _mm256_or_si256(high, fifth_bytes((unsigned)(fifth_mask(levels, t, 1) >> (32 * h))));
+                    }
                     for (int r = 0; r < 2; r++) {
                         if (r >= rows) continue;
                         __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(low, x[r]), _mm256_maddubs_epi16(high, x2[r]));
@@ -157,7 +171,7 @@ static MG_AVX2 void avx2_rows(
                 if (rows == 2) avx2_block(panel, name, k, q, d, s, 2, out, ldy, columns, b, accumulate); \
                 else avx2_block(panel, name, k, q, d, s, 1, out, ldy, columns, b, accumulate); \
                 break;
-                KIND(Q8_0) KIND(Q4_0) KIND(Q4_1) KIND(Q6_K) KIND(Q2_K) KIND(Q4_K)
+                KIND(Q8_0) KIND(Q4_0) KIND(Q4_1) KIND(Q5_0) KIND(Q5_1) KIND(Q6_K) KIND(Q2_K) KIND(Q4_K) KIND(Q5_K)
 #undef KIND
                 default: break;
             }
@@ -209,6 +223,15 @@ static inline __attribute__((always_inline)) MG_VNNI void vnni_block(
                 __m512i v2 = w2 ? _mm512_loadu_si512((const void *)(levels2 + t * 64)) : v;
                 __m512i low = _mm512_and_si512(v, nibble), high = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
                 __m512i low2 = _mm512_and_si512(v2, nibble), high2 = _mm512_and_si512(_mm512_srli_epi16(v2, 4), nibble);
+                if (level_bits(kind) == 5) {
+                    const __m512i sixteen = _mm512_set1_epi8(16);
+                    low = _mm512_or_si512(low, _mm512_maskz_mov_epi8(fifth_mask(levels, t, 0), sixteen));
+                    high = _mm512_or_si512(high, _mm512_maskz_mov_epi8(fifth_mask(levels, t, 1), sixteen));
+                    if (w2) {
+                        low2 = _mm512_or_si512(low2, _mm512_maskz_mov_epi8(fifth_mask(levels2, t, 0), sixteen));
+                        high2 = _mm512_or_si512(high2, _mm512_maskz_mov_epi8(fifth_mask(levels2, t, 1), sixteen));
+                    }
+                }
                 for (int r = 0; r < 4; r++) {
                     if (r >= rows) continue;
                     int bytes, bytes2;
@@ -287,7 +310,7 @@ static MG_VNNI void vnni_rows(
         if (second) vnni_group_rows(first, second, name, k, xq, xd, xs, m, y, ldy, count, bias, accumulate); \
         else vnni_group_rows(first, 0, name, k, xq, xd, xs, m, y, ldy, count, bias, accumulate); \
         break;
-        KIND(Q8_0) KIND(Q4_0) KIND(Q4_1) KIND(Q6_K) KIND(Q2_K) KIND(Q4_K)
+        KIND(Q8_0) KIND(Q4_0) KIND(Q4_1) KIND(Q5_0) KIND(Q5_1) KIND(Q6_K) KIND(Q2_K) KIND(Q4_K) KIND(Q5_K)
 #undef KIND
         default: break;
     }

@@ -217,7 +217,7 @@ import TestSupport
         #expect((0..<40).allSatisfy { y[$0].isNaN } && (40..<60).allSatisfy { y[$0].isFinite }, "\(packed.format): NaN and infinity")
     }
 
-    static let integerTypes: [UInt32] = [8, 2, 3, 12, 14, 11, 10]
+    static let integerTypes: [UInt32] = [8, 2, 3, 6, 7, 10, 11, 12, 13, 14]
 
     @Test(arguments: integerTypes)
     func integerProductsAreTheirDefinitionOnAVX2(type: UInt32) throws { try checkIntegerProducts(type: type, vnni: false) }

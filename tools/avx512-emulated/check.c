@@ -41,9 +41,9 @@ static float weight(const char *panel, int kind, int i, int c) {
         int byte = levels[((row % 16) / 4) * 64 + 4 * c + row % 4];
         level = row >= 16 ? byte >> 4 : byte & 15;
         if (level_bits(kind) == 5) {
-            uint16_t word;
-            memcpy(&word, levels + 256 + 2 * row, 2);
-            level |= (word >> c & 1) << 4;
+            uint64_t mask;
+            memcpy(&mask, levels + 256 + 8 * (2 * ((row % 16) / 4) + (row >= 16)), 8);
+            level |= (int)(mask >> (4 * c + row % 4) & 1) << 4;
         }
     }
     level -= level_bias(kind);
@@ -82,7 +82,6 @@ int main(void) {
     long checked = 0, failed = 0, integer_checked = 0;
     for (unsigned kind_index = 0; kind_index < sizeof kinds / sizeof *kinds; kind_index++) {
         int kind = kinds[kind_index];
-        int integer = level_bits(kind) != 5;
         for (unsigned ki = 0; ki < sizeof ks / sizeof *ks; ki++) {
             int k = ks[ki];
             for (unsigned ci = 0; ci < sizeof counts / sizeof *counts; ci++) {
@@ -123,7 +122,7 @@ int main(void) {
                             printf("float32 %s m %d k %d count %d accumulate %d: %d of %d differ\n", names[kind], m, k, count, accumulate, differing, m * count);
                         }
                         // The VNNI integer kernel against the AVX2 one.
-                        if (integer) {
+                        {
                             signed char *xq = malloc((size_t)m * k);
                             float *xd = malloc(sizeof(float) * m * (k / 32));
                             int *xs = malloc(sizeof(int) * m * (k / 16));

@@ -13,6 +13,7 @@ typedef union { int32_t i[16]; uint32_t u[16]; uint16_t h[32]; uint8_t b[64]; in
 typedef union { uint16_t h[16]; uint8_t b[32]; } __m256i;
 typedef union { int32_t i[4]; uint64_t q[2]; } __m128i;
 typedef uint16_t __mmask16;
+typedef uint64_t __mmask64;
 
 #define _MM_HINT_T0 3
 static inline void _mm_prefetch(const void *p, int hint) { (void)p; (void)hint; }
@@ -67,6 +68,8 @@ static inline __m512 _mm512_permutexvar_ps(__m512i index, __m512 a) {
 
 static inline __m512i _mm512_and_si512(__m512i a, __m512i b) { for (int i = 0; i < 16; i++) a.u[i] &= b.u[i]; return a; }
 static inline __m512i _mm512_or_si512(__m512i a, __m512i b) { for (int i = 0; i < 16; i++) a.u[i] |= b.u[i]; return a; }
+static inline __m512i _mm512_add_epi32(__m512i a, __m512i b) { for (int i = 0; i < 16; i++) a.u[i] += b.u[i]; return a; }
+static inline __m512i _mm512_maskz_mov_epi8(__mmask64 k, __m512i a) { for (int i = 0; i < 64; i++) a.b[i] = k >> i & 1 ? a.b[i] : 0; return a; }
 static inline __m512i _mm512_sub_epi32(__m512i a, __m512i b) { for (int i = 0; i < 16; i++) a.u[i] -= b.u[i]; return a; }
 static inline __m512i _mm512_slli_epi32(__m512i a, unsigned n) { for (int i = 0; i < 16; i++) a.u[i] = n > 31 ? 0 : a.u[i] << n; return a; }
 static inline __m512i _mm512_srli_epi16(__m512i a, unsigned n) {

@@ -20,9 +20,8 @@ void mg_q8_quantize_rows(const float *x, long ldx, int m, int k, signed char *le
 /// y[r][0 ..< count] = the quantized panels' weights x X's quantized rows (+ bias) (+ y when
 /// accumulate), r < m: per group (in K order) and column, s = the integer sum of level x X
 /// level, exactly; then acc = fma(s, scale * d, acc), and for formats with offsets
-/// acc = fma(offset, d * (X's sum over the group), acc); bias added before y. Kinds Q8_0, Q4_0,
-/// Q4_1, Q4_K, Q6_K and Q2_K (bytes and nibbles; not the 5-bit formats); `w` a panel from K
-/// row 0, and when `panels` is 2 the next `panel_bytes` on (its columns 16 ..< count).
+/// acc = fma(offset, d * (X's sum over the group), acc); bias added before y. Every quantized
+/// kind (mg_f32.c's kinds); `w` a panel from K row 0, and when `panels` is 2 the next `panel_bytes` on (its columns 16 ..< count).
 /// `vnni` 1 runs the AVX-512 VNNI variant (only where mg_quant_vnni_available), 0 the AVX2 one.
 void mg_quantized_integer_rows(
     int vnni, int kind, const void *w, long panel_bytes, int panels, int k, const signed char *xq, const float *xd, const int *xs,

@@ -253,18 +253,14 @@ package final class PackedMatrix: @unchecked Sendable {
     /// block of 32 K values to 8 bits (mg_q8_quantize_rows), each group's levels multiplied in
     /// integers, one float32 multiply-add per group and column. X's rounding (at most half a
     /// step of its block's largest magnitude / 127) is the price; the float32 kernels keep X
-    /// exact and multiply every weight out. Q8_0, Q4_0, Q4_1, Q4_K, Q6_K (and Q3_K) and Q2_K;
-    /// the 5-bit formats stay on float32. Benchmarks and tests turn it off for a task
-    /// (`$integerProducts.withValue(false)`), for the products computed on that task's thread.
+    /// exact and multiply every weight out. Every quantized format. Benchmarks and tests turn it
+    /// off for a task (`$integerProducts.withValue(false)`: the products computed on its thread).
     @TaskLocal package static var integerProducts = true
     /// Whether the integer products run on VNNI (else AVX2); tests compare both.
     package static let vnniEnabled = Atomic(mg_quant_vnni_available() != 0)
 
     var usesInteger: Bool {
-        switch format {
-        case .q8_0, .q4_0, .q4_1, .q4_k, .q6_k, .q2_k: rows % 32 == 0 && Self.integerProducts
-        default: false
-        }
+        format.quantization != nil && rows % 32 == 0 && Self.integerProducts
     }
 
     /// The integer product; `vnni` picks the variant (tests run both where the CPU has VNNI).

@@ -7,10 +7,10 @@ import Foundation
 /// levels in chunks of 4 K rows x 16 columns, 64 bytes, column j's 4 rows in 32-bit word j (the
 /// operand layout of AVX-512 VNNI's byte dot products): bytes (8 bits: chunk i / 4, byte
 /// 4j + i % 4), or nibbles (4 bits: rows i and i + 16 share a byte, low and high half, in
-/// chunk (i % 16) / 4), or nibbles and then a 16-bit word of fifth bits per row (5 bits: bit j
-/// is column j's). A level is stored plus `bias` (a byte plus 128: unsigned), which the
-/// kernels take off again. A weight is scale x level rounded, then plus the offset rounded:
-/// the very float gguf-py's `dequantize` gives for the ggml blocks it came from.
+/// chunk (i % 16) / 4), or nibbles and then their fifth bits (5 bits: `fifthMask`). A level
+/// is stored plus `bias` (a byte plus 128: unsigned), which the kernels take off again. A
+/// weight is scale x level rounded, then plus the offset rounded: the very float gguf-py's
+/// `dequantize` gives for the ggml blocks it came from.
 struct Quantization: Equatable {
     let groupRows: Int
     let bits: Int
@@ -30,6 +30,12 @@ struct Quantization: Equatable {
     func position(row i: Int, column j: Int) -> (byte: Int, shift: Int) {
         bits == 8 ? ((i / 4) * 64 + 4 * j + i % 4, 0) : (((i % 16) / 4) * 64 + 4 * j + i % 4, i >= 16 ? 4 : 0)
     }
+
+    /// Where a 5-bit level's fifth bit lies after the nibbles: one 64-bit mask per nibble chunk
+    /// and half (rows 0 ... 15 low, 16 ... 31 high), at 256 + 8 (2 chunk + half), whose bit
+    /// 4j + i % 4 is column j's: the order of the chunk's bytes.
+    @inline(__always)
+    static func fifthMask(row i: Int) -> Int { 256 + 8 * (2 * ((i % 16) / 4) + (i >= 16 ? 1 : 0)) }
 }
 
 extension PackedMatrix.Format {
@@ -114,8 +120,11 @@ enum QuantizedPanel<Layout: QuantizedLayout>: PanelElement {
         let words = levels.loadUnaligned(fromByteOffset: at.byte - i % 4, as: SIMD16<UInt32>.self) &>> UInt32(8 * (i % 4) + at.shift)
         var level = SIMD16<Int32>(truncatingIfNeeded: words & SIMD16(repeating: q.bits == 8 ? 255 : 15))
         if q.bits == 5 {
-            let fifth = SIMD16<Int32>(repeating: Int32(UInt16(littleEndian: levels.loadUnaligned(fromByteOffset: 256 + 2 * i, as: UInt16.self))))
-            level |= ((fifth &>> SIMD16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)) & 1) &<< 4
+            let mask = UInt64(littleEndian: levels.loadUnaligned(fromByteOffset: Quantization.fifthMask(row: i), as: UInt64.self))
+            let (low, high) = (UInt32(truncatingIfNeeded: mask), UInt32(truncatingIfNeeded: mask >> 32))
+            let words = SIMD16<UInt32>(lowHalf: SIMD8(repeating: low), highHalf: SIMD8(repeating: high))
+            let bits = (words &>> (SIMD16(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28) &+ UInt32(i % 4))) & 1
+            level |= SIMD16<Int32>(truncatingIfNeeded: bits) &<< 4
         }
         level &-= SIMD16(repeating: Int32(q.bias))
         let low = level.lowHalf, high = level.highHalf
@@ -163,8 +172,8 @@ extension PackedMatrix {
             let mask: UInt8 = q.bits == 8 ? 255 : 15
             levels.storeBytes(of: levels.load(fromByteOffset: byte, as: UInt8.self) | (stored & mask) << shift, toByteOffset: byte, as: UInt8.self)
             if q.bits == 5 {
-                let word = levels.loadUnaligned(fromByteOffset: 256 + 2 * i, as: UInt16.self)
-                levels.storeBytes(of: word | UInt16((stored >> 4) & 1) << UInt16(j), toByteOffset: 256 + 2 * i, as: UInt16.self)
+                let at = Quantization.fifthMask(row: i), mask = levels.loadUnaligned(fromByteOffset: at, as: UInt64.self)
+                levels.storeBytes(of: mask | UInt64((stored >> 4) & 1) << UInt64(4 * j + i % 4), toByteOffset: at, as: UInt64.self)
             }
         }
     }
@@ -176,7 +185,7 @@ extension PackedMatrix {
         let levels = base + q.headerBytes, i = k % q.groupRows
         let (byte, shift) = q.position(row: i, column: j)
         var level = Int(levels.load(fromByteOffset: byte, as: UInt8.self) >> shift) & (q.bits == 8 ? 255 : 15)
-        if q.bits == 5 { level |= Int((levels.loadUnaligned(fromByteOffset: 256 + 2 * i, as: UInt16.self) >> UInt16(j)) & 1) << 4 }
+        if q.bits == 5 { level |= Int((levels.loadUnaligned(fromByteOffset: Quantization.fifthMask(row: i), as: UInt64.self) >> UInt64(4 * j + i % 4)) & 1) << 4 }
         level -= q.bias
         func load(_ at: Int) -> Float {
             q.halfScales ? Float(base.load(fromByteOffset: at + 2 * j, as: Float16.self)) : base.load(fromByteOffset: at + 4 * j, as: Float.self)
