@@ -152,6 +152,7 @@ struct ModelCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
+            CLI.checkKernels()
             let before = ProcessMemory.residentBytes()
             let start = Date()
             var resident = 0

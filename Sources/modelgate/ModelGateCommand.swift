@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Inference
 import Logging
 import Platform
 
@@ -75,6 +76,7 @@ struct GlobalOptions: ParsableArguments {
         var environment = ProcessInfo.processInfo.environment
         if let logLevel { environment["MODELGATE_LOG_LEVEL"] = logLevel }
         overrides(&environment)
+        CLI.checkKernels()
         do {
             let configuration = try await ModelGateConfiguration.load(configFile: config, environment: environment)
             ModelGateLogging.bootstrap(level: configuration.log.level, format: configuration.log.format)
@@ -104,4 +106,9 @@ enum CLI {
     }
 
     static func logger(_ label: String = "modelgate") -> Logger { Logger(label: label) }
+
+    /// Exits with status 2 and one line where MODELGATE_KERNELS is not valid here.
+    static func checkKernels() {
+        do { try KernelSelection.validate() } catch { fail("\(error)", code: 2) }
+    }
 }

@@ -233,6 +233,17 @@ import TestSupport
         let growth = try #require(report["memory_growth_bytes"] as? Int), loaded = try #require(report["resident_growth_bytes"] as? Int)
         #expect(loaded > 0 && growth >= loaded, "\(report)")
 
+        // Kernels forced by MODELGATE_KERNELS: the exact products load and run; a name that is
+        // not a variant, or a variant the CPU lacks, is one line and status 2, before any work.
+        let (exact, exactOutput) = try await ModelGateProcess.run(["model", "check", model], in: folder, environment: ["MODELGATE_KERNELS": "quantized=exact,f32=avx2"])
+        #expect(exact == 0, "\(exactOutput)")
+        for (value, expected) in [("quantized=fast", "'quantized=fast' is not one of"), ("quantized", "'quantized' is not one of")]
+            + (KernelSelection.CPU.current.avx512vnni ? [] : [("quantized=vnni", "quantized=vnni needs AVX512-VNNI, which this CPU lacks")]) {
+            let (status, message) = try await ModelGateProcess.run(["model", "check", model], in: folder, environment: ["MODELGATE_KERNELS": value])
+            #expect(status == 2 && message.contains(expected), "\(value): \(message)")
+            #expect(message.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").count == 1, "\(message)")
+        }
+
         // A truncated file: the load error a server would give, on one line, and a failure status.
         let bytes = try Data(contentsOf: URL(fileURLWithPath: model + "/model.gguf"))
         try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: model + "/model.gguf"))

@@ -30,8 +30,8 @@ final class BoundedHead: @unchecked Sendable {
     /// Columns computed exactly at most before a row falls back to the full product.
     static let candidateLimit = 1024
 
-    /// Whether this CPU has the int8 instructions (`MODELGATE_GREEDY_HEAD=full` turns them off).
-    static let available = mg_int8_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_GREEDY_HEAD"] != "full"
+    /// Whether this CPU has the int8 instructions and they are chosen (KernelSelection).
+    static let available = mg_int8_available() != 0 && KernelSelection.current.greedyInt8
 
     /// nil where the CPU lacks the instructions or W holds a NaN or an infinity.
     convenience init?(_ matrix: PackedMatrix) {

@@ -203,10 +203,10 @@ package final class PackedMatrix: @unchecked Sendable {
     /// Rows from which bf16 products run on the CPU's own bfloat16 dot products (AVX512-BF16:
     /// twice the multiply-adds of float32 FMAs per instruction), with X rounded to bfloat16 as
     /// well. Fewer rows (decoding) are bound by memory, where the float32 path reads the same
-    /// bytes and keeps X exact. `MODELGATE_BF16_NATIVE=0` turns them off.
+    /// bytes and keeps X exact. `MODELGATE_KERNELS=bf16=widened` turns them off.
     /// (The packed probe: at 4 rows, memory-bound, no faster than the float32 path; at 8, 1.3x.)
     static let nativeRows = 8
-    static let nativeAvailable = mg_bf16_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_BF16_NATIVE"] != "0"
+    static let nativeAvailable = KernelSelection.current.bf16Native
 
     func usesNativeBF16(m: Int) -> Bool { format == .bf16 && m >= Self.nativeRows && Self.nativeAvailable }
 
@@ -255,9 +255,9 @@ package final class PackedMatrix: @unchecked Sendable {
     /// step of its block's largest magnitude / 127) is the price; the float32 kernels keep X
     /// exact and multiply every weight out. Every quantized format. Benchmarks and tests turn it
     /// off for a task (`$integerProducts.withValue(false)`: the products computed on its thread).
-    @TaskLocal package static var integerProducts = true
+    @TaskLocal package static var integerProducts = KernelSelection.current.quantized != .exact
     /// Whether the integer products run on VNNI (else AVX2); tests compare both.
-    package static let vnniEnabled = Atomic(mg_quant_vnni_available() != 0)
+    static let vnniEnabled = KernelSelection.current.quantized == .vnni
 
     var usesInteger: Bool {
         format.quantization != nil && rows % 32 == 0 && Self.integerProducts
@@ -266,7 +266,7 @@ package final class PackedMatrix: @unchecked Sendable {
     /// The integer product; `vnni` picks the variant (tests run both where the CPU has VNNI).
     func multiplyInteger(
         _ x: UnsafePointer<Float>, m: Int, ldx: Int, into y: UnsafeMutablePointer<Float>, ldy: Int, bias: UnsafePointer<Float>?,
-        accumulate: Bool, vnni: Bool = PackedMatrix.vnniEnabled.load(ordering: .relaxed)
+        accumulate: Bool, vnni: Bool = PackedMatrix.vnniEnabled
     ) {
         let k = rows, blocks = rows / 32
         let levels = UnsafeMutablePointer<Int8>.allocate(capacity: m * k)
@@ -443,14 +443,14 @@ package final class PackedMatrix: @unchecked Sendable {
     }
 
     /// Rows from which products run on AVX-512 (`mg_f32_panel_rows`, `mg_bf16_panel_rows`),
-    /// where the CPU has it; `MODELGATE_F32_WIDE=0` keeps them on the Swift blocks. Every row
+    /// where the CPU has it; `MODELGATE_KERNELS=f32=avx2` keeps them on the Swift blocks. Every row
     /// count: a decoding step's one row streams its weights 15% faster there than through the
     /// Swift single-row block (Qwen2.5-0.5B shape, f32, Intel Xeon: 12.6-13.5 against
     /// 10.6-11.6 tokens/s in 3 alternating rounds).
     static let wideRows = 1
     /// Whether they do: on where the CPU has AVX-512 (and the variable allows). Benchmarks turn it
     /// off to compare both in one process; it must not be turned on where it started off.
-    package static let wideEnabled = Atomic(mg_f32_available() != 0 && ProcessInfo.processInfo.environment["MODELGATE_F32_WIDE"] != "0")
+    package static let wideEnabled = Atomic(KernelSelection.current.f32Wide)
 
     static let kSlice = 1024
     static let streamedBytes = 1 << 20
