@@ -16,9 +16,10 @@ package final class PackedMatrix: @unchecked Sendable {
     /// with a scale, and an offset for the types that have one. Bytes a weight: `q8_0` Q8_0
     /// 1.0625 and `q4_0` Q4_0 0.5625 (both as in the file), `q4_1` Q4_1 0.625, `q5_0` Q5_0 0.6875,
     /// `q5_1` Q5_1 0.75, `q4_k` Q4_K 0.75, `q5_k` Q5_K 0.875, `q6_k` Q6_K and Q3_K 1.25, `q2_k`
-    /// Q2_K 1.5 (the K-quants' scales are products, kept as float32). A product
-    /// multiplies each weight out (the float gguf-py's `dequantize` gives) before its
-    /// multiply-add, so it equals the float32 product of the dequantized matrix bit for bit.
+    /// Q2_K 1.5 (the K-quants' scales are products, kept as float32). A product runs in
+    /// integers (`integerProducts`: X rounded to 8 bits per block of 32, as llama.cpp does), or
+    /// exactly: each weight multiplied out (the float gguf-py's `dequantize` gives) before its
+    /// multiply-add, the float32 product of the dequantized matrix bit for bit.
     /// From floats, `q8_0` and `q4_0` quantize as llama.cpp's reference quantizers; a K that is
     /// not whole groups, or another quantized format, keeps float32.
     package enum Format: String, Sendable {
