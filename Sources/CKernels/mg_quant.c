@@ -1,13 +1,11 @@
 #include "mg_quant.h"
-#include "mg_cpu.h"
+#include "mg_int8.h"
 #include "mg_layout.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #define MG_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-MG_CPU_FEATURE(mg_quant_vnni_available, __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
 
 MG_AVX2 void mg_q8_quantize_rows(const float *x, long ldx, int m, int k, signed char *levels, float *scales, int *sums) {
     const int blocks = k / 32;
@@ -320,13 +318,12 @@ static MG_VNNI void vnni_rows(
 void mg_quantized_integer_rows(
     int vnni, int kind, const void *w, long panel_bytes, int panels, int k, const signed char *xq, const float *xd, const int *xs,
     int m, float *y, long ldy, int count, const float *bias, int accumulate) {
-    if (vnni && mg_quant_vnni_available()) vnni_rows(kind, w, panel_bytes, panels, k, xq, xd, xs, m, y, ldy, count, bias, accumulate);
+    if (vnni && mg_int8_available()) vnni_rows(kind, w, panel_bytes, panels, k, xq, xd, xs, m, y, ldy, count, bias, accumulate);
     else avx2_rows(kind, w, panel_bytes, panels, k, xq, xd, xs, m, y, ldy, count, bias, accumulate);
 }
 
 #else
 
-int mg_quant_vnni_available(void) { return 0; }
 void mg_q8_quantize_rows(const float *x, long ldx, int m, int k, signed char *levels, float *scales, int *sums) {}
 void mg_quantized_integer_rows(
     int vnni, int kind, const void *w, long panel_bytes, int panels, int k, const signed char *xq, const float *xd, const int *xs,

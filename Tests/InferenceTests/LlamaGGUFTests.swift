@@ -132,8 +132,7 @@ import TestSupport
         let widenedLogits = widened.forward([.init(tokens: tokens, cache: widened.makeCache(capacity: 64), allLogits: true)])[0]
         #expect(exactLogits == widenedLogits)
         let quantizedLogits = q8.forward([.init(tokens: tokens, cache: q8.makeCache(capacity: 64), allLogits: true)])[0]
-        let scale = (widenedLogits.map { $0 * $0 }.reduce(0, +) / Float(widenedLogits.count)).squareRoot()
-        let error = (zip(quantizedLogits, widenedLogits).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Float(widenedLogits.count)).squareRoot() / scale
+        let error = QuantizedGGUFTests.relativeRMS(quantizedLogits, from: widenedLogits)
         #expect(error > 0 && error < 0.05, "the integer products' logits are \(error) (relative RMS) from the exact ones")
         let atLoad = try GPT2Model(directory: source, format: .q8_0)
         let atLoadLogits = atLoad.forward([.init(tokens: tokens, cache: atLoad.makeCache(capacity: 64), allLogits: true)])[0]

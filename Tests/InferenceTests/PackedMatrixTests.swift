@@ -222,7 +222,7 @@ import TestSupport
     @Test(arguments: integerTypes)
     func integerProductsAreTheirDefinitionOnAVX2(type: UInt32) throws { try checkIntegerProducts(type: type, vnni: false) }
 
-    @Test(.enabled(if: mg_quant_vnni_available() != 0, "AVX-512 VNNI integer products: this CPU lacks AVX-512 VNNI"), arguments: integerTypes)
+    @Test(.enabled(if: mg_int8_available() != 0, "AVX-512 VNNI integer products: this CPU lacks AVX-512 VNNI"), arguments: integerTypes)
     func integerProductsAreTheirDefinitionOnVNNI(type: UInt32) throws { try checkIntegerProducts(type: type, vnni: true) }
 
     /// Quantizing at load (weight_format q8_0 and q4_0): each weight within a step (Q8_0: half

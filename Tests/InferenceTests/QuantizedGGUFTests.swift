@@ -69,6 +69,12 @@ import TestSupport
         #expect(formats == ["F32", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"], "\(formats.sorted())")
     }
 
+    /// The RMS of `values - reference` over the RMS of `reference`.
+    static func relativeRMS(_ values: [Float], from reference: [Float]) -> Float {
+        func rms(_ xs: [Float]) -> Float { (xs.map { $0 * $0 }.reduce(0, +) / Float(xs.count)).squareRoot() }
+        return rms(zip(values, reference).map { $0 - $1 }) / rms(reference)
+    }
+
     @Test(.enabled(if: quantize != nil, "\(missing)"))
     func aQuantizedModelComputesWhatItsOriginalDoes() async throws {
         let types = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"]
@@ -76,12 +82,10 @@ import TestSupport
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let tokens = (0..<24).map { ($0 * 37 + 11) % 1024 }
         let original = LlamaGGUFTests.logits(try LlamaModel(gguf: GGUFFile(path: folder + "/model-f32.gguf")), tokens)
-        let scale = (original.map { $0 * $0 }.reduce(0, +) / Float(original.count)).squareRoot()
         var errors: [Float] = []
         for type in types {
             let logits = LlamaGGUFTests.logits(try LlamaModel(gguf: GGUFFile(path: folder + "/model-\(type).gguf")), tokens)
-            let error = (zip(logits, original).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Float(original.count)).squareRoot()
-            errors.append(error / scale)
+            errors.append(Self.relativeRMS(logits, from: original))
         }
         // Random weights carry rounding errors through every layer (measured, relative RMS:
         // Q8_0 0.015, Q6_K 0.054, Q4_K_M 0.160, Q4_0 0.194); a misread block gives errors of
@@ -127,8 +131,7 @@ import TestSupport
             let exact = PackedMatrix.$integerProducts.withValue(false) { LlamaGGUFTests.logits(model, tokens) }
             let logits = LlamaGGUFTests.logits(model, tokens), fromFloats = LlamaGGUFTests.logits(widened, tokens)
             #expect(exact.count == fromFloats.count && zip(exact, fromFloats).allSatisfy { $0 == $1 }, "\(type): packed and widened differ")
-            let scale = (fromFloats.map { $0 * $0 }.reduce(0, +) / Float(fromFloats.count)).squareRoot()
-            let error = (zip(logits, fromFloats).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Float(fromFloats.count)).squareRoot() / scale
+            let error = Self.relativeRMS(logits, from: fromFloats)
             integerErrors.append("\(type) \(error)")
             #expect(error < 0.05, "\(type): the integer products' logits are \(error) (relative RMS) from the float32 ones")
             // The safetensors folder quantized at load (weight_format q8_0 or q4_0) is

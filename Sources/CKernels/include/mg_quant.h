@@ -7,9 +7,6 @@
 #ifndef MG_QUANT_H
 #define MG_QUANT_H
 
-/// 1 when this CPU has AVX-512 VNNI and BW (checked once), else 0.
-int mg_quant_vnni_available(void);
-
 /// X's rows quantized (K a multiple of 32): per block of 32 K values, d = the largest magnitude
 /// / 127 and each value x (1 / d) rounded to nearest even: `levels[r * k + i]`,
 /// `scales[r * (k / 32) + b]`, and the sum of each 16 levels `sums[r * (k / 16) + h]`. A block
@@ -22,7 +19,7 @@ void mg_q8_quantize_rows(const float *x, long ldx, int m, int k, signed char *le
 /// level, exactly; then acc = fma(s, scale * d, acc), and for formats with offsets
 /// acc = fma(offset, d * (X's sum over the group), acc); bias added before y. Every quantized
 /// kind (mg_f32.c's kinds); `w` a panel from K row 0, and when `panels` is 2 the next `panel_bytes` on (its columns 16 ..< count).
-/// `vnni` 1 runs the AVX-512 VNNI variant (only where mg_quant_vnni_available), 0 the AVX2 one.
+/// `vnni` 1 runs the AVX-512 VNNI variant (where mg_int8_available: VNNI and BW), 0 the AVX2 one.
 void mg_quantized_integer_rows(
     int vnni, int kind, const void *w, long panel_bytes, int panels, int k, const signed char *xq, const float *xd, const int *xs,
     int m, float *y, long ldy, int count, const float *bias, int accumulate);

@@ -31,7 +31,7 @@ final class BoundedHead: @unchecked Sendable {
     static let candidateLimit = 1024
 
     /// Whether this CPU has the int8 instructions and they are chosen (KernelSelection).
-    static let available = mg_int8_available() != 0 && KernelSelection.current.greedyInt8
+    static let available = KernelSelection.current.greedyInt8
 
     /// nil where the CPU lacks the instructions or W holds a NaN or an infinity.
     convenience init?(_ matrix: PackedMatrix) {

@@ -29,18 +29,22 @@ package struct KernelSelection: Equatable, Sendable {
     package struct CPU: Sendable {
         var avx512f, avx512bf16, avx512vnni: Bool
 
-        package static let current = CPU(avx512f: mg_f32_available() != 0, avx512bf16: mg_bf16_available() != 0, avx512vnni: mg_quant_vnni_available() != 0)
+        package static let current = CPU(avx512f: mg_f32_available() != 0, avx512bf16: mg_bf16_available() != 0, avx512vnni: mg_int8_available() != 0)
     }
 
     package struct Invalid: Error, CustomStringConvertible {
         package let description: String
     }
 
+    /// Each family's fastest variant on `cpu` (the int8 greedy head needs AVX512-VNNI with BW,
+    /// as the integer products' VNNI variant).
+    package static func fastest(on cpu: CPU = .current) -> KernelSelection {
+        KernelSelection(f32Wide: cpu.avx512f, bf16Native: cpu.avx512bf16, quantized: cpu.avx512vnni ? .vnni : .avx2, greedyInt8: cpu.avx512vnni)
+    }
+
     /// The selection from `environment` on `cpu`.
     package static func parse(_ environment: [String: String], cpu: CPU = .current) throws -> KernelSelection {
-        // The int8 greedy head needs AVX512-VNNI with BW, as the integer products' VNNI variant.
-        var selection = KernelSelection(
-            f32Wide: cpu.avx512f, bf16Native: cpu.avx512bf16, quantized: cpu.avx512vnni ? .vnni : .avx2, greedyInt8: cpu.avx512vnni)
+        var selection = fastest(on: cpu)
         if environment["MODELGATE_F32_WIDE"] == "0" { selection.f32Wide = false }
         if environment["MODELGATE_BF16_NATIVE"] == "0" { selection.bf16Native = false }
         if environment["MODELGATE_GREEDY_HEAD"] == "full" { selection.greedyInt8 = false }
@@ -74,8 +78,7 @@ package struct KernelSelection: Equatable, Sendable {
     }
 
     /// This process's selection (the defaults where the variable is invalid: `validate` reports it).
-    package static let current = (try? parse(ProcessInfo.processInfo.environment)) ?? (try? parse([:])) ?? KernelSelection(
-        f32Wide: false, bf16Native: false, quantized: .avx2, greedyInt8: false)
+    package static let current = (try? parse(ProcessInfo.processInfo.environment)) ?? fastest()
 
     /// Throws the one-line error for an invalid `MODELGATE_KERNELS` (commands check it first).
     package static func validate(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws {
